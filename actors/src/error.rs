@@ -1,0 +1,72 @@
+//! The one error type of a node. The memcache session turns it into reply
+//! lines in exactly one place (`memcache::reply::error_line`).
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The client sent something the node will not take.
+    Client(String),
+    /// A value larger than `max_value_size`.
+    TooLarge,
+    /// Fewer replicas answered in time than the quorum needs.
+    Quorum { op: &'static str, needed: usize, got: usize, reason: String },
+    /// The node is saturated and sheds this request.
+    Busy(String),
+    /// The storage engine failed.
+    Store(String),
+    /// A peer or one of this node's actors could not be reached.
+    Unavailable(String),
+    /// A peer spoke something this node does not understand.
+    Protocol(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Client(m) => write!(f, "{m}"),
+            Error::TooLarge => write!(f, "object too large for cache"),
+            Error::Quorum { op, needed, got, reason } => {
+                write!(f, "{op} quorum not met: {got} of {needed} replicas answered ({reason})")
+            }
+            Error::Busy(m) => write!(f, "busy: {m}"),
+            Error::Store(m) => write!(f, "store error: {m}"),
+            Error::Unavailable(m) => write!(f, "unavailable: {m}"),
+            Error::Protocol(m) => write!(f, "protocol error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<fjall::Error> for Error {
+    fn from(e: fjall::Error) -> Self {
+        Error::Store(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Unavailable(e.to_string())
+    }
+}
+
+impl From<actix::MailboxError> for Error {
+    fn from(e: actix::MailboxError) -> Self {
+        Error::Unavailable(format!("actor mailbox: {e}"))
+    }
+}
+
+impl From<rmp_serde::decode::Error> for Error {
+    fn from(e: rmp_serde::decode::Error) -> Self {
+        Error::Protocol(e.to_string())
+    }
+}
+
+impl From<rmp_serde::encode::Error> for Error {
+    fn from(e: rmp_serde::encode::Error) -> Self {
+        Error::Protocol(e.to_string())
+    }
+}

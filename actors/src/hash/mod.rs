@@ -1,0 +1,84 @@
+//! hash: the ring. The pure ring is in `ring`; the actor owns the current
+//! ring, applies membership changes and publishes immutable snapshots, so
+//! request paths read placement without ever queueing behind the actor.
+
+mod ring;
+
+pub use ring::{bucket_of, hash_bytes, virtual_node_position, Ring, RingNode};
+
+use actix::prelude::*;
+use std::net::SocketAddrV4;
+use std::sync::{Arc, RwLock};
+
+/// The published ring: cheap to clone, and a read is one `Arc` clone.
+#[derive(Clone)]
+pub struct RingHandle(Arc<RwLock<Arc<Ring>>>);
+
+impl RingHandle {
+    pub fn new(ring: Ring) -> Self {
+        RingHandle(Arc::new(RwLock::new(Arc::new(ring))))
+    }
+
+    pub fn snapshot(&self) -> Arc<Ring> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn publish(&self, ring: Ring) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
+    }
+}
+
+/// Joins and removes nodes; answers the buckets whose home replicas changed.
+#[derive(Message)]
+#[rtype(result = "Vec<u32>")]
+pub struct UpdateNodes {
+    pub added: Vec<RingNode>,
+    pub removed: Vec<SocketAddrV4>,
+}
+
+/// The preference list of a key: every node, home replicas first.
+#[derive(Message)]
+#[rtype(result = "Vec<SocketAddrV4>")]
+pub struct FindNodes(pub Vec<u8>);
+
+pub struct HashActor {
+    ring: RingHandle,
+    n: usize,
+}
+
+impl HashActor {
+    pub fn new(ring: RingHandle, n: usize) -> Self {
+        HashActor { ring, n }
+    }
+}
+
+impl Actor for HashActor {
+    type Context = Context<Self>;
+}
+
+impl Supervised for HashActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        // The ring lives in the handle, so a restart keeps it.
+        tracing::warn!("hash actor restarting");
+    }
+}
+
+impl Handler<UpdateNodes> for HashActor {
+    type Result = MessageResult<UpdateNodes>;
+
+    fn handle(&mut self, msg: UpdateNodes, _: &mut Self::Context) -> Self::Result {
+        let (ring, replaced) = self.ring.snapshot().update_nodes(&msg.added, &msg.removed, self.n);
+        tracing::info!(nodes = ring.len(), replaced = replaced.len(), "ring updated");
+        self.ring.publish(ring);
+        MessageResult(replaced)
+    }
+}
+
+impl Handler<FindNodes> for HashActor {
+    type Result = MessageResult<FindNodes>;
+
+    fn handle(&mut self, msg: FindNodes, _: &mut Self::Context) -> Self::Result {
+        let ring = self.ring.snapshot();
+        MessageResult(ring.preference_list(ring.bucket_of(&msg.0)).to_vec())
+    }
+}

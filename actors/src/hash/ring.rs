@@ -1,0 +1,223 @@
+//! The consistent-hash ring, placed exactly as the original Kai placed keys:
+//! MD5 positions for keys and virtual nodes, equal buckets, and preference
+//! lists of distinct physical nodes walking clockwise. Pure.
+
+use md5::{Digest, Md5};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+
+/// A node's ring identity: its internal API address and ring share.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RingNode {
+    pub addr: SocketAddrV4,
+    pub virtual_nodes: u16,
+}
+
+impl RingNode {
+    pub fn new(addr: SocketAddrV4, virtual_nodes: u16) -> Self {
+        Self { addr, virtual_nodes }
+    }
+
+    pub fn name(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+/// The first four bytes of an MD5 digest, big-endian: a ring position.
+pub fn hash_bytes(data: &[u8]) -> u32 {
+    let digest = Md5::digest(data);
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
+/// Where virtual node `v` (1-based) of `addr` sits on the ring.
+pub fn virtual_node_position(addr: &SocketAddrV4, v: u16) -> u32 {
+    let [a, b, c, d] = addr.ip().octets();
+    let port = addr.port().to_be_bytes();
+    let v = v.to_be_bytes();
+    hash_bytes(&[a, b, c, d, port[0], port[1], v[0], v[1]])
+}
+
+/// The width of one bucket on a ring of `number_of_buckets`.
+fn bucket_width(number_of_buckets: u32) -> u64 {
+    (1u64 << 32) / number_of_buckets as u64
+}
+
+/// The bucket a key falls in.
+pub fn bucket_of(key: &[u8], number_of_buckets: u32) -> u32 {
+    (hash_bytes(key) as u64 / bucket_width(number_of_buckets)) as u32
+}
+
+/// An immutable ring: readers hold an `Arc<Ring>` snapshot and never wait.
+#[derive(Debug, Clone)]
+pub struct Ring {
+    number_of_buckets: u32,
+    nodes: BTreeSet<RingNode>,
+    /// Per bucket, every physical node in clockwise order from the bucket.
+    preference: Vec<Arc<[SocketAddrV4]>>,
+}
+
+impl Ring {
+    pub fn new(number_of_buckets: u32, nodes: impl IntoIterator<Item = RingNode>) -> Self {
+        let nodes: BTreeSet<RingNode> = nodes.into_iter().collect();
+        let mut positions: BTreeMap<u32, SocketAddrV4> = BTreeMap::new();
+        for node in &nodes {
+            for v in 1..=node.virtual_nodes {
+                // On the (astronomically rare) collision the lower address
+                // wins, so every node computes the same ring.
+                let pos = virtual_node_position(&node.addr, v);
+                positions.entry(pos).and_modify(|a| *a = (*a).min(node.addr)).or_insert(node.addr);
+            }
+        }
+        let width = bucket_width(number_of_buckets);
+        let preference = (0..number_of_buckets)
+            .map(|bucket| {
+                let start = bucket as u64 * width;
+                let clockwise = positions
+                    .range((std::ops::Bound::Excluded(start as u32), std::ops::Bound::Unbounded))
+                    .chain(positions.range(..=(start as u32)))
+                    .map(|(_, addr)| *addr);
+                let mut list: Vec<SocketAddrV4> = Vec::with_capacity(nodes.len());
+                for addr in clockwise {
+                    if !list.contains(&addr) {
+                        list.push(addr);
+                        if list.len() == nodes.len() {
+                            break;
+                        }
+                    }
+                }
+                list.into()
+            })
+            .collect();
+        Ring { number_of_buckets, nodes, preference }
+    }
+
+    pub fn number_of_buckets(&self) -> u32 {
+        self.number_of_buckets
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &RingNode> {
+        self.nodes.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn bucket_of(&self, key: &[u8]) -> u32 {
+        bucket_of(key, self.number_of_buckets)
+    }
+
+    /// Every node in the bucket's preference order; the first N are its home.
+    pub fn preference_list(&self, bucket: u32) -> &[SocketAddrV4] {
+        &self.preference[bucket as usize]
+    }
+
+    /// The first `n` nodes of a key's preference list.
+    pub fn find_nodes(&self, key: &[u8], n: usize) -> &[SocketAddrV4] {
+        let list = self.preference_list(self.bucket_of(key));
+        &list[..n.min(list.len())]
+    }
+
+    /// The buckets among whose first `n` nodes `node` stands.
+    pub fn buckets_of(&self, node: &SocketAddrV4, n: usize) -> Vec<u32> {
+        (0..self.number_of_buckets)
+            .filter(|b| self.preference[*b as usize].iter().take(n).any(|a| a == node))
+            .collect()
+    }
+
+    /// A new ring with `added` joined and `removed` gone, and the buckets
+    /// whose first `n` nodes changed.
+    pub fn update_nodes(&self, added: &[RingNode], removed: &[SocketAddrV4], n: usize) -> (Ring, Vec<u32>) {
+        let nodes = self
+            .nodes
+            .iter()
+            .filter(|node| !removed.contains(&node.addr) && !added.iter().any(|a| a.addr == node.addr))
+            .chain(added.iter())
+            .cloned();
+        let ring = Ring::new(self.number_of_buckets, nodes);
+        let replaced = (0..self.number_of_buckets)
+            .filter(|b| {
+                let old = self.preference_list(*b);
+                let new = ring.preference_list(*b);
+                old[..n.min(old.len())] != new[..n.min(new.len())]
+            })
+            .collect();
+        (ring, replaced)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn node(port: u16, vnodes: u16) -> RingNode {
+        RingNode::new(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port), vnodes)
+    }
+
+    /// Names nodes 11011..11014 as 1..4, as the original's test suite does.
+    fn numbered(list: &[SocketAddrV4]) -> Vec<u16> {
+        list.iter().map(|a| a.port() - 11010).collect()
+    }
+
+    #[test]
+    fn golden_positions_from_the_original() {
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 11011);
+        assert_eq!(virtual_node_position(&addr, 1), 3495790055);
+        assert_eq!(virtual_node_position(&addr, 2), 2311136591);
+        assert_eq!(hash_bytes(b"key1"), 3266172564);
+        assert_eq!(hash_bytes(b"item-1"), 1981805867);
+        assert_eq!(hash_bytes(b"item-2"), 953414533);
+    }
+
+    #[test]
+    fn golden_preference_lists_from_the_original() {
+        let ring = Ring::new(8, (11011..=11014).map(|p| node(p, 2)));
+        let expect: [&[u16]; 8] = [&[3, 2, 1], &[3, 2, 1], &[3, 2, 1], &[2, 1, 4], &[2, 1, 4], &[2, 4, 1], &[1, 3, 2], &[3, 2, 1]];
+        for (b, want) in expect.iter().enumerate() {
+            assert_eq!(numbered(&ring.preference_list(b as u32)[..3]), want.to_vec(), "bucket {b}");
+        }
+        assert_eq!(ring.bucket_of(b"item-1"), 3);
+        assert_eq!(numbered(ring.find_nodes(b"item-1", 3)), vec![2, 1, 4]);
+        assert_eq!(ring.bucket_of(b"item-2"), 1);
+
+        let (after, replaced) = ring.update_nodes(&[], &[node(11012, 2).addr], 3);
+        let expect: [&[u16]; 8] = [&[3, 1, 4], &[3, 1, 4], &[3, 1, 4], &[1, 4, 3], &[1, 4, 3], &[4, 1, 3], &[1, 3, 4], &[3, 1, 4]];
+        for (b, want) in expect.iter().enumerate() {
+            assert_eq!(numbered(after.preference_list(b as u32)), want.to_vec(), "bucket {b} after removal");
+        }
+        assert_eq!(replaced, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_single_node_holds_every_bucket() {
+        let ring = Ring::new(1024, [node(11011, 128)]);
+        assert_eq!(ring.buckets_of(&node(11011, 128).addr, 3).len(), 1024);
+        assert_eq!(ring.find_nodes(b"anything", 3).len(), 1);
+    }
+
+    #[test]
+    fn buckets_spread_evenly_across_nodes() {
+        let nodes: Vec<_> = (11011..11019).map(|p| node(p, 128)).collect();
+        let ring = Ring::new(1024, nodes.clone());
+        for n in &nodes {
+            let held = ring.buckets_of(&n.addr, 1).len();
+            // 1024 / 8 = 128 each when perfectly even; allow a generous spread.
+            assert!((64..=192).contains(&held), "{} holds {held}", n.name());
+        }
+    }
+
+    #[test]
+    fn adding_a_node_moves_only_its_share() {
+        let nodes: Vec<_> = (11011..11015).map(|p| node(p, 128)).collect();
+        let ring = Ring::new(1024, nodes);
+        let (_, replaced) = ring.update_nodes(&[node(11015, 128)], &[], 1);
+        // About 1/5 of the buckets change primary owner.
+        assert!(replaced.len() > 100 && replaced.len() < 350, "{} moved", replaced.len());
+    }
+}

@@ -1,0 +1,24 @@
+//! Kai's modules, one actor each, with the pure core beside the actor.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`hash`] | the ring: virtual nodes, buckets, preference lists, published as snapshots |
+//! | [`version`] | dotted version vectors: stamp, compare, merge, prune; reconciles reads |
+//! | [`store`] | local data on a memory or disk engine; coordinator-side atomic writes |
+//! | [`api`] | the node-to-node protocol: MessagePack frames over TCP |
+//! | [`membership`] | the member list and each member's state |
+//! | [`coordinator`] | client requests: one short-lived quorum actor per request |
+//! | [`sync`] | background upkeep of replicas (reaping, later handoff and anti-entropy) |
+//! | [`memcache`] | the client face: the memcached text protocol |
+//!
+//! Imports run downhill: version and hash at the bottom, store on them,
+//! api for transport, then membership, coordinator and sync, memcache on
+//! the coordinator. The `kai` program wires them together.
+
+pub mod error;
+pub mod hash;
+pub mod stats;
+pub mod store;
+pub mod version;
+
+pub use error::{Error, Result};

@@ -1,0 +1,149 @@
+//! Storage engines behind one interface: each keeps a key's sibling set,
+//! grouped by bucket so a bucket's keys list in order. The `Store` above
+//! them does all version logic; an engine only reads and writes sets.
+
+use crate::error::{Error, Result};
+use crate::version::Version;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// A key with its versions, as listed from a bucket.
+pub type Entry = (Bytes, Vec<Version>);
+
+pub trait Engine: Send + Sync + 'static {
+    /// The engine's name, as `stats` reports it.
+    fn name(&self) -> &'static str;
+    /// The key's stored versions; empty when it has none.
+    fn read(&self, bucket: u32, key: &[u8]) -> Result<Vec<Version>>;
+    /// Replaces the key's versions; an empty set removes the key.
+    fn write(&self, bucket: u32, key: &[u8], versions: &[Version]) -> Result<()>;
+    /// Every key of a bucket, in key order.
+    fn list_bucket(&self, bucket: u32) -> Result<Vec<Entry>>;
+    /// Makes every write so far survive power loss (an fsync).
+    fn sync(&self) -> Result<()>;
+}
+
+/// Engine keys: the bucket big-endian, then the key, so a bucket is a range.
+fn engine_key(bucket: u32, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + key.len());
+    k.extend_from_slice(&bucket.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+const MEMORY_SHARDS: usize = 64;
+
+/// Everything in RAM, sharded by bucket so threads rarely contend.
+pub struct MemoryEngine {
+    shards: Vec<Mutex<BTreeMap<(u32, Bytes), Vec<Version>>>>,
+}
+
+impl MemoryEngine {
+    pub fn new() -> Self {
+        MemoryEngine { shards: (0..MEMORY_SHARDS).map(|_| Mutex::new(BTreeMap::new())).collect() }
+    }
+
+    fn shard(&self, bucket: u32) -> std::sync::MutexGuard<'_, BTreeMap<(u32, Bytes), Vec<Version>>> {
+        self.shards[bucket as usize % MEMORY_SHARDS].lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Default for MemoryEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Engine for MemoryEngine {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn read(&self, bucket: u32, key: &[u8]) -> Result<Vec<Version>> {
+        Ok(self.shard(bucket).get(&(bucket, Bytes::copy_from_slice(key))).cloned().unwrap_or_default())
+    }
+
+    fn write(&self, bucket: u32, key: &[u8], versions: &[Version]) -> Result<()> {
+        let mut shard = self.shard(bucket);
+        let k = (bucket, Bytes::copy_from_slice(key));
+        if versions.is_empty() {
+            shard.remove(&k);
+        } else {
+            shard.insert(k, versions.to_vec());
+        }
+        Ok(())
+    }
+
+    fn list_bucket(&self, bucket: u32) -> Result<Vec<Entry>> {
+        let shard = self.shard(bucket);
+        let from = (bucket, Bytes::new());
+        Ok(shard
+            .range(from..)
+            .take_while(|((b, _), _)| *b == bucket)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// On disk in fjall, a log-structured engine: every write is appended to
+/// its journal and handed to the OS before it returns, so it survives the
+/// process being killed; `sync` adds an fsync for power loss.
+pub struct DiskEngine {
+    db: fjall::Database,
+    items: fjall::Keyspace,
+}
+
+impl DiskEngine {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = fjall::Database::builder(dir).open()?;
+        let items = db.keyspace("items", fjall::KeyspaceCreateOptions::default)?;
+        Ok(DiskEngine { db, items })
+    }
+}
+
+impl Engine for DiskEngine {
+    fn name(&self) -> &'static str {
+        "disk"
+    }
+
+    fn read(&self, bucket: u32, key: &[u8]) -> Result<Vec<Version>> {
+        match self.items.get(engine_key(bucket, key))? {
+            Some(bytes) => decode(&bytes),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn write(&self, bucket: u32, key: &[u8], versions: &[Version]) -> Result<()> {
+        let k = engine_key(bucket, key);
+        if versions.is_empty() {
+            self.items.remove(k)?;
+        } else {
+            self.items.insert(k, rmp_serde::to_vec(versions)?)?;
+        }
+        Ok(())
+    }
+
+    fn list_bucket(&self, bucket: u32) -> Result<Vec<Entry>> {
+        self.items
+            .prefix(bucket.to_be_bytes())
+            .map(|guard| {
+                let (k, v) = guard.into_inner()?;
+                Ok((Bytes::copy_from_slice(&k[4..]), decode(&v)?))
+            })
+            .collect()
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.db.persist(fjall::PersistMode::SyncData).map_err(Error::from)
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Vec<Version>> {
+    rmp_serde::from_slice(bytes).map_err(|e| Error::Store(format!("corrupt record: {e}")))
+}

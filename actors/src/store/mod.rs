@@ -1,0 +1,450 @@
+//! store: a node's local data. `Store` keeps each key's sibling set in an
+//! engine (memory or disk), merges replica writes by clock, and runs client
+//! writes at the coordinator atomically (check, stamp, apply under one key
+//! lock). The actor is a pool of threads (`SyncArbiter`), since disk work
+//! must not block an event loop.
+
+mod engine;
+mod write;
+
+pub use engine::{DiskEngine, Engine, Entry, MemoryEngine};
+pub use write::{plan, Condition, Mutation, Write, WriteOutcome};
+
+use crate::error::Result;
+use crate::hash::bucket_of;
+use crate::stats::NodeStats;
+use crate::version::{self, Version};
+use actix::prelude::*;
+use bytes::Bytes;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const KEY_LOCKS: usize = 256;
+
+pub fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+pub fn now_secs() -> u64 {
+    now_millis() / 1000
+}
+
+/// The live versions of a set at `now`: what a reader sees.
+pub fn live_versions(versions: &[Version], now_secs: u64) -> Vec<Version> {
+    versions.iter().filter(|v| v.is_live(now_secs)).cloned().collect()
+}
+
+/// The `cas` token of what a reader sees.
+pub fn live_digest(live: &[Version]) -> u64 {
+    version::context(live).digest()
+}
+
+pub struct StoreSettings {
+    /// This node's name: the node part of the dots it stamps.
+    pub node: String,
+    pub number_of_buckets: u32,
+    pub max_clock_entries: usize,
+    /// fsync before acknowledging each write (survives power loss).
+    pub fsync: bool,
+}
+
+pub struct Store {
+    engine: Box<dyn Engine>,
+    settings: StoreSettings,
+    stats: Arc<NodeStats>,
+    /// Striped key locks: a read-modify-write of one key is atomic.
+    locks: Vec<Mutex<()>>,
+}
+
+impl Store {
+    pub fn new(engine: Box<dyn Engine>, settings: StoreSettings, stats: Arc<NodeStats>) -> Result<Self> {
+        let store = Store { engine, settings, stats, locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect() };
+        store.count_items()?;
+        Ok(store)
+    }
+
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    fn bucket(&self, key: &[u8]) -> u32 {
+        bucket_of(key, self.settings.number_of_buckets)
+    }
+
+    fn lock(&self, key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = crate::hash::hash_bytes(key) as usize % KEY_LOCKS;
+        self.locks[stripe].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every stored version of a key, tombstones and expired ones included:
+    /// replicas reconcile on the whole set.
+    pub fn read(&self, key: &[u8]) -> Result<Vec<Version>> {
+        self.engine.read(self.bucket(key), key)
+    }
+
+    /// Merges versions from another replica (or read repair) by clock.
+    pub fn merge(&self, key: &[u8], incoming: &[Version]) -> Result<()> {
+        let bucket = self.bucket(key);
+        let _guard = self.lock(key);
+        let current = self.engine.read(bucket, key)?;
+        let merged = version::sync(&current, incoming);
+        if merged != current {
+            self.replace(bucket, key, &current, &merged)?;
+        }
+        Ok(())
+    }
+
+    /// Runs a client write as its coordinator: checks the condition against
+    /// the live values, stamps a new version with the context of everything
+    /// held, and stores it, all under the key's lock.
+    pub fn coordinate(&self, key: &[u8], write: &Write) -> Result<WriteOutcome> {
+        let bucket = self.bucket(key);
+        let _guard = self.lock(key);
+        let current = self.engine.read(bucket, key)?;
+        let now_ms = now_millis();
+        let live = live_versions(&current, now_ms / 1000);
+        let payload = match plan(write, &live, live_digest(&live)) {
+            Ok(payload) => payload,
+            Err(outcome) => return Ok(outcome),
+        };
+        // Keep sibling order causal even if the wall clock stepped back.
+        let newest = current.iter().map(|v| v.timestamp + 1).max().unwrap_or(0);
+        let stamped = version::stamp(
+            &self.settings.node,
+            &current,
+            &version::context(&current),
+            payload,
+            now_ms.max(newest),
+            self.settings.max_clock_entries,
+        );
+        let merged = version::sync(&current, std::slice::from_ref(&stamped));
+        self.replace(bucket, key, &current, &merged)?;
+        Ok(WriteOutcome::Stored { new: stamped, held: merged })
+    }
+
+    fn replace(&self, bucket: u32, key: &[u8], old: &[Version], new: &[Version]) -> Result<()> {
+        self.engine.write(bucket, key, new)?;
+        if self.settings.fsync {
+            self.engine.sync()?;
+        }
+        let now = now_secs();
+        let (old_items, old_bytes) = live_size(old, now);
+        let (new_items, new_bytes) = live_size(new, now);
+        self.stats.curr_items.fetch_add(new_items - old_items, Relaxed);
+        self.stats.bytes.fetch_add(new_bytes - old_bytes, Relaxed);
+        if new_items > old_items {
+            self.stats.total_items.fetch_add(1, Relaxed);
+        }
+        Ok(())
+    }
+
+    pub fn list_bucket(&self, bucket: u32) -> Result<Vec<Entry>> {
+        self.engine.list_bucket(bucket)
+    }
+
+    /// Drops tombstones and expired versions older than `grace_secs`. Only
+    /// safe when every home replica holds them: the caller decides.
+    pub fn reap(&self, grace_secs: u64) -> Result<u64> {
+        let now_ms = now_millis();
+        let now = now_ms / 1000;
+        let keep = |v: &Version| v.is_live(now) || v.timestamp + grace_secs * 1000 > now_ms;
+        let mut reaped = 0;
+        for bucket in 0..self.settings.number_of_buckets {
+            for (key, versions) in self.engine.list_bucket(bucket)? {
+                if versions.iter().all(keep) {
+                    continue;
+                }
+                let _guard = self.lock(&key);
+                let current = self.engine.read(bucket, &key)?;
+                let kept: Vec<Version> = current.iter().filter(|v| keep(v)).cloned().collect();
+                reaped += (current.len() - kept.len()) as u64;
+                self.replace(bucket, &key, &current, &kept)?;
+            }
+        }
+        self.stats.reaped_versions.fetch_add(reaped, Relaxed);
+        Ok(reaped)
+    }
+
+    /// Writes a tombstone over every live key (memcache `flush_all`).
+    pub fn flush_all(&self) -> Result<u64> {
+        let now = now_secs();
+        let mut flushed = 0;
+        for bucket in 0..self.settings.number_of_buckets {
+            for (key, versions) in self.engine.list_bucket(bucket)? {
+                if versions.iter().any(|v| v.is_live(now)) {
+                    if let WriteOutcome::Stored { .. } = self.coordinate(&key, &Write::delete())? {
+                        flushed += 1;
+                    }
+                }
+            }
+        }
+        Ok(flushed)
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.engine.sync()
+    }
+
+    /// Sets `curr_items` and `bytes` from what the engine holds at open.
+    fn count_items(&self) -> Result<()> {
+        let now = now_secs();
+        let (mut items, mut bytes) = (0, 0);
+        for bucket in 0..self.settings.number_of_buckets {
+            for (_, versions) in self.engine.list_bucket(bucket)? {
+                let (i, b) = live_size(&versions, now);
+                items += i;
+                bytes += b;
+            }
+        }
+        self.stats.curr_items.store(items, Relaxed);
+        self.stats.bytes.store(bytes, Relaxed);
+        Ok(())
+    }
+}
+
+/// (1 if the key has a live value, bytes of its live values).
+fn live_size(versions: &[Version], now: u64) -> (i64, i64) {
+    let live = versions.iter().filter(|v| v.is_live(now));
+    let bytes: usize = live.clone().map(|v| v.value.len()).sum();
+    (i64::from(live.count() > 0), bytes as i64)
+}
+
+// ---- the actor -----------------------------------------------------------
+
+/// Every stored version of a key.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Version>>")]
+pub struct ReplicaGet(pub Bytes);
+
+/// Merges versions into a replica.
+#[derive(Message)]
+#[rtype(result = "Result<()>")]
+pub struct ReplicaPut {
+    pub key: Bytes,
+    pub versions: Vec<Version>,
+}
+
+/// Runs a client write at its coordinator.
+#[derive(Message)]
+#[rtype(result = "Result<WriteOutcome>")]
+pub struct CoordinateWrite {
+    pub key: Bytes,
+    pub write: Write,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Entry>>")]
+pub struct ListBucket(pub u32);
+
+#[derive(Message)]
+#[rtype(result = "Result<u64>")]
+pub struct Reap {
+    pub grace_secs: u64,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<u64>")]
+pub struct FlushAll;
+
+/// Makes the actor stop, to be started afresh by its arbiter (an operator's
+/// way to reset a module, and how tests show supervision works).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restart;
+
+pub struct StoreActor {
+    store: Arc<Store>,
+    stats: Arc<NodeStats>,
+}
+
+impl StoreActor {
+    pub fn new(store: Arc<Store>, stats: Arc<NodeStats>) -> Self {
+        StoreActor { store, stats }
+    }
+}
+
+impl Actor for StoreActor {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<ReplicaGet> for StoreActor {
+    type Result = Result<Vec<Version>>;
+    fn handle(&mut self, msg: ReplicaGet, _: &mut Self::Context) -> Self::Result {
+        self.store.read(&msg.0)
+    }
+}
+
+impl Handler<ReplicaPut> for StoreActor {
+    type Result = Result<()>;
+    fn handle(&mut self, msg: ReplicaPut, _: &mut Self::Context) -> Self::Result {
+        self.store.merge(&msg.key, &msg.versions)
+    }
+}
+
+impl Handler<CoordinateWrite> for StoreActor {
+    type Result = Result<WriteOutcome>;
+    fn handle(&mut self, msg: CoordinateWrite, _: &mut Self::Context) -> Self::Result {
+        self.store.coordinate(&msg.key, &msg.write)
+    }
+}
+
+impl Handler<ListBucket> for StoreActor {
+    type Result = Result<Vec<Entry>>;
+    fn handle(&mut self, msg: ListBucket, _: &mut Self::Context) -> Self::Result {
+        self.store.list_bucket(msg.0)
+    }
+}
+
+impl Handler<Reap> for StoreActor {
+    type Result = Result<u64>;
+    fn handle(&mut self, msg: Reap, _: &mut Self::Context) -> Self::Result {
+        self.store.reap(msg.grace_secs)
+    }
+}
+
+impl Handler<FlushAll> for StoreActor {
+    type Result = Result<u64>;
+    fn handle(&mut self, _: FlushAll, _: &mut Self::Context) -> Self::Result {
+        self.store.flush_all()
+    }
+}
+
+impl Handler<Restart> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, _: Restart, ctx: &mut Self::Context) {
+        tracing::warn!("store actor asked to restart");
+        NodeStats::incr(&self.stats.actor_restarts);
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One suite, run over both engines.
+    fn engines() -> Vec<(Box<dyn Engine>, Option<tempfile::TempDir>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskEngine::open(dir.path()).unwrap();
+        vec![(Box::new(MemoryEngine::new()), None), (Box::new(disk), Some(dir))]
+    }
+
+    fn store(engine: Box<dyn Engine>) -> Store {
+        let settings = StoreSettings { node: "n1".into(), number_of_buckets: 16, max_clock_entries: 10, fsync: false };
+        Store::new(engine, settings, Arc::new(NodeStats::default())).unwrap()
+    }
+
+    fn set(v: &str) -> Write {
+        Write::set(Bytes::from(v.to_string()), 3, 0)
+    }
+
+    fn stored(outcome: WriteOutcome) -> Version {
+        match outcome {
+            WriteOutcome::Stored { new, .. } => new,
+            other => panic!("not stored: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn set_then_set_keeps_one_version() {
+        for (engine, _dir) in engines() {
+            let s = store(engine);
+            s.coordinate(b"k", &set("a")).unwrap();
+            let v = stored(s.coordinate(b"k", &set("b")).unwrap());
+            assert_eq!(s.read(b"k").unwrap(), vec![v]);
+            assert_eq!(s.stats.curr_items.load(Relaxed), 1);
+            assert_eq!(s.stats.bytes.load(Relaxed), 1);
+        }
+    }
+
+    #[test]
+    fn concurrent_replica_writes_are_siblings_and_a_coordinated_write_resolves_them() {
+        for (engine, _dir) in engines() {
+            let s = store(engine);
+            let base = stored(s.coordinate(b"k", &set("a")).unwrap());
+            let other = version::stamp(
+                "n2",
+                &[base.clone()],
+                &base.history(),
+                version::Payload { value: Bytes::from("x"), flags: 0, expires_at: 0, deleted: false },
+                now_millis() + 5,
+                10,
+            );
+            let mine = stored(s.coordinate(b"k", &set("b")).unwrap());
+            s.merge(b"k", &[other.clone()]).unwrap();
+            let held = s.read(b"k").unwrap();
+            assert_eq!(held.len(), 2);
+            assert!(held.contains(&mine) && held.contains(&other));
+            // A cas with the context of both replaces both.
+            let token = live_digest(&held);
+            let cas = Write { condition: Condition::Context(token), mutation: Mutation::Set { value: Bytes::from("c"), flags: 0, expires_at: 0 } };
+            let resolved = stored(s.coordinate(b"k", &cas).unwrap());
+            assert_eq!(s.read(b"k").unwrap(), vec![resolved]);
+        }
+    }
+
+    #[test]
+    fn a_merged_older_version_never_replaces_a_newer_one() {
+        for (engine, _dir) in engines() {
+            let s = store(engine);
+            let old = stored(s.coordinate(b"k", &set("a")).unwrap());
+            let new = stored(s.coordinate(b"k", &set("b")).unwrap());
+            s.merge(b"k", &[old]).unwrap();
+            assert_eq!(s.read(b"k").unwrap(), vec![new]);
+        }
+    }
+
+    #[test]
+    fn delete_leaves_a_tombstone_that_reaping_removes_after_grace() {
+        for (engine, _dir) in engines() {
+            let s = store(engine);
+            s.coordinate(b"k", &set("a")).unwrap();
+            let tomb = stored(s.coordinate(b"k", &Write::delete()).unwrap());
+            assert!(tomb.deleted);
+            assert_eq!(s.read(b"k").unwrap(), vec![tomb]);
+            assert_eq!(s.coordinate(b"k", &Write::delete()).unwrap(), WriteOutcome::NotFound);
+            assert_eq!(s.stats.curr_items.load(Relaxed), 0);
+            assert_eq!(s.reap(3600).unwrap(), 0, "inside the grace period");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            assert_eq!(s.reap(0).unwrap(), 1);
+            assert!(s.read(b"k").unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn buckets_list_their_keys_in_order() {
+        for (engine, _dir) in engines() {
+            let s = store(engine);
+            let keys: Vec<String> = (0..50).map(|i| format!("key-{i}")).collect();
+            for k in &keys {
+                s.coordinate(k.as_bytes(), &set("v")).unwrap();
+            }
+            let mut listed = 0;
+            for b in 0..16 {
+                let entries = s.list_bucket(b).unwrap();
+                let names: Vec<_> = entries.iter().map(|(k, _)| k.clone()).collect();
+                let mut sorted = names.clone();
+                sorted.sort();
+                assert_eq!(names, sorted);
+                assert!(names.iter().all(|k| bucket_of(k, 16) == b));
+                listed += names.len();
+            }
+            assert_eq!(listed, 50);
+            assert_eq!(s.flush_all().unwrap(), 50);
+            assert_eq!(s.stats.curr_items.load(Relaxed), 0);
+        }
+    }
+
+    #[test]
+    fn disk_engine_keeps_data_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = {
+            let s = store(Box::new(DiskEngine::open(dir.path()).unwrap()));
+            stored(s.coordinate(b"k", &set("kept")).unwrap())
+        };
+        let s = store(Box::new(DiskEngine::open(dir.path()).unwrap()));
+        assert_eq!(s.read(b"k").unwrap(), vec![v]);
+        assert_eq!(s.stats.curr_items.load(Relaxed), 1);
+    }
+}

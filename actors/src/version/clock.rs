@@ -1,0 +1,394 @@
+//! Dotted version vectors: every stored value carries the dot that created
+//! it and the causal context it was written with. A write replaces exactly
+//! the versions whose dots its context covers; everything else stays as a
+//! sibling. Pure: no actors, no I/O.
+
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+/// One node's entry in a vector clock.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ClockEntry {
+    pub node: String,
+    pub counter: u64,
+    /// Milliseconds since the epoch when this entry last advanced; used only
+    /// to decide which entries to prune.
+    pub timestamp: u64,
+}
+
+/// A vector clock, entries sorted by node name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct VClock {
+    entries: Vec<ClockEntry>,
+}
+
+/// How two clocks relate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Causality {
+    Before,
+    After,
+    Equal,
+    Concurrent,
+}
+
+/// The event that created a version: the coordinating node and its counter.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Dot {
+    pub node: String,
+    pub counter: u64,
+}
+
+impl VClock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn entries(&self) -> &[ClockEntry] {
+        &self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn counter(&self, node: &str) -> u64 {
+        match self.entries.binary_search_by(|e| e.node.as_str().cmp(node)) {
+            Ok(i) => self.entries[i].counter,
+            Err(_) => 0,
+        }
+    }
+
+    /// Whether the event `dot` is in this clock's causal past.
+    pub fn covers(&self, dot: &Dot) -> bool {
+        self.counter(&dot.node) >= dot.counter
+    }
+
+    /// Raises `node`'s entry to `counter` (never lowers it).
+    pub fn advance(&mut self, node: &str, counter: u64, timestamp: u64) {
+        match self.entries.binary_search_by(|e| e.node.as_str().cmp(node)) {
+            Ok(i) => {
+                let e = &mut self.entries[i];
+                if counter > e.counter {
+                    e.counter = counter;
+                }
+                e.timestamp = e.timestamp.max(timestamp);
+            }
+            Err(i) => self.entries.insert(
+                i,
+                ClockEntry { node: node.to_string(), counter, timestamp },
+            ),
+        }
+    }
+
+    /// The least clock that covers both.
+    pub fn merge(&self, other: &VClock) -> VClock {
+        let mut merged = self.clone();
+        for e in &other.entries {
+            merged.advance(&e.node, e.counter, e.timestamp);
+        }
+        merged
+    }
+
+    pub fn compare(&self, other: &VClock) -> Causality {
+        let mut self_ahead = false;
+        let mut other_ahead = false;
+        for e in &self.entries {
+            if e.counter > other.counter(&e.node) {
+                self_ahead = true;
+            }
+        }
+        for e in &other.entries {
+            if e.counter > self.counter(&e.node) {
+                other_ahead = true;
+            }
+        }
+        match (self_ahead, other_ahead) {
+            (false, false) => Causality::Equal,
+            (true, false) => Causality::After,
+            (false, true) => Causality::Before,
+            (true, true) => Causality::Concurrent,
+        }
+    }
+
+    /// Keeps at most `max_entries`, dropping the oldest by timestamp but
+    /// never `keep` (the entry of the version's own dot). Pruning can only
+    /// make a clock cover less, so it may add siblings but never loses one.
+    pub fn prune(&mut self, max_entries: usize, keep: &str) {
+        while self.entries.len() > max_entries.max(1) {
+            let oldest = self
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.node != keep)
+                .min_by_key(|(_, e)| (e.timestamp, e.counter))
+                .map(|(i, _)| i);
+            match oldest {
+                Some(i) => {
+                    self.entries.remove(i);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// A 64-bit digest of the clock's counters: the memcache `cas` token.
+    /// Timestamps are left out so equal causal histories give equal tokens.
+    pub fn digest(&self) -> u64 {
+        let mut md5 = Md5::new();
+        for e in &self.entries {
+            md5.update((e.node.len() as u32).to_be_bytes());
+            md5.update(e.node.as_bytes());
+            md5.update(e.counter.to_be_bytes());
+        }
+        let out = md5.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&out[..8]);
+        // 0 means "no token" to some clients; never hand it out.
+        u64::from_be_bytes(first).max(1)
+    }
+}
+
+/// One stored version of a key's value.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub dot: Dot,
+    /// The causal context the value was written with: what its writer had
+    /// seen. It does not include `dot`, so a write that saw nothing of a
+    /// sibling from the same node does not cover it.
+    pub clock: VClock,
+    /// Milliseconds since the epoch at the coordinator; orders siblings.
+    pub timestamp: u64,
+    pub flags: u32,
+    /// Unix seconds after which the value reads as absent; 0 = never.
+    pub expires_at: u64,
+    /// A tombstone: records a delete so it wins against older copies.
+    pub deleted: bool,
+    pub value: Bytes,
+}
+
+impl Version {
+    /// Whether this version reads as a value at unix time `now_secs`.
+    pub fn is_live(&self, now_secs: u64) -> bool {
+        !self.deleted && (self.expires_at == 0 || self.expires_at > now_secs)
+    }
+
+    /// Whether `other` is made obsolete by this version.
+    pub fn supersedes(&self, other: &Version) -> bool {
+        self.dot != other.dot && self.clock.covers(&other.dot)
+    }
+
+    /// The causal past including this version's own dot.
+    pub fn history(&self) -> VClock {
+        let mut h = self.clock.clone();
+        h.advance(&self.dot.node, self.dot.counter, self.timestamp);
+        h
+    }
+
+    fn order_key(&self) -> (u64, &Dot) {
+        (self.timestamp, &self.dot)
+    }
+}
+
+/// The contents of a new version, before it is stamped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payload {
+    pub value: Bytes,
+    pub flags: u32,
+    pub expires_at: u64,
+    pub deleted: bool,
+}
+
+/// Merges two sibling sets: keeps every version that no other version
+/// supersedes, each dot once, oldest first (newest last).
+pub fn sync(a: &[Version], b: &[Version]) -> Vec<Version> {
+    let mut all: Vec<&Version> = a.iter().chain(b.iter()).collect();
+    all.sort_by(|x, y| x.dot.cmp(&y.dot));
+    all.dedup_by(|x, y| x.dot == y.dot);
+    let mut kept: Vec<Version> = all
+        .iter()
+        .filter(|v| !all.iter().any(|other| other.supersedes(v)))
+        .map(|v| (*v).clone())
+        .collect();
+    sort_siblings(&mut kept);
+    kept
+}
+
+/// Orders siblings oldest first, so naive clients that keep the last
+/// `VALUE` block see last-write-wins.
+pub fn sort_siblings(versions: &mut [Version]) {
+    versions.sort_by(|x, y| x.order_key().cmp(&y.order_key()));
+}
+
+/// The merged history of a set of versions: what a reader has seen.
+///
+/// This is exact because a coordinator stamps a key's dots in order and
+/// replicas always receive the coordinator's whole sibling set, so a
+/// replica holding dot (n, k) holds every (n, j < k) not superseded.
+pub fn context(versions: &[Version]) -> VClock {
+    versions.iter().fold(VClock::new(), |acc, v| acc.merge(&v.history()))
+}
+
+/// Stamps a new version at coordinator `node`. `seen` is every version the
+/// coordinator holds for the key (so the new counter is fresh) and `context`
+/// what the writer saw (so the write replaces exactly that).
+pub fn stamp(
+    node: &str,
+    seen: &[Version],
+    context: &VClock,
+    payload: Payload,
+    now_ms: u64,
+    max_clock_entries: usize,
+) -> Version {
+    let counter = seen
+        .iter()
+        .map(|v| v.history().counter(node))
+        .chain(std::iter::once(context.counter(node)))
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut clock = context.clone();
+    clock.prune(max_clock_entries, node);
+    Version {
+        dot: Dot { node: node.to_string(), counter },
+        clock,
+        timestamp: now_ms,
+        flags: payload.flags,
+        expires_at: payload.expires_at,
+        deleted: payload.deleted,
+        value: payload.value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn payload(v: &str) -> Payload {
+        Payload { value: Bytes::from(v.to_string()), flags: 0, expires_at: 0, deleted: false }
+    }
+
+    fn write(node: &str, seen: &[Version], ctx: &VClock, v: &str, t: u64) -> Version {
+        stamp(node, seen, ctx, payload(v), t, 10)
+    }
+
+    #[test]
+    fn a_write_with_context_replaces_what_it_saw() {
+        let v1 = write("a", &[], &VClock::new(), "one", 1);
+        let v2 = write("a", &[v1.clone()], &v1.history(), "two", 2);
+        assert_eq!(sync(&[v1.clone()], &[v2.clone()]), vec![v2.clone()]);
+        assert_eq!(sync(&[v2.clone()], &[v1]), vec![v2]);
+    }
+
+    #[test]
+    fn concurrent_writes_become_siblings_newest_last() {
+        let v1 = write("a", &[], &VClock::new(), "one", 1);
+        let x = write("a", &[v1.clone()], &v1.history(), "x", 5);
+        let y = write("b", &[v1.clone()], &v1.history(), "y", 3);
+        let merged = sync(&[x.clone()], &[y.clone(), v1]);
+        assert_eq!(merged, vec![y.clone(), x.clone()]);
+        assert_eq!(x.history().compare(&y.history()), Causality::Concurrent);
+        // Writing back with the merged context resolves both.
+        let z = write("b", &merged, &context(&merged), "z", 6);
+        assert_eq!(sync(&merged, &[z.clone()]), vec![z]);
+    }
+
+    #[test]
+    fn a_blind_write_at_the_same_node_does_not_replace_unseen_siblings() {
+        // Two writes at node a, each with an empty context: the second must
+        // not swallow the first (the dot is what makes this safe).
+        let v1 = write("a", &[], &VClock::new(), "one", 1);
+        let v2 = write("a", &[v1.clone()], &VClock::new(), "two", 2);
+        assert_eq!(v2.dot.counter, 2);
+        assert_eq!(sync(&[v1.clone()], &[v2.clone()]).len(), 2);
+    }
+
+    #[test]
+    fn prune_keeps_own_entry_and_newest() {
+        let mut c = VClock::new();
+        for (i, n) in ["a", "b", "c", "d"].iter().enumerate() {
+            c.advance(n, 1, i as u64 + 10);
+        }
+        c.prune(2, "a");
+        let nodes: Vec<_> = c.entries().iter().map(|e| e.node.as_str()).collect();
+        assert_eq!(nodes, vec!["a", "d"]);
+    }
+
+    #[test]
+    fn digest_ignores_timestamps_and_is_never_zero() {
+        let mut a = VClock::new();
+        a.advance("n", 3, 1);
+        let mut b = VClock::new();
+        b.advance("n", 3, 99);
+        assert_eq!(a.digest(), b.digest());
+        b.advance("m", 1, 1);
+        assert_ne!(a.digest(), b.digest());
+        assert_ne!(VClock::new().digest(), 0);
+    }
+
+    fn arb_clock() -> impl Strategy<Value = VClock> {
+        proptest::collection::vec((0..4u8, 0..5u64), 0..5).prop_map(|es| {
+            let mut c = VClock::new();
+            for (n, k) in es {
+                c.advance(&format!("n{n}"), k, k);
+            }
+            c
+        })
+    }
+
+    /// Histories of writes at random nodes with random (possibly stale) contexts.
+    fn arb_versions() -> impl Strategy<Value = Vec<Version>> {
+        proptest::collection::vec((0..3u8, any::<bool>(), 0..100u64), 1..8).prop_map(|steps| {
+            let mut all: Vec<Version> = Vec::new();
+            for (i, (node, with_ctx, t)) in steps.into_iter().enumerate() {
+                let ctx = if with_ctx { context(&all) } else { VClock::new() };
+                let v = stamp(&format!("n{node}"), &all, &ctx, payload(&i.to_string()), t, 10);
+                all.push(v);
+            }
+            all
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative_and_associative(a in arb_clock(), b in arb_clock(), c in arb_clock()) {
+            prop_assert_eq!(a.merge(&b), b.merge(&a));
+            prop_assert_eq!(a.merge(&b).merge(&c), a.merge(&b.merge(&c)));
+            prop_assert_eq!(a.merge(&a), a.clone());
+        }
+
+        #[test]
+        fn compare_is_antisymmetric(a in arb_clock(), b in arb_clock()) {
+            let expect = match a.compare(&b) {
+                Causality::Before => Causality::After,
+                Causality::After => Causality::Before,
+                other => other,
+            };
+            prop_assert_eq!(b.compare(&a), expect);
+            prop_assert_eq!(a.merge(&b).compare(&a) != Causality::Before, true);
+        }
+
+        #[test]
+        fn sync_is_commutative_associative_idempotent(vs in arb_versions(), split1 in 0..8usize, split2 in 0..8usize) {
+            let (s1, s2) = (split1.min(vs.len()), split2.min(vs.len()));
+            let a = &vs[..s1.min(s2)];
+            let b = &vs[s1.min(s2)..s1.max(s2)];
+            let c = &vs[s1.max(s2)..];
+            prop_assert_eq!(sync(a, b), sync(b, a));
+            prop_assert_eq!(sync(&sync(a, b), c), sync(a, &sync(b, c)));
+            let ab = sync(a, b);
+            prop_assert_eq!(sync(&ab, &ab), ab.clone());
+        }
+
+        #[test]
+        fn sync_never_drops_an_unsuperseded_version(vs in arb_versions()) {
+            let merged = sync(&vs, &[]);
+            for v in &vs {
+                let kept = merged.iter().any(|m| m.dot == v.dot);
+                let superseded = vs.iter().any(|o| o.supersedes(v));
+                prop_assert_eq!(kept, !superseded);
+            }
+        }
+    }
+}
