@@ -15,10 +15,14 @@
 //! api for transport, then membership, coordinator and sync, memcache on
 //! the coordinator. The `kai` program wires them together.
 
+pub mod api;
+pub mod coordinator;
 pub mod error;
+pub mod membership;
 pub mod hash;
 pub mod stats;
 pub mod store;
+pub mod sync;
 pub mod version;
 
 pub use error::{Error, Result};

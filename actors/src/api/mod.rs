@@ -1,0 +1,295 @@
+//! api: the node-to-node protocol, transport only. The server hands every
+//! request to one `Recipient<ApiCall>` given at start-up (the node routes
+//! it); the client multiplexes many requests over one connection by id.
+
+mod frame;
+
+pub use frame::{decode, encode, Frame, NodeInfo, Request, Response, MAX_FRAME, PROTOCOL_VERSION};
+
+use crate::error::{Error, Result};
+use actix::prelude::*;
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// One request from a peer, for the node's router to answer.
+#[derive(Message)]
+#[rtype(result = "Response")]
+pub struct ApiCall(pub Request);
+
+#[derive(Clone)]
+pub struct ApiSettings {
+    pub node: String,
+    pub number_of_buckets: u32,
+    /// Requests one connection may have in flight before reads pause.
+    pub max_in_flight: usize,
+}
+
+/// Accepts peers on the internal port and serves their requests.
+pub struct ApiActor {
+    listener: Arc<TcpListener>,
+    handler: Recipient<ApiCall>,
+    settings: ApiSettings,
+}
+
+impl ApiActor {
+    pub fn new(listener: Arc<TcpListener>, handler: Recipient<ApiCall>, settings: ApiSettings) -> Self {
+        ApiActor { listener, handler, settings }
+    }
+}
+
+impl Actor for ApiActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let listener = self.listener.clone();
+        let handler = self.handler.clone();
+        let settings = self.settings.clone();
+        let accept = async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let (handler, settings) = (handler.clone(), settings.clone());
+                        actix::spawn(async move {
+                            if let Err(e) = serve(stream, handler, settings).await {
+                                tracing::debug!(%peer, "api connection closed: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, go on.
+                        tracing::warn!("api accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        };
+        ctx.spawn(accept.into_actor(self));
+    }
+}
+
+impl Supervised for ApiActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        tracing::warn!("api actor restarting");
+    }
+}
+
+async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
+    stream: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+) -> Result<Option<Frame<T>>> {
+    loop {
+        if let Some(frame) = decode(buf)? {
+            return Ok(Some(frame));
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return if buf.is_empty() { Ok(None) } else { Err(Error::Protocol("connection closed mid-frame".into())) };
+        }
+    }
+}
+
+/// Serves one peer connection: a handshake, then requests answered
+/// concurrently (up to `max_in_flight`), replies in any order by id.
+async fn serve(stream: TcpStream, handler: Recipient<ApiCall>, settings: ApiSettings) -> Result<()> {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(8192);
+    match read_frame::<Request>(&mut reader, &mut buf).await? {
+        Some(Frame { id, body: Request::Hello { protocol_version, number_of_buckets, from } }) => {
+            let refusal = if protocol_version != PROTOCOL_VERSION {
+                Some(format!("protocol version {protocol_version} is not {PROTOCOL_VERSION}"))
+            } else if number_of_buckets != settings.number_of_buckets {
+                Some(format!(
+                    "number_of_buckets {number_of_buckets} of {from} differs from {} of {}",
+                    settings.number_of_buckets, settings.node
+                ))
+            } else {
+                None
+            };
+            let body = match &refusal {
+                Some(why) => Response::Error(why.clone()),
+                None => Response::Hello { node: settings.node.clone() },
+            };
+            writer.write_all(&encode(&Frame { id, body })?).await?;
+            if let Some(why) = refusal {
+                tracing::warn!("refused {from}: {why}");
+                return Ok(());
+            }
+        }
+        Some(_) => return Err(Error::Protocol("first frame was not a hello".into())),
+        None => return Ok(()),
+    }
+
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(settings.max_in_flight.max(1));
+    let write_loop = async move {
+        while let Some(bytes) = rx.recv().await {
+            writer.write_all(&bytes).await?;
+        }
+        Ok::<_, Error>(())
+    };
+    let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
+    let read_loop = async move {
+        while let Some(Frame { id, body }) = read_frame::<Request>(&mut reader, &mut buf).await? {
+            let permit = in_flight.clone().acquire_owned().await.map_err(|_| Error::Unavailable("closed".into()))?;
+            let (handler, tx) = (handler.clone(), tx.clone());
+            actix::spawn(async move {
+                let body = handler
+                    .send(ApiCall(body))
+                    .await
+                    .unwrap_or_else(|e| Response::Error(format!("node busy or restarting: {e}")));
+                if let Ok(bytes) = encode(&Frame { id, body }) {
+                    let _ = tx.send(bytes).await;
+                }
+                drop(permit);
+            });
+        }
+        Ok::<_, Error>(())
+    };
+    let (read, write) = tokio::join!(read_loop, write_loop);
+    read.and(write)
+}
+
+type Pending = (Request, oneshot::Sender<Result<Response>>);
+
+/// A connection to one peer, shared by many callers at once.
+#[derive(Clone)]
+pub struct ApiClient {
+    tx: mpsc::Sender<Pending>,
+    peer: SocketAddr,
+}
+
+impl ApiClient {
+    /// Connects and shakes hands; a peer with another bucket count or
+    /// protocol refuses, and that refusal is the error.
+    pub async fn connect(peer: SocketAddr, from: &str, number_of_buckets: u32, timeout: Duration) -> Result<Self> {
+        let handshake = async {
+            let mut stream = TcpStream::connect(peer).await?;
+            stream.set_nodelay(true)?;
+            let hello = Request::Hello { protocol_version: PROTOCOL_VERSION, number_of_buckets, from: from.to_string() };
+            stream.write_all(&encode(&Frame { id: 0, body: hello })?).await?;
+            let mut buf = BytesMut::with_capacity(8192);
+            match read_frame::<Response>(&mut stream, &mut buf).await? {
+                Some(Frame { body: Response::Hello { .. }, .. }) => Ok((stream, buf)),
+                Some(Frame { body: Response::Error(why), .. }) => Err(Error::Protocol(format!("{peer} refused: {why}"))),
+                _ => Err(Error::Protocol(format!("{peer} sent no hello"))),
+            }
+        };
+        let (stream, buf) = tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| Error::Unavailable(format!("{peer}: no answer within {timeout:?}")))??;
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(drive(stream, buf, rx));
+        Ok(ApiClient { tx, peer })
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub async fn call(&self, request: Request, timeout: Duration) -> Result<Response> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let peer = self.peer;
+        let gone = || Error::Unavailable(format!("connection to {peer} closed"));
+        let exchange = async {
+            self.tx.send((request, reply_tx)).await.map_err(|_| gone())?;
+            reply_rx.await.map_err(|_| gone())?
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(Response::Error(why))) => Err(Error::Unavailable(format!("{peer}: {why}"))),
+            Ok(result) => result,
+            Err(_) => Err(Error::Unavailable(format!("{peer}: no reply within {timeout:?}"))),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Owns a client connection: writes requests with fresh ids, matches
+/// replies to callers, and fails every caller if the connection breaks.
+async fn drive(stream: TcpStream, mut buf: BytesMut, mut rx: mpsc::Receiver<Pending>) {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut waiting: HashMap<u64, oneshot::Sender<Result<Response>>> = HashMap::new();
+    let mut next_id = 1u64;
+    let failure = loop {
+        tokio::select! {
+            pending = rx.recv() => {
+                let Some((request, reply)) = pending else { break None };
+                let id = next_id;
+                next_id += 1;
+                match encode(&Frame { id, body: request }) {
+                    Ok(bytes) => {
+                        if let Err(e) = writer.write_all(&bytes).await {
+                            let _ = reply.send(Err(e.into()));
+                            break Some("write failed".to_string());
+                        }
+                        waiting.insert(id, reply);
+                    }
+                    Err(e) => { let _ = reply.send(Err(e)); }
+                }
+            }
+            frame = read_frame::<Response>(&mut reader, &mut buf) => {
+                match frame {
+                    Ok(Some(Frame { id, body })) => {
+                        if let Some(reply) = waiting.remove(&id) {
+                            let _ = reply.send(Ok(body));
+                        }
+                    }
+                    Ok(None) => break Some("peer closed the connection".to_string()),
+                    Err(e) => break Some(e.to_string()),
+                }
+            }
+        }
+    };
+    let why = failure.unwrap_or_else(|| "client dropped".into());
+    for (_, reply) in waiting {
+        let _ = reply.send(Err(Error::Unavailable(why.clone())));
+    }
+}
+
+/// Reused connections to peers, made on first use. Connecting happens in
+/// the caller's future, never inside an actor's message loop, so a slow or
+/// dead peer costs its callers a timeout and stalls nobody else.
+#[derive(Clone)]
+pub struct Peers {
+    clients: Arc<std::sync::Mutex<HashMap<SocketAddr, ApiClient>>>,
+    from: String,
+    number_of_buckets: u32,
+    connect_timeout: Duration,
+}
+
+impl Peers {
+    pub fn new(from: String, number_of_buckets: u32, connect_timeout: Duration) -> Self {
+        Peers { clients: Default::default(), from, number_of_buckets, connect_timeout }
+    }
+
+    fn cached(&self, peer: SocketAddr) -> Option<ApiClient> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        match clients.get(&peer) {
+            Some(c) if c.is_closed() => {
+                clients.remove(&peer);
+                None
+            }
+            other => other.cloned(),
+        }
+    }
+
+    pub async fn client(&self, peer: SocketAddr) -> Result<ApiClient> {
+        if let Some(client) = self.cached(peer) {
+            return Ok(client);
+        }
+        let client = ApiClient::connect(peer, &self.from, self.number_of_buckets, self.connect_timeout).await?;
+        self.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, client.clone());
+        Ok(client)
+    }
+
+    pub async fn call(&self, peer: SocketAddr, request: Request, timeout: Duration) -> Result<Response> {
+        self.client(peer).await?.call(request, timeout).await
+    }
+}

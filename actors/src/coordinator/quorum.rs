@@ -1,0 +1,288 @@
+//! The short-lived actor that runs one client request's quorum: it asks
+//! the replicas, answers the client once R (or W) replied, and stops when
+//! every replica answered or its one deadline passed. Late replies are safe
+//! to apply: replica operations are versioned and idempotent.
+
+use super::tally::{QuorumTally, TallyState};
+use super::Replicas;
+use crate::error::{Error, Result};
+use crate::stats::NodeStats;
+use crate::store::{live_versions, now_secs, Write, WriteOutcome};
+use crate::version::{Reconcile, VersionActor, Version};
+use actix::prelude::*;
+use bytes::Bytes;
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+pub enum Job {
+    /// Read a key: answers its live siblings, newest last.
+    Read { reply: oneshot::Sender<Result<Vec<Version>>> },
+    /// Write a key through this node as coordinator.
+    Write { write: Write, reply: oneshot::Sender<Result<WriteOutcome>> },
+}
+
+pub struct QuorumActor {
+    key: Bytes,
+    replicas: Vec<SocketAddrV4>,
+    needed: usize,
+    timeout: Duration,
+    via: Replicas,
+    version: Addr<VersionActor>,
+    stats: Arc<NodeStats>,
+    job: Option<Job>,
+    op: &'static str,
+    tally: QuorumTally,
+    /// Read replies by replica, for reconciling and read repair.
+    read_replies: Vec<(SocketAddrV4, Vec<Version>)>,
+    /// A write's outcome, held until W replicas acknowledged it.
+    write_outcome: Option<WriteOutcome>,
+    last_error: Option<String>,
+    /// A read's answer is being reconciled; do not stop under it.
+    answering: bool,
+    /// The deadline passed: no more replies are awaited.
+    expired: bool,
+    finishing: bool,
+}
+
+impl QuorumActor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        key: Bytes,
+        replicas: Vec<SocketAddrV4>,
+        needed: usize,
+        timeout: Duration,
+        via: Replicas,
+        version: Addr<VersionActor>,
+        stats: Arc<NodeStats>,
+        job: Job,
+    ) -> Self {
+        let tally = QuorumTally::new(needed, replicas.len());
+        let op = match job {
+            Job::Read { .. } => "read",
+            Job::Write { .. } => "write",
+        };
+        QuorumActor {
+            key,
+            replicas,
+            needed,
+            timeout,
+            via,
+            version,
+            stats,
+            job: Some(job),
+            op,
+            tally,
+            read_replies: Vec::new(),
+            write_outcome: None,
+            last_error: None,
+            answering: false,
+            expired: false,
+            finishing: false,
+        }
+    }
+
+    fn quorum_error(&self, reason: String) -> Error {
+        Error::Quorum { op: self.op, needed: self.needed, got: self.tally.oks(), reason }
+    }
+
+    /// Answers the client with an error, if it has not been answered.
+    fn fail(&mut self, reason: String) {
+        let error = self.quorum_error(reason);
+        match self.job.take() {
+            Some(Job::Read { reply }) => {
+                NodeStats::incr(&self.stats.quorum_failures);
+                let _ = reply.send(Err(error));
+            }
+            Some(Job::Write { reply, .. }) => {
+                NodeStats::incr(&self.stats.quorum_failures);
+                let _ = reply.send(Err(error));
+            }
+            None => {}
+        }
+    }
+
+    fn record(&mut self, ok: bool, error: Option<Error>, ctx: &mut Context<Self>) {
+        if let Some(e) = error {
+            self.last_error = Some(e.to_string());
+        }
+        let state = if ok { self.tally.ok() } else { self.tally.fail() };
+        match state {
+            TallyState::Met => self.answer(ctx),
+            TallyState::Failed => {
+                let why = self.last_error.clone().unwrap_or_else(|| "replicas failed".into());
+                self.fail(why);
+            }
+            TallyState::Waiting => {}
+        }
+        self.maybe_finish(ctx);
+    }
+
+    /// Finishes once the client has its answer and no more replies will
+    /// come (all are in, or the deadline passed).
+    fn maybe_finish(&mut self, ctx: &mut Context<Self>) {
+        if self.job.is_none() && !self.answering && (self.tally.all_in() || self.expired) {
+            self.finish(ctx);
+        }
+    }
+
+    /// The quorum is met: answer the client (a read after reconciling).
+    fn answer(&mut self, ctx: &mut Context<Self>) {
+        match self.job.take() {
+            Some(Job::Read { reply }) => {
+                let replies: Vec<Vec<Version>> = self.read_replies.iter().map(|(_, v)| v.clone()).collect();
+                let stats = self.stats.clone();
+                self.answering = true;
+                self.version
+                    .send(Reconcile(replies))
+                    .into_actor(self)
+                    .map(move |result, act, ctx| {
+                        let answer = result.map_err(Error::from).map(|r| {
+                            let live = live_versions(&r.siblings, now_secs());
+                            if live.len() > 1 {
+                                NodeStats::add(&stats.siblings_served, live.len() as u64);
+                            }
+                            live
+                        });
+                        let _ = reply.send(answer);
+                        act.answering = false;
+                        act.maybe_finish(ctx);
+                    })
+                    .spawn(ctx);
+            }
+            Some(Job::Write { reply, .. }) => {
+                let outcome = self.write_outcome.clone().ok_or_else(|| self.quorum_error("no outcome".into()));
+                let _ = reply.send(outcome);
+            }
+            None => {}
+        }
+    }
+
+    /// Every replica answered (or the deadline passed): repair stale
+    /// replicas from what the read learned, then stop.
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        if self.finishing {
+            return;
+        }
+        self.finishing = true;
+        if self.read_replies.len() < 2 {
+            ctx.stop();
+            return;
+        }
+        let replies: Vec<Vec<Version>> = self.read_replies.iter().map(|(_, v)| v.clone()).collect();
+        self.version
+            .send(Reconcile(replies))
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                if let Ok(reconciled) = result {
+                    if !reconciled.stale.is_empty() {
+                        NodeStats::incr(&act.stats.unreconciled_get);
+                    }
+                    for i in reconciled.stale {
+                        let node = act.read_replies[i].0;
+                        NodeStats::incr(&act.stats.read_repairs);
+                        let repair = act.via.put(node, act.key.clone(), reconciled.siblings.clone(), act.timeout);
+                        actix::spawn(async move {
+                            if let Err(e) = repair.await {
+                                tracing::debug!(%node, "read repair failed: {e}");
+                            }
+                        });
+                    }
+                }
+                ctx.stop();
+            })
+            .spawn(ctx);
+    }
+
+    fn start_read(&mut self, ctx: &mut Context<Self>) {
+        for node in self.replicas.clone() {
+            self.via
+                .get(node, self.key.clone(), self.timeout)
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(versions) => {
+                        act.read_replies.push((node, versions));
+                        act.record(true, None, ctx);
+                    }
+                    Err(e) => act.record(false, Some(e), ctx),
+                })
+                .spawn(ctx);
+        }
+    }
+
+    fn start_write(&mut self, write: Write, ctx: &mut Context<Self>) {
+        // The coordinator is the first replica: it stamps and stores, then
+        // the others receive everything it holds for the key.
+        let coordinate = self.via.coordinate(self.key.clone(), write);
+        coordinate
+            .into_actor(self)
+            .map(|result, act, ctx| match result {
+                Ok(WriteOutcome::Stored { new, held }) => {
+                    act.write_outcome = Some(WriteOutcome::Stored { new, held: held.clone() });
+                    for node in act.replicas.iter().skip(1).copied().collect::<Vec<_>>() {
+                        act.via
+                            .put(node, act.key.clone(), held.clone(), act.timeout)
+                            .into_actor(act)
+                            .map(|result, act, ctx| match result {
+                                Ok(()) => act.record(true, None, ctx),
+                                Err(e) => act.record(false, Some(e), ctx),
+                            })
+                            .spawn(ctx);
+                    }
+                    act.record(true, None, ctx);
+                }
+                Ok(outcome) => {
+                    // Not stored (add on a present key, stale cas, ...):
+                    // nothing to replicate.
+                    if let Some(Job::Write { reply, .. }) = act.job.take() {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                    ctx.stop();
+                }
+                Err(e) => {
+                    if let Some(Job::Write { reply, .. }) = act.job.take() {
+                        let _ = reply.send(Err(e));
+                    }
+                    ctx.stop();
+                }
+            })
+            .spawn(ctx);
+    }
+}
+
+impl Actor for QuorumActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // One deadline for the whole request, not one per reply.
+        ctx.run_later(self.timeout, |act, ctx| {
+            act.expired = true;
+            if act.tally.state() != TallyState::Met {
+                let why = act.last_error.clone().unwrap_or_else(|| format!("timed out after {:?}", act.timeout));
+                act.fail(why);
+            }
+            act.maybe_finish(ctx);
+        });
+        match &self.job {
+            Some(Job::Read { .. }) => {
+                if self.tally.state() == TallyState::Failed {
+                    self.fail(format!("only {} replicas reachable", self.replicas.len()));
+                    ctx.stop();
+                } else {
+                    self.start_read(ctx);
+                }
+            }
+            Some(Job::Write { write, .. }) => {
+                let write = write.clone();
+                if self.tally.state() == TallyState::Failed {
+                    self.fail(format!("only {} replicas reachable", self.replicas.len()));
+                    ctx.stop();
+                } else {
+                    self.start_write(write, ctx);
+                }
+            }
+            None => ctx.stop(),
+        }
+    }
+}
