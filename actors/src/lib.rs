@@ -18,6 +18,7 @@
 pub mod api;
 pub mod coordinator;
 pub mod error;
+pub mod memcache;
 pub mod membership;
 pub mod hash;
 pub mod stats;

@@ -89,6 +89,90 @@ impl NodeStats {
     }
 }
 
+/// What a node is, for reports: fixed at start-up.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub node: String,
+    pub n: usize,
+    pub r: usize,
+    pub w: usize,
+    pub number_of_buckets: u32,
+    pub virtual_nodes: u16,
+    pub store: &'static str,
+    pub max_connections: usize,
+    pub threads: usize,
+    pub started: std::time::Instant,
+}
+
+/// The version reported to memcache clients: the protocol level Kai
+/// speaks, then Kai's own version.
+pub const VERSION: &str = concat!("1.6.21-kai-", env!("CARGO_PKG_VERSION"));
+
+/// Process CPU time (user, system) in seconds, from /proc on Linux.
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    (ticks(11), ticks(12))
+}
+
+/// Every `stats` line: memcached's usual fields, then Kai's own.
+pub fn report(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Vec<(String, String)> {
+    let get = |c: &AtomicU64| c.load(Relaxed).to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (user, system) = cpu_seconds();
+    let held = id.node.parse().map(|addr| ring.buckets_of(&addr, id.n).len()).unwrap_or(0);
+    let lines: Vec<(&str, String)> = vec![
+        ("pid", std::process::id().to_string()),
+        ("uptime", id.started.elapsed().as_secs().to_string()),
+        ("time", now.to_string()),
+        ("version", VERSION.to_string()),
+        ("pointer_size", (8 * std::mem::size_of::<usize>()).to_string()),
+        ("rusage_user", format!("{user:.6}")),
+        ("rusage_system", format!("{system:.6}")),
+        ("max_connections", id.max_connections.to_string()),
+        ("curr_connections", stats.curr_connections.load(Relaxed).to_string()),
+        ("total_connections", get(&stats.total_connections)),
+        ("rejected_connections", get(&stats.rejected_connections)),
+        ("cmd_get", get(&stats.cmd_get)),
+        ("cmd_set", get(&stats.cmd_set)),
+        ("cmd_flush", get(&stats.cmd_flush)),
+        ("cmd_touch", get(&stats.cmd_touch)),
+        ("get_hits", get(&stats.get_hits)),
+        ("get_misses", get(&stats.get_misses)),
+        ("bytes_read", get(&stats.bytes_read)),
+        ("bytes_written", get(&stats.bytes_written)),
+        ("limit_maxbytes", "0".to_string()),
+        ("threads", id.threads.to_string()),
+        ("curr_items", stats.curr_items.load(Relaxed).to_string()),
+        ("total_items", get(&stats.total_items)),
+        ("bytes", stats.bytes.load(Relaxed).to_string()),
+        ("evictions", "0".to_string()),
+        ("kai_node", id.node.clone()),
+        ("kai_quorum", format!("{},{},{}", id.n, id.r, id.w)),
+        ("kai_number_of_buckets", id.number_of_buckets.to_string()),
+        ("kai_number_of_virtual_nodes", id.virtual_nodes.to_string()),
+        ("kai_store", id.store.to_string()),
+        ("kai_curr_nodes", ring.len().to_string()),
+        ("kai_buckets_held", held.to_string()),
+        ("kai_unreconciled_get", get(&stats.unreconciled_get)),
+        ("kai_read_repairs", get(&stats.read_repairs)),
+        ("kai_siblings_served", get(&stats.siblings_served)),
+        ("kai_quorum_failures", get(&stats.quorum_failures)),
+        ("kai_reaped_versions", get(&stats.reaped_versions)),
+        ("kai_actor_restarts", get(&stats.actor_restarts)),
+    ];
+    let mut lines: Vec<(String, String)> = lines.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    for (op, latency) in [("get", &stats.get_latency), ("set", &stats.set_latency)] {
+        for (q, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p999")] {
+            lines.push((format!("kai_{op}_latency_{label}_us"), latency.quantile_micros(q).to_string()));
+        }
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

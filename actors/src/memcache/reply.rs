@@ -1,0 +1,57 @@
+//! Reply lines and value blocks, byte for byte as memcached writes them,
+//! and the one place a node error becomes a memcache reply.
+
+use crate::error::Error;
+
+/// The reply line for an error.
+pub fn error_line(error: &Error) -> String {
+    match error {
+        Error::Client(m) => format!("CLIENT_ERROR {m}"),
+        Error::TooLarge => crate::memcache::parse::TOO_LARGE.to_string(),
+        other => format!("SERVER_ERROR {}", single_line(&other.to_string())),
+    }
+}
+
+/// A reply must stay one line whatever an error message holds.
+fn single_line(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
+}
+
+pub fn line(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `VALUE <key> <flags> <bytes> [<cas>]` and the data.
+pub fn value_block(out: &mut Vec<u8>, key: &[u8], flags: u32, value: &[u8], cas: Option<u64>) {
+    out.extend_from_slice(b"VALUE ");
+    out.extend_from_slice(key);
+    let header = match cas {
+        Some(cas) => format!(" {flags} {} {cas}\r\n", value.len()),
+        None => format!(" {flags} {}\r\n", value.len()),
+    };
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_blocks_match_memcached() {
+        let mut out = Vec::new();
+        value_block(&mut out, b"k", 5, b"abc", None);
+        value_block(&mut out, b"k", 0, b"", Some(9));
+        assert_eq!(out, b"VALUE k 5 3\r\nabc\r\nVALUE k 0 0 9\r\n\r\n");
+    }
+
+    #[test]
+    fn errors_map_to_one_line() {
+        assert_eq!(error_line(&Error::Client("bad".into())), "CLIENT_ERROR bad");
+        assert_eq!(error_line(&Error::TooLarge), "SERVER_ERROR object too large for cache");
+        let quorum = Error::Quorum { op: "write", needed: 2, got: 1, reason: "a\r\nb".into() };
+        assert_eq!(error_line(&quorum), "SERVER_ERROR write quorum not met: 1 of 2 replicas answered (a  b)");
+    }
+}

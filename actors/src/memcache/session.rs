@@ -1,0 +1,338 @@
+//! One client connection: an actor that reads bytes, parses commands,
+//! runs them through the coordinator in order, and writes the replies.
+//! While a batch of pipelined commands runs, reading pauses: the client's
+//! own pace is the backpressure.
+
+use super::parse::{self, Command, Parsed, StoreKind};
+use super::reply::{error_line, line, value_block};
+use super::SessionEnv;
+use crate::coordinator::{ClientGet, ClientWrite};
+use crate::error::{Error, Result};
+use crate::stats::{report, NodeStats};
+use crate::store::{live_digest, now_secs, Condition, FlushAll, Mutation, Write, WriteOutcome};
+use crate::version::Version;
+use actix::prelude::*;
+use bytes::{Buf, Bytes, BytesMut};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio_util::io::ReaderStream;
+
+/// memcached's cut-off: exptimes up to 30 days are relative.
+const RELATIVE_EXPTIME_LIMIT: i64 = 60 * 60 * 24 * 30;
+
+/// An exptime as memcached reads it, as an absolute unix time (0 = never).
+pub fn expires_at(exptime: i64, now: u64) -> u64 {
+    match exptime {
+        0 => 0,
+        e if e < 0 => 1, // already in the past
+        e if e <= RELATIVE_EXPTIME_LIMIT => now + e as u64,
+        e => e as u64,
+    }
+}
+
+enum Step {
+    Run(Command),
+    Reply(&'static str),
+    Close,
+}
+
+pub struct Session {
+    env: Arc<SessionEnv>,
+    buf: BytesMut,
+    /// Bytes of an oversized value still to discard as they arrive.
+    skip: usize,
+    writer: Option<OwnedWriteHalf>,
+}
+
+impl Session {
+    pub fn start(stream: TcpStream, env: Arc<SessionEnv>) -> Addr<Session> {
+        let (reader, writer) = stream.into_split();
+        Session::create(|ctx| {
+            ctx.add_stream(ReaderStream::with_capacity(reader, 16 * 1024));
+            Session { env, buf: BytesMut::with_capacity(16 * 1024), skip: 0, writer: Some(writer) }
+        })
+    }
+
+    /// Parses every whole command in the buffer into steps to run.
+    fn take_steps(&mut self) -> Vec<Step> {
+        let mut steps = Vec::new();
+        loop {
+            match parse::parse(&self.buf, self.env.settings.max_value_size) {
+                Parsed::Incomplete => break,
+                Parsed::Command(command, used) => {
+                    self.buf.advance(used);
+                    let quit = command == Command::Quit;
+                    steps.push(Step::Run(command));
+                    if quit {
+                        break;
+                    }
+                }
+                Parsed::Invalid { reply, consumed, close } => {
+                    self.buf.advance(consumed.min(self.buf.len()));
+                    steps.extend(reply.map(Step::Reply));
+                    if close {
+                        steps.push(Step::Close);
+                        break;
+                    }
+                }
+                Parsed::Swallow { reply, consumed, skip } => {
+                    self.buf.advance(consumed);
+                    steps.extend(reply.map(Step::Reply));
+                    let now = skip.min(self.buf.len());
+                    self.buf.advance(now);
+                    self.skip = skip - now;
+                }
+            }
+        }
+        steps
+    }
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        self.env.stats.curr_connections.fetch_add(1, Relaxed);
+        NodeStats::incr(&self.env.stats.total_connections);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.env.stats.curr_connections.fetch_sub(1, Relaxed);
+    }
+}
+
+impl StreamHandler<std::io::Result<Bytes>> for Session {
+    fn handle(&mut self, chunk: std::io::Result<Bytes>, ctx: &mut Self::Context) {
+        let mut chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(_) => return ctx.stop(),
+        };
+        NodeStats::add(&self.env.stats.bytes_read, chunk.len() as u64);
+        let skipped = self.skip.min(chunk.len());
+        chunk.advance(skipped);
+        self.skip -= skipped;
+        self.buf.extend_from_slice(&chunk);
+
+        let steps = self.take_steps();
+        if steps.is_empty() {
+            return;
+        }
+        let (env, writer) = (self.env.clone(), self.writer.take());
+        let batch = async move {
+            let mut out = Vec::with_capacity(1024);
+            let mut close = false;
+            for step in steps {
+                match step {
+                    Step::Run(command) => {
+                        if execute(&env, command, &mut out).await == Flow::Close {
+                            close = true;
+                            break;
+                        }
+                    }
+                    Step::Reply(text) => line(&mut out, text),
+                    Step::Close => {
+                        close = true;
+                        break;
+                    }
+                }
+            }
+            let mut writer = writer;
+            if let Some(w) = writer.as_mut() {
+                if w.write_all(&out).await.is_err() {
+                    close = true;
+                }
+            }
+            NodeStats::add(&env.stats.bytes_written, out.len() as u64);
+            (writer, close)
+        };
+        ctx.wait(batch.into_actor(self).map(|(writer, close), act, ctx| {
+            act.writer = writer;
+            if close || act.writer.is_none() {
+                ctx.stop();
+            }
+        }));
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close,
+}
+
+async fn read(env: &SessionEnv, key: Bytes) -> Result<Vec<Version>> {
+    env.coordinator.send(ClientGet(key)).await?
+}
+
+async fn write(env: &SessionEnv, key: Bytes, write: Write) -> Result<WriteOutcome> {
+    env.coordinator.send(ClientWrite { key, write }).await?
+}
+
+/// Appends a command's reply line, unless the client asked for none.
+fn respond(out: &mut Vec<u8>, noreply: bool, result: Result<&str>) {
+    if !noreply {
+        match result {
+            Ok(text) => line(out, text),
+            Err(e) => line(out, &error_line(&e)),
+        }
+    }
+}
+
+/// Runs one command, appending its reply to `out`.
+async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow {
+    let stats = &env.stats;
+    match command {
+        Command::Get { keys, with_cas, touch } => {
+            let fetches = keys.iter().map(|key| {
+                let key = key.clone();
+                async move {
+                    match touch {
+                        None => read(env, key).await,
+                        Some(exptime) => {
+                            let mutation = Mutation::Touch { expires_at: expires_at(exptime, now_secs()) };
+                            match write(env, key, Write { condition: Condition::Present, mutation }).await? {
+                                WriteOutcome::Stored { new, .. } => Ok(vec![new]),
+                                _ => Ok(Vec::new()),
+                            }
+                        }
+                    }
+                }
+            });
+            let results = futures_util::future::join_all(fetches).await;
+            NodeStats::add(&stats.cmd_get, keys.len() as u64);
+            if touch.is_some() {
+                NodeStats::add(&stats.cmd_touch, keys.len() as u64);
+            }
+            let mut block = Vec::new();
+            for (key, result) in keys.iter().zip(results) {
+                match result {
+                    Ok(versions) if versions.is_empty() => NodeStats::incr(&stats.get_misses),
+                    Ok(versions) => {
+                        NodeStats::incr(&stats.get_hits);
+                        let cas = with_cas.then(|| live_digest(&versions));
+                        for v in &versions {
+                            value_block(&mut block, key, v.flags, &v.value, cas);
+                        }
+                    }
+                    Err(e) => {
+                        // One key's failure fails the command: a partial
+                        // answer would read as misses.
+                        line(out, &error_line(&e));
+                        return Flow::Continue;
+                    }
+                }
+            }
+            out.extend_from_slice(&block);
+            line(out, "END");
+        }
+        Command::Store { kind, key, flags, exptime, value, cas, noreply } => {
+            NodeStats::incr(&stats.cmd_set);
+            let set = Mutation::Set { value: value.clone(), flags, expires_at: expires_at(exptime, now_secs()) };
+            let w = match kind {
+                StoreKind::Set => Write { condition: Condition::Always, mutation: set },
+                StoreKind::Add => Write { condition: Condition::Absent, mutation: set },
+                StoreKind::Replace => Write { condition: Condition::Present, mutation: set },
+                StoreKind::Cas => Write { condition: Condition::Context(cas), mutation: set },
+                StoreKind::Append => Write { condition: Condition::Present, mutation: Mutation::Append(value) },
+                StoreKind::Prepend => Write { condition: Condition::Present, mutation: Mutation::Prepend(value) },
+            };
+            let result = write(env, key, w).await.map(|outcome| match outcome {
+                WriteOutcome::Stored { .. } => "STORED",
+                WriteOutcome::NotStored => "NOT_STORED",
+                WriteOutcome::Exists => "EXISTS",
+                WriteOutcome::NotFound | WriteOutcome::NonNumeric => "NOT_FOUND",
+            });
+            respond(out, noreply, result);
+        }
+        Command::Delete { key, noreply } => {
+            let result = write(env, key, Write::delete()).await.map(|outcome| match outcome {
+                WriteOutcome::Stored { .. } => "DELETED",
+                _ => "NOT_FOUND",
+            });
+            respond(out, noreply, result);
+        }
+        Command::Arith { key, delta, incr, noreply } => {
+            let mutation = if incr { Mutation::Incr(delta) } else { Mutation::Decr(delta) };
+            let result = write(env, key, Write { condition: Condition::Present, mutation }).await;
+            let text = match &result {
+                Ok(WriteOutcome::Stored { new, .. }) => Ok(String::from_utf8_lossy(&new.value).into_owned()),
+                Ok(WriteOutcome::NonNumeric) => {
+                    Err(Error::Client("cannot increment or decrement non-numeric value".into()))
+                }
+                Ok(_) => Ok("NOT_FOUND".to_string()),
+                Err(e) => Err(e.clone()),
+            };
+            respond(out, noreply, text.as_deref().map_err(Clone::clone));
+        }
+        Command::Touch { key, exptime, noreply } => {
+            NodeStats::incr(&stats.cmd_touch);
+            let mutation = Mutation::Touch { expires_at: expires_at(exptime, now_secs()) };
+            let result = write(env, key, Write { condition: Condition::Present, mutation }).await.map(|o| match o {
+                WriteOutcome::Stored { .. } => "TOUCHED",
+                _ => "NOT_FOUND",
+            });
+            respond(out, noreply, result);
+        }
+        Command::FlushAll { delay, noreply } => {
+            if !env.settings.allow_flush_all {
+                let why = "flush_all is disabled on this node; set allow_flush_all = true in its config to enable it";
+                respond(out, noreply, Err(Error::Client(why.into())));
+                return Flow::Continue;
+            }
+            NodeStats::incr(&stats.cmd_flush);
+            let store = env.store.clone();
+            let flush = async move {
+                match store.send(FlushAll).await {
+                    Ok(Ok(n)) => tracing::info!(keys = n, "flush_all"),
+                    Ok(Err(e)) => tracing::warn!("flush_all failed: {e}"),
+                    Err(e) => tracing::warn!("flush_all failed: {e}"),
+                }
+            };
+            if delay > 0 {
+                actix::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(delay as u64)).await;
+                    flush.await;
+                });
+            } else {
+                flush.await;
+            }
+            respond(out, noreply, Ok("OK"));
+        }
+        Command::Stats { args } => {
+            if args.is_empty() {
+                let ring = env.ring.snapshot();
+                for (name, value) in report(stats, &env.identity, &ring) {
+                    line(out, &format!("STAT {name} {value}"));
+                }
+                line(out, "END");
+            } else {
+                // Sub-reports (items, slabs, ...) describe memcached's
+                // memory allocator, which Kai does not have.
+                line(out, "END");
+            }
+        }
+        Command::Version => line(out, &format!("VERSION {}", crate::stats::VERSION)),
+        Command::Verbosity { noreply } => respond(out, noreply, Ok("OK")),
+        Command::Quit => return Flow::Close,
+    }
+    Flow::Continue
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exptimes_read_the_memcached_way() {
+        let now = 1_700_000_000;
+        assert_eq!(expires_at(0, now), 0);
+        assert_eq!(expires_at(-1, now), 1);
+        assert_eq!(expires_at(10, now), now + 10);
+        assert_eq!(expires_at(RELATIVE_EXPTIME_LIMIT, now), now + RELATIVE_EXPTIME_LIMIT as u64);
+        assert_eq!(expires_at(now as i64 + 5, now), now + 5);
+    }
+}
