@@ -1,1 +1,76 @@
-fn main(){}
+//! `kai`: run a node, or administer one.
+//!
+//! - `kai --config kai.config.toml [--set KEY=VALUE]...` starts a node.
+//! - `kai admin [--node HOST:PORT] [-e COMMAND]...` opens the admin REPL.
+
+mod admin;
+mod config;
+mod node;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "kai", version, about = "A Dynamo-style key/value store with a memcache API")]
+struct Cli {
+    /// The node's config file.
+    #[arg(long, short, default_value = "kai.config.toml")]
+    config: PathBuf,
+    /// Overrides one config key, e.g. `--set n=1`; repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Administer a node through its internal API.
+    Admin {
+        /// The node's internal API address.
+        #[arg(long, default_value = "127.0.0.1:11011")]
+        node: String,
+        /// Runs a command and exits instead of opening the REPL; repeatable.
+        #[arg(short = 'e', long = "execute", value_name = "COMMAND")]
+        execute: Vec<String>,
+    },
+}
+
+fn init_logging(logfile: Option<&std::path::Path>) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match logfile {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open logfile {}: {e}", path.display()))?;
+            builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Admin { node, execute }) => admin::run(&node, &execute),
+        None => config::load(Some(&cli.config), &cli.overrides)
+            .map_err(|e| e.to_string())
+            .and_then(|config| {
+                init_logging(config.logfile.as_deref())?;
+                node::run(config)
+            }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kai: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

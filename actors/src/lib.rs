@@ -27,3 +27,34 @@ pub mod sync;
 pub mod version;
 
 pub use error::{Error, Result};
+
+use actix::prelude::*;
+
+/// Asks an actor to stop so its supervisor starts it afresh: how an
+/// operator resets a wedged module, and how tests show supervision works.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restart;
+
+/// Makes an actor supervised: counted and logged when restarted, and
+/// stoppable on request with [`Restart`].
+macro_rules! supervised {
+    ($actor:ty, $name:literal) => {
+        impl actix::Supervised for $actor {
+            fn restarting(&mut self, _: &mut Self::Context) {
+                crate::stats::count_restart();
+                tracing::warn!(concat!($name, " actor restarting"));
+            }
+        }
+
+        impl actix::Handler<crate::Restart> for $actor {
+            type Result = ();
+
+            fn handle(&mut self, _: crate::Restart, ctx: &mut Self::Context) {
+                tracing::warn!(concat!($name, " actor asked to restart"));
+                actix::ActorContext::stop(ctx);
+            }
+        }
+    };
+}
+pub(crate) use supervised;

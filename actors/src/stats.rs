@@ -71,8 +71,13 @@ pub struct NodeStats {
     pub quorum_failures: AtomicU64,
     pub get_latency: Latency,
     pub set_latency: Latency,
-    // supervision
-    pub actor_restarts: AtomicU64,
+}
+
+/// Actor restarts in this process, counted by every supervised actor.
+static ACTOR_RESTARTS: AtomicU64 = AtomicU64::new(0);
+
+pub fn count_restart() {
+    ACTOR_RESTARTS.fetch_add(1, Relaxed);
 }
 
 impl NodeStats {
@@ -162,7 +167,7 @@ pub fn report(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Vec
         ("kai_siblings_served", get(&stats.siblings_served)),
         ("kai_quorum_failures", get(&stats.quorum_failures)),
         ("kai_reaped_versions", get(&stats.reaped_versions)),
-        ("kai_actor_restarts", get(&stats.actor_restarts)),
+        ("kai_actor_restarts", get(&ACTOR_RESTARTS)),
     ];
     let mut lines: Vec<(String, String)> = lines.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     for (op, latency) in [("get", &stats.get_latency), ("set", &stats.set_latency)] {

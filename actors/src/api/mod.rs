@@ -17,6 +17,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+/// The bucket count an admin tool (not a node) sends in its hello: it
+/// holds no data, so it is not refused for a different ring.
+pub const ADMIN_BUCKETS: u32 = 0;
+
 /// One request from a peer, for the node's router to answer.
 #[derive(Message)]
 #[rtype(result = "Response")]
@@ -74,11 +78,7 @@ impl Actor for ApiActor {
     }
 }
 
-impl Supervised for ApiActor {
-    fn restarting(&mut self, _: &mut Self::Context) {
-        tracing::warn!("api actor restarting");
-    }
-}
+crate::supervised!(ApiActor, "api");
 
 async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
     stream: &mut (impl AsyncReadExt + Unpin),
@@ -103,7 +103,7 @@ async fn serve(stream: TcpStream, handler: Recipient<ApiCall>, settings: ApiSett
         Some(Frame { id, body: Request::Hello { protocol_version, number_of_buckets, from } }) => {
             let refusal = if protocol_version != PROTOCOL_VERSION {
                 Some(format!("protocol version {protocol_version} is not {PROTOCOL_VERSION}"))
-            } else if number_of_buckets != settings.number_of_buckets {
+            } else if number_of_buckets != ADMIN_BUCKETS && number_of_buckets != settings.number_of_buckets {
                 Some(format!(
                     "number_of_buckets {number_of_buckets} of {from} differs from {} of {}",
                     settings.number_of_buckets, settings.node

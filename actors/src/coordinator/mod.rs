@@ -89,11 +89,6 @@ pub struct ClientWrite {
     pub write: Write,
 }
 
-/// Stops the actor so its supervisor starts it afresh.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Restart;
-
 pub struct CoordinatorActor {
     settings: CoordinatorSettings,
     ring: RingHandle,
@@ -138,11 +133,7 @@ impl Actor for CoordinatorActor {
     type Context = Context<Self>;
 }
 
-impl Supervised for CoordinatorActor {
-    fn restarting(&mut self, _: &mut Self::Context) {
-        tracing::warn!("coordinator actor restarting");
-    }
-}
+crate::supervised!(CoordinatorActor, "coordinator");
 
 fn await_reply<T: 'static>(rx: oneshot::Receiver<Result<T>>) -> ResponseFuture<Result<T>> {
     Box::pin(async move { rx.await.map_err(|_| Error::Unavailable("quorum actor stopped".into()))? })
@@ -177,15 +168,5 @@ impl Handler<ClientWrite> for CoordinatorActor {
             stats.set_latency.record(started.elapsed());
             result
         })
-    }
-}
-
-impl Handler<Restart> for CoordinatorActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Restart, ctx: &mut Self::Context) {
-        tracing::warn!("coordinator asked to restart");
-        NodeStats::incr(&self.stats.actor_restarts);
-        ctx.stop();
     }
 }

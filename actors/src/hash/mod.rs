@@ -56,12 +56,7 @@ impl Actor for HashActor {
     type Context = Context<Self>;
 }
 
-impl Supervised for HashActor {
-    fn restarting(&mut self, _: &mut Self::Context) {
-        // The ring lives in the handle, so a restart keeps it.
-        tracing::warn!("hash actor restarting");
-    }
-}
+crate::supervised!(HashActor, "hash");
 
 impl Handler<UpdateNodes> for HashActor {
     type Result = MessageResult<UpdateNodes>;

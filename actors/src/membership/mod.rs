@@ -60,11 +60,7 @@ impl Actor for MembershipActor {
     type Context = Context<Self>;
 }
 
-impl Supervised for MembershipActor {
-    fn restarting(&mut self, _: &mut Self::Context) {
-        tracing::warn!("membership actor restarting");
-    }
-}
+crate::supervised!(MembershipActor, "membership");
 
 impl Handler<MemberList> for MembershipActor {
     type Result = MessageResult<MemberList>;

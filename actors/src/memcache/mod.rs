@@ -79,8 +79,4 @@ impl Actor for MemcacheActor {
     }
 }
 
-impl Supervised for MemcacheActor {
-    fn restarting(&mut self, _: &mut Self::Context) {
-        tracing::warn!("memcache actor restarting");
-    }
-}
+crate::supervised!(MemcacheActor, "memcache");

@@ -247,20 +247,13 @@ pub struct Reap {
 #[rtype(result = "Result<u64>")]
 pub struct FlushAll;
 
-/// Makes the actor stop, to be started afresh by its arbiter (an operator's
-/// way to reset a module, and how tests show supervision works).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Restart;
-
 pub struct StoreActor {
     store: Arc<Store>,
-    stats: Arc<NodeStats>,
 }
 
 impl StoreActor {
-    pub fn new(store: Arc<Store>, stats: Arc<NodeStats>) -> Self {
-        StoreActor { store, stats }
+    pub fn new(store: Arc<Store>) -> Self {
+        StoreActor { store }
     }
 }
 
@@ -310,11 +303,12 @@ impl Handler<FlushAll> for StoreActor {
     }
 }
 
-impl Handler<Restart> for StoreActor {
+/// The store's pool restarts a stopped worker itself (`SyncArbiter`).
+impl Handler<crate::Restart> for StoreActor {
     type Result = ();
-    fn handle(&mut self, _: Restart, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: crate::Restart, ctx: &mut Self::Context) {
         tracing::warn!("store actor asked to restart");
-        NodeStats::incr(&self.stats.actor_restarts);
+        crate::stats::count_restart();
         ctx.stop();
     }
 }

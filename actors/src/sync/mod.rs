@@ -40,11 +40,7 @@ impl Actor for SyncActor {
     }
 }
 
-impl Supervised for SyncActor {
-    fn restarting(&mut self, _: &mut Self::Context) {
-        tracing::warn!("sync actor restarting");
-    }
-}
+crate::supervised!(SyncActor, "sync");
 
 impl Handler<ReapTick> for SyncActor {
     type Result = ResponseActFuture<Self, ()>;

@@ -44,11 +44,7 @@ impl Actor for VersionActor {
     type Context = Context<Self>;
 }
 
-impl Supervised for VersionActor {
-    fn restarting(&mut self, _: &mut Self::Context) {
-        tracing::warn!("version actor restarting");
-    }
-}
+crate::supervised!(VersionActor, "version");
 
 impl Handler<Reconcile> for VersionActor {
     type Result = MessageResult<Reconcile>;

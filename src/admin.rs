@@ -1,0 +1,156 @@
+//! The admin REPL: commands named after the original Kai's API, sent to a
+//! node's internal API. Interactive with line editing and history on a
+//! terminal; one command per line from a pipe; or `-e` for scripts.
+
+use kai_actors::api::{ApiClient, Request, Response, ADMIN_BUCKETS};
+use std::io::{BufRead, IsTerminal};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const ADMIN_NAME: &str = "kai-admin";
+
+const HELP: &str = "\
+commands:
+  node_list                 this node's members, up or down
+  node_info [NODE]          a node's identity and quorum
+  stats [NODE]              a node's stats
+  restart_actor MODULE      stop a module's actor so its supervisor restarts it
+                            (store hash membership version coordinator sync api memcache)
+  help                      this text
+  quit                      leave the REPL
+NODE is a node's internal API address, HOST:PORT; the default is the node the REPL is on.";
+
+const COMMANDS: &[&str] = &["node_list", "node_info", "stats", "restart_actor", "help", "quit"];
+
+struct Admin {
+    runtime: tokio::runtime::Runtime,
+    node: SocketAddr,
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
+        .map_err(|e| format!("bad address {addr:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("bad address {addr:?}"))
+}
+
+impl Admin {
+    fn ask(&self, node: SocketAddr, request: Request) -> Result<Response, String> {
+        self.runtime.block_on(async {
+            let client = ApiClient::connect(node, ADMIN_NAME, ADMIN_BUCKETS, TIMEOUT)
+                .await
+                .map_err(|e| format!("node {node} unreachable: {e}"))?;
+            client.call(request, TIMEOUT).await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn target(&self, arg: Option<&str>) -> Result<SocketAddr, String> {
+        arg.map(resolve).unwrap_or(Ok(self.node))
+    }
+
+    /// Runs one command line; the text to show, or why it failed.
+    fn execute(&self, line: &str) -> Result<String, String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [] => Ok(String::new()),
+            ["help"] => Ok(HELP.to_string()),
+            ["node_list"] => match self.ask(self.node, Request::NodeInfo)? {
+                Response::NodeInfo(info) => Ok(info.members.join("\n")),
+                other => Err(format!("unexpected answer: {other:?}")),
+            },
+            ["node_info"] | ["node_info", _] => match self.ask(self.target(words.get(1).copied())?, Request::NodeInfo)? {
+                Response::NodeInfo(i) => Ok(format!(
+                    "node {}\nmemcache_port {}\nquorum {},{},{}\nnumber_of_buckets {}\nvirtual_nodes {}\nstore {}\nversion {}",
+                    i.node, i.memcache_port, i.n, i.r, i.w, i.number_of_buckets, i.virtual_nodes, i.store, i.version
+                )),
+                other => Err(format!("unexpected answer: {other:?}")),
+            },
+            ["stats"] | ["stats", _] => match self.ask(self.target(words.get(1).copied())?, Request::Stats)? {
+                Response::Stats(lines) => Ok(lines.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join("\n")),
+                other => Err(format!("unexpected answer: {other:?}")),
+            },
+            ["restart_actor", module] => match self.ask(self.node, Request::RestartActor { module: module.to_string() })? {
+                Response::Done => Ok(format!("{module} restarting")),
+                other => Err(format!("unexpected answer: {other:?}")),
+            },
+            [cmd, ..] if COMMANDS.contains(cmd) => Err(format!("wrong arguments for {cmd}; try help")),
+            [cmd, ..] => Err(format!("unknown command {cmd:?}; try help")),
+        }
+    }
+}
+
+pub fn run(node: &str, execute: &[String]) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let admin = Admin { runtime, node: resolve(node)? };
+    if !execute.is_empty() {
+        for line in execute {
+            println!("{}", admin.execute(line)?);
+        }
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        let mut failed = false;
+        for line in std::io::stdin().lock().lines() {
+            let line = line.map_err(|e| e.to_string())?;
+            if line.trim() == "quit" {
+                break;
+            }
+            match admin.execute(&line) {
+                Ok(out) if out.is_empty() => {}
+                Ok(out) => println!("{out}"),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    failed = true;
+                }
+            }
+        }
+        return if failed { Err("some commands failed".into()) } else { Ok(()) };
+    }
+    interactive(&admin)
+}
+
+fn interactive(admin: &Admin) -> Result<(), String> {
+    use rustyline::completion::{Completer, Pair};
+    use rustyline::{Helper, Highlighter, Hinter, Validator};
+
+    #[derive(Helper, Highlighter, Hinter, Validator)]
+    struct Commands;
+
+    impl Completer for Commands {
+        type Candidate = Pair;
+        fn complete(&self, line: &str, pos: usize, _: &rustyline::Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+            let word = &line[..pos];
+            if word.contains(' ') {
+                return Ok((pos, Vec::new()));
+            }
+            let matches = COMMANDS
+                .iter()
+                .filter(|c| c.starts_with(word))
+                .map(|c| Pair { display: c.to_string(), replacement: c.to_string() })
+                .collect();
+            Ok((0, matches))
+        }
+    }
+
+    let mut editor = rustyline::Editor::<Commands, rustyline::history::DefaultHistory>::new().map_err(|e| e.to_string())?;
+    editor.set_helper(Some(Commands));
+    println!("kai admin on {}; type help for commands", admin.node);
+    loop {
+        match editor.readline("kai> ") {
+            Ok(line) => {
+                let _ = editor.add_history_entry(line.as_str());
+                if line.trim() == "quit" {
+                    return Ok(());
+                }
+                match admin.execute(&line) {
+                    Ok(out) if out.is_empty() => {}
+                    Ok(out) => println!("{out}"),
+                    Err(e) => println!("error: {e}"),
+                }
+            }
+            Err(rustyline::error::ReadlineError::Interrupted | rustyline::error::ReadlineError::Eof) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The node's configuration: `kai.config.toml`, with `--set KEY=VALUE`
+//! overrides, checked as a whole before anything starts. A config that
+//! makes no sense is refused with the key that is wrong.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Memory,
+    Disk,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The address other nodes reach this node at; part of its identity.
+    pub hostname: String,
+    /// Internal API port (node to node, and the admin tool).
+    pub port: u16,
+    pub memcache_port: u16,
+    /// Where the memcache port listens; defaults to `hostname`.
+    pub memcache_bind: Option<String>,
+    pub n: usize,
+    pub r: usize,
+    pub w: usize,
+    pub number_of_buckets: u32,
+    pub number_of_virtual_nodes: u16,
+    pub store: StoreKind,
+    pub data_dir: PathBuf,
+    /// Log file; standard error when absent.
+    pub logfile: Option<PathBuf>,
+    pub max_connections: usize,
+    pub max_value_size: usize,
+    pub allow_flush_all: bool,
+    /// fsync every write before acknowledging it (survives power loss, not
+    /// just a crash of the process).
+    pub fsync: bool,
+    pub request_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub store_threads: usize,
+    pub api_max_in_flight: usize,
+    pub max_clock_entries: usize,
+    pub tombstone_grace_secs: u64,
+    pub reap_interval_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: "127.0.0.1".into(),
+            port: 11011,
+            memcache_port: 11211,
+            memcache_bind: None,
+            n: 3,
+            r: 2,
+            w: 2,
+            number_of_buckets: 1024,
+            number_of_virtual_nodes: 128,
+            store: StoreKind::Disk,
+            data_dir: PathBuf::from("data"),
+            logfile: None,
+            max_connections: 1024,
+            max_value_size: 1 << 20,
+            allow_flush_all: false,
+            fsync: false,
+            request_timeout_ms: 1000,
+            connect_timeout_ms: 500,
+            store_threads: 2,
+            api_max_in_flight: 256,
+            max_clock_entries: 10,
+            tombstone_grace_secs: 24 * 60 * 60,
+            reap_interval_secs: 60,
+        }
+    }
+}
+
+/// A refused config, naming the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "config: {}", self.message)
+        } else {
+            write!(f, "config key `{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+fn refuse<T>(key: &str, message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError { key: key.into(), message: message.into() })
+}
+
+/// Reads `path` (a missing path is an error), applies the overrides and
+/// checks the result.
+pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigError> {
+    let mut table = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError { key: String::new(), message: format!("cannot read {}: {e}", path.display()) })?;
+            text.parse::<toml::Table>()
+                .map_err(|e| ConfigError { key: String::new(), message: format!("{}: {e}", path.display()) })?
+        }
+        None => toml::Table::new(),
+    };
+    for item in overrides {
+        let Some((key, value)) = item.split_once('=') else {
+            return refuse(item, "an override must be KEY=VALUE");
+        };
+        let key = key.trim();
+        // A TOML value if it parses as one (numbers, booleans, quoted
+        // strings), else the bare text as a string.
+        let value = format!("v = {}", value.trim())
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.trim().to_string()));
+        table.insert(key.to_string(), value);
+    }
+    let config: Config = table.try_into().map_err(|e: toml::de::Error| {
+        let message = e.message().to_string();
+        let key = message
+            .split('`')
+            .nth(1)
+            .filter(|_| message.starts_with("unknown field"))
+            .unwrap_or_default()
+            .to_string();
+        ConfigError { key, message }
+    })?;
+    config.check()?;
+    Ok(config)
+}
+
+impl Config {
+    /// This node's identity on the ring: hostname resolved to IPv4.
+    pub fn node_addr(&self) -> Result<SocketAddrV4, ConfigError> {
+        if let Ok(ip) = self.hostname.parse::<Ipv4Addr>() {
+            return Ok(SocketAddrV4::new(ip, self.port));
+        }
+        let resolved = (self.hostname.as_str(), self.port).to_socket_addrs().ok().into_iter().flatten();
+        for addr in resolved {
+            if let std::net::SocketAddr::V4(v4) = addr {
+                return Ok(v4);
+            }
+        }
+        refuse("hostname", format!("{:?} does not resolve to an IPv4 address", self.hostname))
+    }
+
+    pub fn memcache_addr(&self) -> String {
+        format!("{}:{}", self.memcache_bind.as_deref().unwrap_or(&self.hostname), self.memcache_port)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let (n, r, w) = (self.n, self.r, self.w);
+        if n == 0 {
+            return refuse("n", "must be at least 1");
+        }
+        if r == 0 || r > n {
+            return refuse("r", format!("must be between 1 and n ({n})"));
+        }
+        if w == 0 || w > n {
+            return refuse("w", format!("must be between 1 and n ({n})"));
+        }
+        if n > 1 && w <= n / 2 {
+            return refuse("w", format!("must be a majority of n ({n}): more than {}", n / 2));
+        }
+        if r + w <= n {
+            return refuse("r", format!("r + w ({}) must be more than n ({n}) so reads see writes", r + w));
+        }
+        if self.port == 0 {
+            return refuse("port", "must be a fixed port: it is part of the node's identity");
+        }
+        if self.memcache_port == 0 {
+            return refuse("memcache_port", "must not be 0");
+        }
+        if self.port == self.memcache_port {
+            return refuse("memcache_port", format!("clashes with port ({})", self.port));
+        }
+        if self.number_of_buckets == 0 || self.number_of_buckets > 65536 {
+            return refuse("number_of_buckets", "must be between 1 and 65536");
+        }
+        if self.number_of_virtual_nodes == 0 {
+            return refuse("number_of_virtual_nodes", "must be at least 1");
+        }
+        if self.max_connections == 0 {
+            return refuse("max_connections", "must be at least 1");
+        }
+        if self.max_value_size == 0 || self.max_value_size > 32 << 20 {
+            return refuse("max_value_size", "must be between 1 byte and 32 MiB");
+        }
+        if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
+            return refuse("request_timeout_ms", "timeouts must be more than 0");
+        }
+        if self.store_threads == 0 || self.store_threads > 64 {
+            return refuse("store_threads", "must be between 1 and 64");
+        }
+        if self.api_max_in_flight == 0 {
+            return refuse("api_max_in_flight", "must be at least 1");
+        }
+        if self.max_clock_entries < 2 {
+            return refuse("max_clock_entries", "must be at least 2");
+        }
+        if self.reap_interval_secs == 0 {
+            return refuse("reap_interval_secs", "must be at least 1");
+        }
+        self.node_addr()?;
+        if self.store == StoreKind::Disk {
+            check_writable(&self.data_dir)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_writable(dir: &Path) -> Result<(), ConfigError> {
+    let probe = dir.join(".kai-write-probe");
+    std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&probe, b"ok"))
+        .and_then(|_| std::fs::remove_file(&probe))
+        .or_else(|e| refuse("data_dir", format!("{} cannot be written: {e}", dir.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(overrides: &[&str]) -> Result<Config, ConfigError> {
+        let mut all = vec!["store=\"memory\"".to_string()];
+        all.extend(overrides.iter().map(|s| s.to_string()));
+        load(None, &all)
+    }
+
+    fn refused_key(overrides: &[&str]) -> String {
+        with(overrides).expect_err("should be refused").key
+    }
+
+    #[test]
+    fn defaults_are_the_originals() {
+        let c = with(&[]).unwrap();
+        assert_eq!((c.n, c.r, c.w, c.number_of_buckets, c.number_of_virtual_nodes), (3, 2, 2, 1024, 128));
+        assert_eq!((c.port, c.memcache_port), (11011, 11211));
+    }
+
+    #[test]
+    fn overrides_take_toml_values_or_bare_strings() {
+        let c = with(&["n=1", "r=1", "w=1", "hostname=127.0.0.2", "allow_flush_all=true"]).unwrap();
+        assert_eq!((c.n, c.r, c.w), (1, 1, 1));
+        assert_eq!(c.hostname, "127.0.0.2");
+        assert!(c.allow_flush_all);
+    }
+
+    #[test]
+    fn nonsense_is_refused_by_key() {
+        assert_eq!(refused_key(&["r=4"]), "r");
+        assert_eq!(refused_key(&["w=0"]), "w");
+        assert_eq!(refused_key(&["n=4", "w=2", "r=3"]), "w");
+        assert_eq!(refused_key(&["n=3", "r=1", "w=2"]), "r");
+        assert_eq!(refused_key(&["memcache_port=11011"]), "memcache_port");
+        assert_eq!(refused_key(&["bogus=1"]), "bogus");
+        assert_eq!(refused_key(&["number_of_buckets=0"]), "number_of_buckets");
+        assert_eq!(refused_key(&["hostname=no.such.host.invalid"]), "hostname");
+        assert!(with(&["n=\"three\""]).is_err());
+        assert!(with(&["nokey"]).is_err());
+    }
+
+    #[test]
+    fn an_unwritable_data_dir_is_refused() {
+        let e = load(None, &["data_dir=\"/proc/kai-cannot-write\"".into()]).unwrap_err();
+        assert_eq!(e.key, "data_dir");
+    }
+
+    #[test]
+    fn the_shipped_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("kai.config.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(Some(&path), &[format!("data_dir={:?}", dir.path().display().to_string())]).unwrap();
+        assert_eq!((c.n, c.r, c.w), (1, 1, 1));
+    }
+}

@@ -1,0 +1,278 @@
+//! Node start-up: the one place that shows how a node is wired. It opens
+//! the store, binds the ports (so a clash fails at start, not later),
+//! starts every module's actor under a supervisor, and routes the internal
+//! API's requests to the actor that serves each.
+
+use crate::config::{Config, StoreKind};
+use actix::prelude::*;
+use kai_actors::api::{ApiActor, ApiCall, ApiSettings, NodeInfo, Peers, Request, Response};
+use kai_actors::coordinator::{CoordinatorActor, CoordinatorSettings, Replicas};
+use kai_actors::hash::{HashActor, Ring, RingHandle, RingNode};
+use kai_actors::memcache::{MemcacheActor, MemcacheSettings, SessionEnv};
+use kai_actors::membership::{MemberList, MembershipActor, Status};
+use kai_actors::stats::{report, Identity, NodeStats};
+use kai_actors::store::{DiskEngine, Engine, MemoryEngine, ReplicaGet, ReplicaPut, Store, StoreActor, StoreSettings};
+use kai_actors::sync::{SyncActor, SyncSettings};
+use kai_actors::version::VersionActor;
+use kai_actors::Restart;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Addresses of a running node's actors.
+pub struct Node {
+    store: Arc<Store>,
+}
+
+/// Routes each internal API request to the actor that serves it.
+struct Router {
+    identity: Identity,
+    memcache_port: u16,
+    stats: Arc<NodeStats>,
+    ring: RingHandle,
+    store: Addr<StoreActor>,
+    hash: Addr<HashActor>,
+    membership: Addr<MembershipActor>,
+    version: Addr<VersionActor>,
+    coordinator: Addr<CoordinatorActor>,
+    sync: Addr<SyncActor>,
+    api: Option<Addr<ApiActor>>,
+    memcache: Option<Addr<MemcacheActor>>,
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+}
+
+/// Hands the router the addresses of the actors started after it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Faces {
+    api: Addr<ApiActor>,
+    memcache: Addr<MemcacheActor>,
+}
+
+impl Handler<Faces> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: Faces, _: &mut Self::Context) {
+        self.api = Some(msg.api);
+        self.memcache = Some(msg.memcache);
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> Response {
+    Response::Error(e.to_string())
+}
+
+impl Handler<ApiCall> for Router {
+    type Result = ResponseFuture<Response>;
+
+    fn handle(&mut self, ApiCall(request): ApiCall, _: &mut Self::Context) -> Self::Result {
+        match request {
+            Request::Hello { .. } => Box::pin(async { Response::Error("already shook hands".into()) }),
+            Request::ReplicaGet { key } => {
+                let store = self.store.clone();
+                Box::pin(async move {
+                    match store.send(ReplicaGet(key)).await {
+                        Ok(Ok(versions)) => Response::Versions(versions),
+                        Ok(Err(e)) => failed(e),
+                        Err(e) => failed(e),
+                    }
+                })
+            }
+            Request::ReplicaPut { key, versions } => {
+                let store = self.store.clone();
+                Box::pin(async move {
+                    match store.send(ReplicaPut { key, versions }).await {
+                        Ok(Ok(())) => Response::Done,
+                        Ok(Err(e)) => failed(e),
+                        Err(e) => failed(e),
+                    }
+                })
+            }
+            Request::NodeInfo => {
+                let id = self.identity.clone();
+                let memcache_port = self.memcache_port;
+                let members = self.membership.send(MemberList);
+                Box::pin(async move {
+                    let members = members.await.unwrap_or_default();
+                    Response::NodeInfo(NodeInfo {
+                        node: id.node,
+                        memcache_port,
+                        number_of_buckets: id.number_of_buckets,
+                        virtual_nodes: id.virtual_nodes,
+                        n: id.n,
+                        r: id.r,
+                        w: id.w,
+                        store: id.store.to_string(),
+                        members: members
+                            .iter()
+                            .map(|m| format!("{} {}", m.node.name(), if m.status == Status::Up { "up" } else { "down" }))
+                            .collect(),
+                        version: env!("CARGO_PKG_VERSION").to_string(),
+                    })
+                })
+            }
+            Request::Stats => {
+                let lines = report(&self.stats, &self.identity, &self.ring.snapshot());
+                Box::pin(async move { Response::Stats(lines) })
+            }
+            Request::RestartActor { module } => {
+                let sent = match module.as_str() {
+                    "store" => self.store.try_send(Restart).is_ok(),
+                    "hash" => self.hash.try_send(Restart).is_ok(),
+                    "membership" => self.membership.try_send(Restart).is_ok(),
+                    "version" => self.version.try_send(Restart).is_ok(),
+                    "coordinator" => self.coordinator.try_send(Restart).is_ok(),
+                    "sync" => self.sync.try_send(Restart).is_ok(),
+                    "api" => self.api.as_ref().is_some_and(|a| a.try_send(Restart).is_ok()),
+                    "memcache" => self.memcache.as_ref().is_some_and(|a| a.try_send(Restart).is_ok()),
+                    other => {
+                        let why = format!("no module {other:?}; modules: store hash membership version coordinator sync api memcache");
+                        return Box::pin(async move { Response::Error(why) });
+                    }
+                };
+                Box::pin(async move { if sent { Response::Done } else { Response::Error("module busy".into()) } })
+            }
+        }
+    }
+}
+
+async fn bind(addr: &str, what: &str) -> Result<Arc<TcpListener>, String> {
+    TcpListener::bind(addr).await.map(Arc::new).map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
+}
+
+/// Starts every actor of a node; returns once the node is serving.
+pub async fn start(config: &Config) -> Result<Node, String> {
+    let me = config.node_addr().map_err(|e| e.to_string())?;
+    let node_name = me.to_string();
+    let stats = Arc::new(NodeStats::default());
+
+    let engine: Box<dyn Engine> = match config.store {
+        StoreKind::Memory => Box::new(MemoryEngine::new()),
+        StoreKind::Disk => Box::new(
+            DiskEngine::open(&config.data_dir).map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?,
+        ),
+    };
+    let store_settings = StoreSettings {
+        node: node_name.clone(),
+        number_of_buckets: config.number_of_buckets,
+        max_clock_entries: config.max_clock_entries,
+        fsync: config.fsync,
+    };
+    let store = Arc::new(Store::new(engine, store_settings, stats.clone()).map_err(|e| e.to_string())?);
+
+    let api_listener = bind(&me.to_string(), "the internal API").await?;
+    let memcache_listener = bind(&config.memcache_addr(), "memcache").await?;
+
+    let identity = Identity {
+        node: node_name.clone(),
+        n: config.n,
+        r: config.r,
+        w: config.w,
+        number_of_buckets: config.number_of_buckets,
+        virtual_nodes: config.number_of_virtual_nodes,
+        store: store.engine_name(),
+        max_connections: config.max_connections,
+        threads: config.store_threads + 1,
+        started: Instant::now(),
+    };
+    let me_on_ring = RingNode::new(me, config.number_of_virtual_nodes);
+    let ring = RingHandle::new(Ring::new(config.number_of_buckets, [me_on_ring.clone()]));
+    let timeout = Duration::from_millis(config.request_timeout_ms);
+
+    let store_addr = {
+        let store = store.clone();
+        SyncArbiter::start(config.store_threads, move || StoreActor::new(store.clone()))
+    };
+    let hash = Supervisor::start({
+        let (ring, n) = (ring.clone(), config.n);
+        move |_| HashActor::new(ring.clone(), n)
+    });
+    let membership = Supervisor::start(move |_| MembershipActor::new(me_on_ring.clone()));
+    let version = Supervisor::start(|_| VersionActor::default());
+    let peers = Peers::new(node_name.clone(), config.number_of_buckets, Duration::from_millis(config.connect_timeout_ms));
+    let replicas = Replicas { me, store: store_addr.clone(), peers };
+    let coordinator = Supervisor::start({
+        let settings = CoordinatorSettings { n: config.n, r: config.r, w: config.w, timeout };
+        let (ring, version, stats) = (ring.clone(), version.clone(), stats.clone());
+        move |_| CoordinatorActor::new(settings.clone(), ring.clone(), replicas.clone(), version.clone(), stats.clone())
+    });
+    let sync = Supervisor::start({
+        let settings = SyncSettings {
+            reap_interval: Duration::from_secs(config.reap_interval_secs),
+            tombstone_grace: Duration::from_secs(config.tombstone_grace_secs),
+        };
+        let (ring, store) = (ring.clone(), store_addr.clone());
+        move |_| SyncActor::new(settings.clone(), ring.clone(), store.clone())
+    });
+
+    let router = Router {
+        identity: identity.clone(),
+        memcache_port: config.memcache_port,
+        stats: stats.clone(),
+        ring: ring.clone(),
+        store: store_addr.clone(),
+        hash,
+        membership,
+        version,
+        coordinator: coordinator.clone(),
+        sync,
+        api: None,
+        memcache: None,
+    }
+    .start();
+    let api = Supervisor::start({
+        let settings =
+            ApiSettings { node: node_name.clone(), number_of_buckets: config.number_of_buckets, max_in_flight: config.api_max_in_flight };
+        let handler = router.clone().recipient();
+        move |_| ApiActor::new(api_listener.clone(), handler.clone(), settings.clone())
+    });
+    let env = Arc::new(SessionEnv {
+        settings: MemcacheSettings {
+            max_value_size: config.max_value_size,
+            max_connections: config.max_connections,
+            allow_flush_all: config.allow_flush_all,
+        },
+        coordinator,
+        store: store_addr,
+        stats,
+        identity,
+        ring,
+    });
+    let memcache = Supervisor::start(move |_| MemcacheActor::new(memcache_listener.clone(), env.clone()));
+    router.do_send(Faces { api, memcache });
+
+    tracing::info!(
+        node = %node_name,
+        memcache = %config.memcache_addr(),
+        store = store.engine_name(),
+        quorum = %format!("{},{},{}", config.n, config.r, config.w),
+        "kai node serving"
+    );
+    Ok(Node { store })
+}
+
+impl Node {
+    /// Makes every acknowledged write durable before the process exits.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.store.sync() {
+            tracing::error!("final sync failed: {e}");
+        }
+        tracing::info!("kai node stopped");
+    }
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub fn run(config: Config) -> Result<(), String> {
+    actix_rt::System::new().block_on(async move {
+        let node = start(&config).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        node.shutdown();
+        Ok(())
+    })
+}
