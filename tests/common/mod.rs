@@ -1,0 +1,214 @@
+//! Whole-node test harness: real `kai` processes on free loopback ports,
+//! each with its own data directory, killed and removed when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const STARTUP: Duration = Duration::from_secs(20);
+
+/// A free loopback port (the OS picks; a race with another process is
+/// possible but harmless here: the node then fails to start and says so).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct TestNode {
+    pub api_port: u16,
+    pub memcache_port: u16,
+    pub dir: tempfile::TempDir,
+    overrides: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    /// Starts a single node (n = r = w = 1) on the disk store with extra overrides.
+    pub fn start(extra: &[&str]) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let (api_port, memcache_port) = (free_port(), free_port());
+        let mut overrides: Vec<String> = vec![
+            "n=1".into(),
+            "r=1".into(),
+            "w=1".into(),
+            format!("port={api_port}"),
+            format!("memcache_port={memcache_port}"),
+            format!("data_dir={:?}", dir.path().join("data").display().to_string()),
+            format!("logfile={:?}", dir.path().join("kai.log").display().to_string()),
+        ];
+        overrides.extend(extra.iter().map(|s| s.to_string()));
+        let mut node = TestNode { api_port, memcache_port, dir, overrides, child: None };
+        node.launch();
+        node
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("kai.log")).unwrap_or_default()
+    }
+
+    /// Starts the process (again) with the same config and data.
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kai"));
+        cmd.arg("--config").arg(repo_config());
+        for o in &self.overrides {
+            cmd.arg("--set").arg(o);
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn kai");
+        self.child = Some(child);
+        let deadline = Instant::now() + STARTUP;
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.memcache_port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", self.api_port)).is_ok()
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let mut err = String::new();
+                let _ = self.child.take().unwrap().stderr.unwrap().read_to_string(&mut err);
+                panic!("kai exited at start ({status}): {err}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("kai did not start listening within {STARTUP:?}\n{}", self.log());
+    }
+
+    /// kill -9: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe_sigterm(child.id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("kai did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn client(&self) -> memcache::Client {
+        let url = format!("memcache://127.0.0.1:{}?protocol=ascii&timeout=5", self.memcache_port);
+        memcache::Client::connect(url.as_str()).expect("memcache client")
+    }
+
+    pub fn raw(&self) -> Raw {
+        Raw::connect(self.memcache_port)
+    }
+
+    pub fn api_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.api_port)
+    }
+
+    /// Runs `kai admin -e ...` against this node; (success, stdout, stderr).
+    pub fn admin(&self, commands: &[&str]) -> (bool, String, String) {
+        admin(&self.api_addr(), commands)
+    }
+
+    /// One `stats` value, through raw memcache.
+    pub fn stat(&self, name: &str) -> String {
+        let text = self.raw().request("stats\r\n", "END\r\n");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("STAT {name} ")).map(str::to_string))
+            .unwrap_or_else(|| panic!("no stat {name} in {text}"))
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+}
+
+pub fn repo_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("kai.config.toml")
+}
+
+pub fn admin(node: &str, commands: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kai"));
+    cmd.arg("admin").arg("--node").arg(node);
+    for c in commands {
+        cmd.arg("-e").arg(c);
+    }
+    let out = cmd.stdin(Stdio::null()).output().expect("run kai admin");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// A raw memcache connection, for exact bytes.
+pub struct Raw {
+    stream: TcpStream,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Raw { stream }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads until the reply ends with `end` (or 10 s pass: a test failure).
+    pub fn read_until(&mut self, end: &str) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !got.ends_with(end.as_bytes()) {
+            assert!(Instant::now() < deadline, "no {end:?} after {:?}", String::from_utf8_lossy(&got));
+            match self.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("read failed ({e}) after {:?}", String::from_utf8_lossy(&got)),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    /// Sends `request` and reads the reply through `end`.
+    pub fn request(&mut self, request: &str, end: &str) -> String {
+        self.send(request.as_bytes());
+        self.read_until(end)
+    }
+
+    /// Whether the server closed the connection (reads EOF within 5 s).
+    pub fn closed(&mut self) -> bool {
+        self.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
