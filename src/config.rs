@@ -42,6 +42,8 @@ pub struct Config {
     pub request_timeout_ms: u64,
     pub connect_timeout_ms: u64,
     pub store_threads: usize,
+    /// Threads running client connections and their requests.
+    pub worker_threads: usize,
     pub api_max_in_flight: usize,
     pub max_clock_entries: usize,
     pub tombstone_grace_secs: u64,
@@ -70,6 +72,7 @@ impl Default for Config {
             request_timeout_ms: 1000,
             connect_timeout_ms: 500,
             store_threads: 2,
+            worker_threads: 2,
             api_max_in_flight: 256,
             max_clock_entries: 10,
             tombstone_grace_secs: 24 * 60 * 60,
@@ -201,6 +204,9 @@ impl Config {
         }
         if self.store_threads == 0 || self.store_threads > 64 {
             return refuse("store_threads", "must be between 1 and 64");
+        }
+        if self.worker_threads == 0 || self.worker_threads > 64 {
+            return refuse("worker_threads", "must be between 1 and 64");
         }
         if self.api_max_in_flight == 0 {
             return refuse("api_max_in_flight", "must be at least 1");

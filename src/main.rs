@@ -3,6 +3,10 @@
 //! - `kai --config kai.config.toml [--set KEY=VALUE]...` starts a node.
 //! - `kai admin [--node HOST:PORT] [-e COMMAND]...` opens the admin REPL.
 
+/// glibc malloc showed up at a fifth of a node's CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod admin;
 mod config;
 mod node;

@@ -8,10 +8,12 @@ use actix::prelude::*;
 use kai_actors::api::{ApiActor, ApiCall, ApiSettings, NodeInfo, Peers, Request, Response};
 use kai_actors::coordinator::{CoordinatorActor, CoordinatorSettings, Replicas};
 use kai_actors::hash::{HashActor, Ring, RingHandle, RingNode};
-use kai_actors::memcache::{MemcacheActor, MemcacheSettings, SessionEnv};
+use kai_actors::memcache::{MemcacheActor, MemcacheSettings, SessionEnv, Worker};
 use kai_actors::membership::{MemberList, MembershipActor, Status};
 use kai_actors::stats::{report, Identity, NodeStats};
-use kai_actors::store::{DiskEngine, Engine, MemoryEngine, ReplicaGet, ReplicaPut, Store, StoreActor, StoreSettings};
+use kai_actors::store::{
+    DiskEngine, Engine, LocalStoreActor, MemoryEngine, ReplicaGet, ReplicaPut, Store, StoreActor, StoreAddr, StoreSettings,
+};
 use kai_actors::sync::{SyncActor, SyncSettings};
 use kai_actors::version::VersionActor;
 use kai_actors::Restart;
@@ -19,9 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
-/// Addresses of a running node's actors.
+/// A running node.
 pub struct Node {
     store: Arc<Store>,
+    /// The worker threads live as long as the node.
+    _workers: Vec<Arbiter>,
 }
 
 /// Routes each internal API request to the actor that serves it.
@@ -30,11 +34,13 @@ struct Router {
     memcache_port: u16,
     stats: Arc<NodeStats>,
     ring: RingHandle,
-    store: Addr<StoreActor>,
+    /// The store actor API requests go to, and every store actor.
+    store: StoreAddr,
+    stores: Vec<StoreAddr>,
     hash: Addr<HashActor>,
     membership: Addr<MembershipActor>,
-    version: Addr<VersionActor>,
-    coordinator: Addr<CoordinatorActor>,
+    versions: Vec<Addr<VersionActor>>,
+    coordinators: Vec<Addr<CoordinatorActor>>,
     sync: Addr<SyncActor>,
     api: Option<Addr<ApiActor>>,
     memcache: Option<Addr<MemcacheActor>>,
@@ -119,11 +125,11 @@ impl Handler<ApiCall> for Router {
             }
             Request::RestartActor { module } => {
                 let sent = match module.as_str() {
-                    "store" => self.store.try_send(Restart).is_ok(),
+                    "store" => self.stores.iter().all(StoreAddr::restart),
                     "hash" => self.hash.try_send(Restart).is_ok(),
                     "membership" => self.membership.try_send(Restart).is_ok(),
-                    "version" => self.version.try_send(Restart).is_ok(),
-                    "coordinator" => self.coordinator.try_send(Restart).is_ok(),
+                    "version" => self.versions.iter().all(|a| a.try_send(Restart).is_ok()),
+                    "coordinator" => self.coordinators.iter().all(|a| a.try_send(Restart).is_ok()),
                     "sync" => self.sync.try_send(Restart).is_ok(),
                     "api" => self.api.as_ref().is_some_and(|a| a.try_send(Restart).is_ok()),
                     "memcache" => self.memcache.as_ref().is_some_and(|a| a.try_send(Restart).is_ok()),
@@ -174,30 +180,53 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         virtual_nodes: config.number_of_virtual_nodes,
         store: store.engine_name(),
         max_connections: config.max_connections,
-        threads: config.store_threads + 1,
+        threads: config.worker_threads,
         started: Instant::now(),
     };
     let me_on_ring = RingNode::new(me, config.number_of_virtual_nodes);
     let ring = RingHandle::new(Ring::new(config.number_of_buckets, [me_on_ring.clone()]));
     let timeout = Duration::from_millis(config.request_timeout_ms);
 
-    let store_addr = {
-        let store = store.clone();
-        SyncArbiter::start(config.store_threads, move || StoreActor::new(store.clone()))
-    };
     let hash = Supervisor::start({
         let (ring, n) = (ring.clone(), config.n);
         move |_| HashActor::new(ring.clone(), n)
     });
     let membership = Supervisor::start(move |_| MembershipActor::new(me_on_ring.clone()));
-    let version = Supervisor::start(|_| VersionActor::default());
     let peers = Peers::new(node_name.clone(), config.number_of_buckets, Duration::from_millis(config.connect_timeout_ms));
-    let replicas = Replicas { me, store: store_addr.clone(), peers };
-    let coordinator = Supervisor::start({
-        let settings = CoordinatorSettings { n: config.n, r: config.r, w: config.w, timeout };
-        let (ring, version, stats) = (ring.clone(), version.clone(), stats.clone());
-        move |_| CoordinatorActor::new(settings.clone(), ring.clone(), replicas.clone(), version.clone(), stats.clone())
-    });
+
+    // Client requests run on worker threads, each with its own coordinator
+    // and version actor, so one request never hops threads to be tallied.
+    // The disk engine runs on a pool of threads of its own, since its calls
+    // may block; the memory engine's never do, so each worker has its own.
+    let arbiters: Vec<Arbiter> = (0..config.worker_threads).map(|_| Arbiter::new()).collect();
+    let stores: Vec<StoreAddr> = match config.store {
+        StoreKind::Disk => {
+            let store = store.clone();
+            let pool = StoreAddr::Pool(SyncArbiter::start(config.store_threads, move || StoreActor::new(store.clone())));
+            vec![pool; arbiters.len()]
+        }
+        StoreKind::Memory => arbiters
+            .iter()
+            .map(|arbiter| {
+                let store = store.clone();
+                StoreAddr::Local(Supervisor::start_in_arbiter(&arbiter.handle(), move |_| LocalStoreActor::new(store.clone())))
+            })
+            .collect(),
+    };
+    let store_addr = stores[0].clone();
+    let mut versions = Vec::new();
+    let mut coordinators = Vec::new();
+    for (arbiter, worker_store) in arbiters.iter().zip(&stores) {
+        let replicas = Replicas { me, store: worker_store.clone(), peers: peers.clone() };
+        let version = Supervisor::start_in_arbiter(&arbiter.handle(), |_| VersionActor::default());
+        let coordinator = Supervisor::start_in_arbiter(&arbiter.handle(), {
+            let settings = CoordinatorSettings { n: config.n, r: config.r, w: config.w, timeout };
+            let (ring, version, stats, replicas) = (ring.clone(), version.clone(), stats.clone(), replicas.clone());
+            move |_| CoordinatorActor::new(settings.clone(), ring.clone(), replicas.clone(), version.clone(), stats.clone())
+        });
+        versions.push(version);
+        coordinators.push(coordinator);
+    }
     let sync = Supervisor::start({
         let settings = SyncSettings {
             reap_interval: Duration::from_secs(config.reap_interval_secs),
@@ -213,10 +242,11 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         stats: stats.clone(),
         ring: ring.clone(),
         store: store_addr.clone(),
+        stores: stores.clone(),
         hash,
         membership,
-        version,
-        coordinator: coordinator.clone(),
+        versions,
+        coordinators: coordinators.clone(),
         sync,
         api: None,
         memcache: None,
@@ -228,19 +258,28 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         let handler = router.clone().recipient();
         move |_| ApiActor::new(api_listener.clone(), handler.clone(), settings.clone())
     });
-    let env = Arc::new(SessionEnv {
-        settings: MemcacheSettings {
-            max_value_size: config.max_value_size,
-            max_connections: config.max_connections,
-            allow_flush_all: config.allow_flush_all,
-        },
-        coordinator,
-        store: store_addr,
-        stats,
-        identity,
-        ring,
-    });
-    let memcache = Supervisor::start(move |_| MemcacheActor::new(memcache_listener.clone(), env.clone()));
+    let settings = MemcacheSettings {
+        max_value_size: config.max_value_size,
+        max_connections: config.max_connections,
+        allow_flush_all: config.allow_flush_all,
+    };
+    let workers: Arc<[Worker]> = arbiters
+        .iter()
+        .zip(coordinators)
+        .zip(stores)
+        .map(|((arbiter, coordinator), store)| Worker {
+            arbiter: arbiter.handle(),
+            env: Arc::new(SessionEnv {
+                settings: settings.clone(),
+                coordinator,
+                store,
+                stats: stats.clone(),
+                identity: identity.clone(),
+                ring: ring.clone(),
+            }),
+        })
+        .collect();
+    let memcache = Supervisor::start(move |_| MemcacheActor::new(memcache_listener.clone(), workers.clone()));
     router.do_send(Faces { api, memcache });
 
     tracing::info!(
@@ -250,7 +289,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         quorum = %format!("{},{},{}", config.n, config.r, config.w),
         "kai node serving"
     );
-    Ok(Node { store })
+    Ok(Node { store, _workers: arbiters })
 }
 
 impl Node {

@@ -12,7 +12,7 @@ use crate::api::{Peers, Request, Response};
 use crate::error::{Error, Result};
 use crate::hash::RingHandle;
 use crate::stats::NodeStats;
-use crate::store::{CoordinateWrite, ReplicaGet, ReplicaPut, StoreActor, Write, WriteOutcome};
+use crate::store::{CoordinateWrite, ReplicaGet, ReplicaPut, StoreAddr, Write, WriteOutcome};
 use crate::version::{Version, VersionActor};
 use actix::prelude::*;
 use bytes::Bytes;
@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 #[derive(Clone)]
 pub struct Replicas {
     pub me: SocketAddrV4,
-    pub store: Addr<StoreActor>,
+    pub store: StoreAddr,
     pub peers: Peers,
 }
 

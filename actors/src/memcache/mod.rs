@@ -11,7 +11,7 @@ pub use session::{expires_at, Session};
 use crate::coordinator::CoordinatorActor;
 use crate::hash::RingHandle;
 use crate::stats::{Identity, NodeStats};
-use crate::store::StoreActor;
+use crate::store::StoreAddr;
 use actix::prelude::*;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -30,20 +30,28 @@ pub struct MemcacheSettings {
 pub struct SessionEnv {
     pub settings: MemcacheSettings,
     pub coordinator: Addr<CoordinatorActor>,
-    pub store: Addr<StoreActor>,
+    pub store: StoreAddr,
     pub stats: Arc<NodeStats>,
     pub identity: Identity,
     pub ring: RingHandle,
 }
 
+/// A worker thread that runs sessions, and what its sessions share.
+#[derive(Clone)]
+pub struct Worker {
+    pub arbiter: ArbiterHandle,
+    pub env: Arc<SessionEnv>,
+}
+
 pub struct MemcacheActor {
     listener: Arc<TcpListener>,
-    env: Arc<SessionEnv>,
+    workers: Arc<[Worker]>,
 }
 
 impl MemcacheActor {
-    pub fn new(listener: Arc<TcpListener>, env: Arc<SessionEnv>) -> Self {
-        MemcacheActor { listener, env }
+    pub fn new(listener: Arc<TcpListener>, workers: Arc<[Worker]>) -> Self {
+        assert!(!workers.is_empty(), "a memcache listener needs a worker");
+        MemcacheActor { listener, workers }
     }
 }
 
@@ -51,9 +59,10 @@ impl Actor for MemcacheActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let (listener, env) = (self.listener.clone(), self.env.clone());
+        let (listener, workers) = (self.listener.clone(), self.workers.clone());
+        let env = workers[0].env.clone();
         let accept = async move {
-            loop {
+            for turn in 0.. {
                 let stream = match listener.accept().await {
                     Ok((stream, _)) => stream,
                     Err(e) => {
@@ -72,7 +81,12 @@ impl Actor for MemcacheActor {
                     });
                     continue;
                 }
-                Session::start(stream, env.clone());
+                // Sessions are spread over the workers, turn by turn.
+                let worker = &workers[turn % workers.len()];
+                match stream.into_std() {
+                    Ok(stream) => Session::start_on(&worker.arbiter, stream, worker.env.clone()),
+                    Err(e) => tracing::warn!("cannot hand a connection to a worker: {e}"),
+                }
             }
         };
         ctx.spawn(accept.into_actor(self));

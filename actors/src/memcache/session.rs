@@ -49,12 +49,24 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn start(stream: TcpStream, env: Arc<SessionEnv>) -> Addr<Session> {
-        let (reader, writer) = stream.into_split();
-        Session::create(|ctx| {
-            ctx.add_stream(ReaderStream::with_capacity(reader, 16 * 1024));
-            Session { env, buf: BytesMut::with_capacity(16 * 1024), skip: 0, writer: Some(writer) }
-        })
+    /// Starts a session on a worker thread. The socket travels as a std
+    /// socket and is registered with the worker's own event loop there.
+    pub fn start_on(worker: &ArbiterHandle, stream: std::net::TcpStream, env: Arc<SessionEnv>) {
+        Session::start_in_arbiter(worker, move |ctx| {
+            let mut session = Session { env, buf: BytesMut::with_capacity(4096), skip: 0, writer: None };
+            match TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    let (reader, writer) = stream.into_split();
+                    ctx.add_stream(ReaderStream::with_capacity(reader, 16 * 1024));
+                    session.writer = Some(writer);
+                }
+                Err(e) => {
+                    tracing::warn!("cannot take a client connection: {e}");
+                    ctx.stop();
+                }
+            }
+            session
+        });
     }
 
     /// Parses every whole command in the buffer into steps to run.

@@ -247,6 +247,8 @@ pub struct Reap {
 #[rtype(result = "Result<u64>")]
 pub struct FlushAll;
 
+/// The store as a pool of threads, for engines whose calls may block on
+/// disk: a `SyncArbiter` runs several and restarts one that stops.
 pub struct StoreActor {
     store: Arc<Store>,
 }
@@ -261,55 +263,125 @@ impl Actor for StoreActor {
     type Context = SyncContext<Self>;
 }
 
-impl Handler<ReplicaGet> for StoreActor {
-    type Result = Result<Vec<Version>>;
-    fn handle(&mut self, msg: ReplicaGet, _: &mut Self::Context) -> Self::Result {
-        self.store.read(&msg.0)
+/// The store on a worker's own event loop, for the memory engine, whose
+/// calls never block: a request then never leaves its worker thread.
+pub struct LocalStoreActor {
+    store: Arc<Store>,
+}
+
+impl LocalStoreActor {
+    pub fn new(store: Arc<Store>) -> Self {
+        LocalStoreActor { store }
     }
 }
 
-impl Handler<ReplicaPut> for StoreActor {
-    type Result = Result<()>;
-    fn handle(&mut self, msg: ReplicaPut, _: &mut Self::Context) -> Self::Result {
-        self.store.merge(&msg.key, &msg.versions)
+impl Actor for LocalStoreActor {
+    type Context = Context<Self>;
+}
+
+impl Supervised for LocalStoreActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        crate::stats::count_restart();
+        tracing::warn!("store actor restarting");
     }
 }
 
-impl Handler<CoordinateWrite> for StoreActor {
-    type Result = Result<WriteOutcome>;
-    fn handle(&mut self, msg: CoordinateWrite, _: &mut Self::Context) -> Self::Result {
-        self.store.coordinate(&msg.key, &msg.write)
-    }
+/// The same handlers for both kinds of store actor: each calls `Store`.
+macro_rules! store_handlers {
+    ($actor:ty) => {
+        impl Handler<ReplicaGet> for $actor {
+            type Result = Result<Vec<Version>>;
+            fn handle(&mut self, msg: ReplicaGet, _: &mut Self::Context) -> Self::Result {
+                self.store.read(&msg.0)
+            }
+        }
+
+        impl Handler<ReplicaPut> for $actor {
+            type Result = Result<()>;
+            fn handle(&mut self, msg: ReplicaPut, _: &mut Self::Context) -> Self::Result {
+                self.store.merge(&msg.key, &msg.versions)
+            }
+        }
+
+        impl Handler<CoordinateWrite> for $actor {
+            type Result = Result<WriteOutcome>;
+            fn handle(&mut self, msg: CoordinateWrite, _: &mut Self::Context) -> Self::Result {
+                self.store.coordinate(&msg.key, &msg.write)
+            }
+        }
+
+        impl Handler<ListBucket> for $actor {
+            type Result = Result<Vec<Entry>>;
+            fn handle(&mut self, msg: ListBucket, _: &mut Self::Context) -> Self::Result {
+                self.store.list_bucket(msg.0)
+            }
+        }
+
+        impl Handler<Reap> for $actor {
+            type Result = Result<u64>;
+            fn handle(&mut self, msg: Reap, _: &mut Self::Context) -> Self::Result {
+                self.store.reap(msg.grace_secs)
+            }
+        }
+
+        impl Handler<FlushAll> for $actor {
+            type Result = Result<u64>;
+            fn handle(&mut self, _: FlushAll, _: &mut Self::Context) -> Self::Result {
+                self.store.flush_all()
+            }
+        }
+    };
 }
 
-impl Handler<ListBucket> for StoreActor {
-    type Result = Result<Vec<Entry>>;
-    fn handle(&mut self, msg: ListBucket, _: &mut Self::Context) -> Self::Result {
-        self.store.list_bucket(msg.0)
-    }
-}
-
-impl Handler<Reap> for StoreActor {
-    type Result = Result<u64>;
-    fn handle(&mut self, msg: Reap, _: &mut Self::Context) -> Self::Result {
-        self.store.reap(msg.grace_secs)
-    }
-}
-
-impl Handler<FlushAll> for StoreActor {
-    type Result = Result<u64>;
-    fn handle(&mut self, _: FlushAll, _: &mut Self::Context) -> Self::Result {
-        self.store.flush_all()
-    }
-}
-
-/// The store's pool restarts a stopped worker itself (`SyncArbiter`).
+/// A `SyncArbiter` restarts its actors without a `restarting` hook, so
+/// the pool's restarts are counted when asked for.
 impl Handler<crate::Restart> for StoreActor {
     type Result = ();
     fn handle(&mut self, _: crate::Restart, ctx: &mut Self::Context) {
         tracing::warn!("store actor asked to restart");
         crate::stats::count_restart();
         ctx.stop();
+    }
+}
+
+impl Handler<crate::Restart> for LocalStoreActor {
+    type Result = ();
+    fn handle(&mut self, _: crate::Restart, ctx: &mut Self::Context) {
+        tracing::warn!("store actor asked to restart");
+        ctx.stop();
+    }
+}
+
+store_handlers!(StoreActor);
+store_handlers!(LocalStoreActor);
+
+/// Where a worker sends its store requests: the pool, or its own local actor.
+#[derive(Clone)]
+pub enum StoreAddr {
+    Pool(Addr<StoreActor>),
+    Local(Addr<LocalStoreActor>),
+}
+
+impl StoreAddr {
+    pub fn send<M>(&self, msg: M) -> impl std::future::Future<Output = std::result::Result<M::Result, MailboxError>>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        StoreActor: Handler<M>,
+        LocalStoreActor: Handler<M>,
+    {
+        use futures_util::future::Either;
+        match self {
+            StoreAddr::Pool(a) => Either::Left(a.send(msg)),
+            StoreAddr::Local(a) => Either::Right(a.send(msg)),
+        }
+    }
+
+    pub fn restart(&self) -> bool {
+        match self {
+            StoreAddr::Pool(a) => a.try_send(crate::Restart).is_ok(),
+            StoreAddr::Local(a) => a.try_send(crate::Restart).is_ok(),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! of one); with more nodes, reaping waits for every replica to hold them.
 
 use crate::hash::RingHandle;
-use crate::store::{Reap, StoreActor};
+use crate::store::{Reap, StoreAddr};
 use actix::prelude::*;
 use std::time::Duration;
 
@@ -18,11 +18,11 @@ pub struct SyncSettings {
 pub struct SyncActor {
     settings: SyncSettings,
     ring: RingHandle,
-    store: Addr<StoreActor>,
+    store: StoreAddr,
 }
 
 impl SyncActor {
-    pub fn new(settings: SyncSettings, ring: RingHandle, store: Addr<StoreActor>) -> Self {
+    pub fn new(settings: SyncSettings, ring: RingHandle, store: StoreAddr) -> Self {
         SyncActor { settings, ring, store }
     }
 }
