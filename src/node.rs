@@ -196,23 +196,25 @@ pub async fn start(config: &Config) -> Result<Node, String> {
 
     // Client requests run on worker threads, each with its own coordinator
     // and version actor, so one request never hops threads to be tallied.
-    // The disk engine runs on a pool of threads of its own, since its calls
-    // may block; the memory engine's never do, so each worker has its own.
+    // Each worker has a store actor of its own for requests that never wait,
+    // and shares a pool of store threads for those that may.
     let arbiters: Vec<Arbiter> = (0..config.worker_threads).map(|_| Arbiter::new()).collect();
-    let stores: Vec<StoreAddr> = match config.store {
-        StoreKind::Disk => {
-            let store = store.clone();
-            let pool = StoreAddr::Pool(SyncArbiter::start(config.store_threads, move || StoreActor::new(store.clone())));
-            vec![pool; arbiters.len()]
-        }
-        StoreKind::Memory => arbiters
-            .iter()
-            .map(|arbiter| {
-                let store = store.clone();
-                StoreAddr::Local(Supervisor::start_in_arbiter(&arbiter.handle(), move |_| LocalStoreActor::new(store.clone())))
-            })
-            .collect(),
+    let pool = {
+        let store = store.clone();
+        SyncArbiter::start(config.store_threads, move || StoreActor::new(store.clone()))
     };
+    let stores: Vec<StoreAddr> = arbiters
+        .iter()
+        .map(|arbiter| {
+            let store = store.clone();
+            let writes_inline = !store.writes_may_wait();
+            StoreAddr {
+                local: Supervisor::start_in_arbiter(&arbiter.handle(), move |_| LocalStoreActor::new(store.clone())),
+                pool: pool.clone(),
+                writes_inline,
+            }
+        })
+        .collect();
     let store_addr = stores[0].clone();
     let mut versions = Vec::new();
     let mut coordinators = Vec::new();

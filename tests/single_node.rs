@@ -336,7 +336,10 @@ fn a_restarted_actor_is_supervised_and_the_node_keeps_serving() {
         assert_eq!(fresh.request(&format!("set after-{module} 0 0 1\r\na\r\n"), "\r\n"), "STORED\r\n");
     }
     assert!(node.is_running());
-    assert_eq!(node.stat("kai_actor_restarts"), "8");
+    // At least one restart per module (workers each run their own coordinator,
+    // version and store actors, so there are more).
+    let restarts: u64 = node.stat("kai_actor_restarts").parse().unwrap();
+    assert!(restarts >= 8, "{restarts} restarts");
     let (ok, _, err) = node.admin(&["restart_actor nonsense"]);
     assert!(!ok && err.contains("no module"), "{err}");
 }

@@ -131,21 +131,27 @@ impl QuorumActor {
     fn answer(&mut self, ctx: &mut Context<Self>) {
         match self.job.take() {
             Some(Job::Read { reply }) => {
-                let replies: Vec<Vec<Version>> = self.read_replies.iter().map(|(_, v)| v.clone()).collect();
                 let stats = self.stats.clone();
+                let answer = move |siblings: &[Version]| {
+                    let live = live_versions(siblings, now_secs());
+                    if live.len() > 1 {
+                        NodeStats::add(&stats.siblings_served, live.len() as u64);
+                    }
+                    live
+                };
+                if let [(_, only)] = self.read_replies.as_slice() {
+                    // One reply (R = 1) is already reconciled: a replica
+                    // never holds a version another of its versions covers.
+                    let _ = reply.send(Ok(answer(only)));
+                    return;
+                }
+                let replies: Vec<Vec<Version>> = self.read_replies.iter().map(|(_, v)| v.clone()).collect();
                 self.answering = true;
                 self.version
                     .send(Reconcile(replies))
                     .into_actor(self)
                     .map(move |result, act, ctx| {
-                        let answer = result.map_err(Error::from).map(|r| {
-                            let live = live_versions(&r.siblings, now_secs());
-                            if live.len() > 1 {
-                                NodeStats::add(&stats.siblings_served, live.len() as u64);
-                            }
-                            live
-                        });
-                        let _ = reply.send(answer);
+                        let _ = reply.send(result.map_err(Error::from).map(|r| answer(&r.siblings)));
                         act.answering = false;
                         act.maybe_finish(ctx);
                     })

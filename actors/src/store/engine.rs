@@ -23,6 +23,9 @@ pub trait Engine: Send + Sync + 'static {
     fn list_bucket(&self, bucket: u32) -> Result<Vec<Entry>>;
     /// Makes every write so far survive power loss (an fsync).
     fn sync(&self) -> Result<()>;
+    /// Whether a write may wait (on I/O, or the engine's backpressure), and
+    /// so must not run on an event loop.
+    fn writes_may_wait(&self) -> bool;
 }
 
 /// Engine keys: the bucket big-endian, then the key, so a bucket is a range.
@@ -89,6 +92,10 @@ impl Engine for MemoryEngine {
     fn sync(&self) -> Result<()> {
         Ok(())
     }
+
+    fn writes_may_wait(&self) -> bool {
+        false
+    }
 }
 
 /// On disk in fjall, a log-structured engine: every write is appended to
@@ -141,6 +148,10 @@ impl Engine for DiskEngine {
 
     fn sync(&self) -> Result<()> {
         self.db.persist(fjall::PersistMode::SyncData).map_err(Error::from)
+    }
+
+    fn writes_may_wait(&self) -> bool {
+        true
     }
 }
 

@@ -68,6 +68,10 @@ impl Store {
         self.engine.name()
     }
 
+    pub fn writes_may_wait(&self) -> bool {
+        self.engine.writes_may_wait()
+    }
+
     fn bucket(&self, key: &[u8]) -> u32 {
         bucket_of(key, self.settings.number_of_buckets)
     }
@@ -247,8 +251,8 @@ pub struct Reap {
 #[rtype(result = "Result<u64>")]
 pub struct FlushAll;
 
-/// The store as a pool of threads, for engines whose calls may block on
-/// disk: a `SyncArbiter` runs several and restarts one that stops.
+/// The store as a pool of threads, for requests that may wait (scans, and
+/// writes on disk): a `SyncArbiter` runs several and restarts one that stops.
 pub struct StoreActor {
     store: Arc<Store>,
 }
@@ -263,8 +267,8 @@ impl Actor for StoreActor {
     type Context = SyncContext<Self>;
 }
 
-/// The store on a worker's own event loop, for the memory engine, whose
-/// calls never block: a request then never leaves its worker thread.
+/// The store on a worker's own event loop, for requests that never wait:
+/// such a request then never leaves its worker thread.
 pub struct LocalStoreActor {
     store: Arc<Store>,
 }
@@ -355,33 +359,77 @@ impl Handler<crate::Restart> for LocalStoreActor {
 store_handlers!(StoreActor);
 store_handlers!(LocalStoreActor);
 
-/// Where a worker sends its store requests: the pool, or its own local actor.
+/// How long a store request may hold the thread that runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cost {
+    /// A point read: memtable, cache or page cache; never waits.
+    Read,
+    /// A point write: never waits in memory; on disk the engine may hold
+    /// it back (its write backpressure sleeps).
+    Write,
+    /// A walk over many keys: long by nature.
+    Scan,
+}
+
+/// A request to the store, with its cost.
+pub trait StoreRequest: Message {
+    const COST: Cost;
+}
+
+impl StoreRequest for ReplicaGet {
+    const COST: Cost = Cost::Read;
+}
+impl StoreRequest for ReplicaPut {
+    const COST: Cost = Cost::Write;
+}
+impl StoreRequest for CoordinateWrite {
+    const COST: Cost = Cost::Write;
+}
+impl StoreRequest for ListBucket {
+    const COST: Cost = Cost::Scan;
+}
+impl StoreRequest for Reap {
+    const COST: Cost = Cost::Scan;
+}
+impl StoreRequest for FlushAll {
+    const COST: Cost = Cost::Scan;
+}
+
+/// Where a worker sends its store requests: what never waits runs on the
+/// worker's own loop (no thread hop, the main cost of a request); what may
+/// wait goes to the pool, so it never stalls the worker's other clients.
 #[derive(Clone)]
-pub enum StoreAddr {
-    Pool(Addr<StoreActor>),
-    Local(Addr<LocalStoreActor>),
+pub struct StoreAddr {
+    pub local: Addr<LocalStoreActor>,
+    pub pool: Addr<StoreActor>,
+    /// Whether writes never wait in this engine (memory).
+    pub writes_inline: bool,
 }
 
 impl StoreAddr {
     pub fn send<M>(&self, msg: M) -> impl std::future::Future<Output = std::result::Result<M::Result, MailboxError>>
     where
-        M: Message + Send + 'static,
+        M: StoreRequest + Send + 'static,
         M::Result: Send,
         StoreActor: Handler<M>,
         LocalStoreActor: Handler<M>,
     {
         use futures_util::future::Either;
-        match self {
-            StoreAddr::Pool(a) => Either::Left(a.send(msg)),
-            StoreAddr::Local(a) => Either::Right(a.send(msg)),
+        let inline = match M::COST {
+            Cost::Read => true,
+            Cost::Write => self.writes_inline,
+            Cost::Scan => false,
+        };
+        if inline {
+            Either::Left(self.local.send(msg))
+        } else {
+            Either::Right(self.pool.send(msg))
         }
     }
 
+    /// Restarts this worker's store actor and one of the pool's.
     pub fn restart(&self) -> bool {
-        match self {
-            StoreAddr::Pool(a) => a.try_send(crate::Restart).is_ok(),
-            StoreAddr::Local(a) => a.try_send(crate::Restart).is_ok(),
-        }
+        self.local.try_send(crate::Restart).is_ok() && self.pool.try_send(crate::Restart).is_ok()
     }
 }
 
