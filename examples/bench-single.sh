@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Single-node benchmark: memcached and Kai (memory and disk engines) under
+# the same load, interleaved round by round (this machine's speed drifts
+# from minute to minute, so runs side by side compare best).
+#
+#   bash examples/bench-single.sh [rounds] [seconds]
+#
+# Needs memcached on PATH (apt-get install memcached) for the yardstick.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+seconds=${2:-5}
+cargo build --release --quiet --bin kai --example load
+dir=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+declare -A targets
+if command -v memcached >/dev/null; then
+  p=$(port); memcached -u nobody -l 127.0.0.1 -p "$p" -U 0 -t 2 -m 2048 -c 4096 & pids+=($!); targets[memcached]=$p; wait_port "$p"
+fi
+for engine in memory disk; do
+  p=$(port); a=$(port)
+  ./target/release/kai --config kai.config.toml --set store="\"$engine\"" --set data_dir="\"$dir/$engine\"" \
+    --set port="$a" --set memcache_port="$p" --set logfile="\"$dir/$engine.log\"" & pids+=($!)
+  targets[kai-$engine]=$p; wait_port "$p"
+done
+
+for depth in 1 16; do
+  for round in $(seq "$rounds"); do
+    for name in memcached kai-memory kai-disk; do
+      [ -n "${targets[$name]:-}" ] || continue
+      ./target/release/examples/load --servers "127.0.0.1:${targets[$name]}" --connections 50 --depth "$depth" \
+        --get-ratio 0.9 --value-size 1024 --keys 10000 --seconds "$seconds" --label "$name round $round"
+    done
+  done
+done
