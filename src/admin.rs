@@ -2,7 +2,9 @@
 //! node's internal API. Interactive with line editing and history on a
 //! terminal; one command per line from a pipe; or `-e` for scripts.
 
-use kai_actors::api::{ApiClient, Request, Response, ADMIN_BUCKETS};
+use bytes::Bytes;
+use kai_actors::api::{ApiClient, Placement, Request, Response, ADMIN_BUCKETS};
+use kai_actors::version::Version;
 use std::io::{BufRead, IsTerminal};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -12,16 +14,34 @@ const ADMIN_NAME: &str = "kai-admin";
 
 const HELP: &str = "\
 commands:
-  node_list                 this node's members, up or down
+  check_node A B            tell node A about node B: A contacts B and they
+                            merge member lists (how nodes are linked)
+  node_list                 this node's members: up or down, virtual nodes
   node_info [NODE]          a node's identity and quorum
+  find_nodes KEY            the key's preference list, home replicas first
+  buckets                   the buckets this node holds, and the balance
+  get KEY                   every version on each of the key's replicas
   stats [NODE]              a node's stats
+  block [NODE...]           test-only: cut this node off from NODEs (none: heal)
   restart_actor MODULE      stop a module's actor so its supervisor restarts it
                             (store hash membership version coordinator sync api memcache)
   help                      this text
   quit                      leave the REPL
 NODE is a node's internal API address, HOST:PORT; the default is the node the REPL is on.";
 
-const COMMANDS: &[&str] = &["node_list", "node_info", "stats", "restart_actor", "help", "quit"];
+const COMMANDS: &[&str] = &[
+    "check_node",
+    "node_list",
+    "node_info",
+    "find_nodes",
+    "buckets",
+    "get",
+    "stats",
+    "restart_actor",
+    "block",
+    "help",
+    "quit",
+];
 
 struct Admin {
     runtime: tokio::runtime::Runtime,
@@ -70,6 +90,38 @@ impl Admin {
                 Response::Stats(lines) => Ok(lines.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join("\n")),
                 other => Err(format!("unexpected answer: {other:?}")),
             },
+            ["check_node", a, b] => {
+                let b_addr = resolve(b)?;
+                match self.ask(resolve(a)?, Request::CheckNode { node: b_addr.to_string() })? {
+                    Response::Done => Ok(format!("{a} linked with {b}")),
+                    other => Err(format!("unexpected answer: {other:?}")),
+                }
+            }
+            ["find_nodes", key] => match self.ask(self.node, Request::FindNodes { key: Bytes::from(key.to_string()) })? {
+                Response::Placement(p) => Ok(placement_lines(&p).join("\n")),
+                other => Err(format!("unexpected answer: {other:?}")),
+            },
+            ["buckets"] => match self.ask(self.node, Request::Buckets)? {
+                Response::Buckets { held, per_node } => {
+                    let mut out = format!("{} holds {} buckets as a home replica", self.node, held.len());
+                    out.push_str(&format!("\nheld: {}", ranges(&held)));
+                    out.push_str("\nbalance (buckets each node is a home replica of):");
+                    for (node, count) in per_node {
+                        out.push_str(&format!("\n  {node} {count}"));
+                    }
+                    Ok(out)
+                }
+                other => Err(format!("unexpected answer: {other:?}")),
+            },
+            ["get", key] => self.versions_on_replicas(key),
+            ["block", peers @ ..] => {
+                let peers = peers.iter().map(|p| resolve(p).map(|a| a.to_string())).collect::<Result<Vec<_>, _>>()?;
+                let what = if peers.is_empty() { "healed".to_string() } else { format!("cut off from {}", peers.join(" ")) };
+                match self.ask(self.node, Request::Block { peers })? {
+                    Response::Done => Ok(format!("{} {what}", self.node)),
+                    other => Err(format!("unexpected answer: {other:?}")),
+                }
+            }
             ["restart_actor", module] => match self.ask(self.node, Request::RestartActor { module: module.to_string() })? {
                 Response::Done => Ok(format!("{module} restarting")),
                 other => Err(format!("unexpected answer: {other:?}")),
@@ -78,6 +130,70 @@ impl Admin {
             [cmd, ..] => Err(format!("unknown command {cmd:?}; try help")),
         }
     }
+}
+
+impl Admin {
+    /// `get KEY`: asks each of the key's home replicas for its versions.
+    fn versions_on_replicas(&self, key: &str) -> Result<String, String> {
+        let key = Bytes::from(key.to_string());
+        let placement = match self.ask(self.node, Request::FindNodes { key: key.clone() })? {
+            Response::Placement(p) => p,
+            other => return Err(format!("unexpected answer: {other:?}")),
+        };
+        let mut out = Vec::new();
+        for (node, _) in placement.nodes.iter().take(placement.n) {
+            out.push(format!("{node}:"));
+            let answer = resolve(node).and_then(|addr| self.ask(addr, Request::ReplicaGet { key: key.clone() }));
+            match answer {
+                Ok(Response::Versions(versions)) if versions.is_empty() => out.push("  (nothing)".into()),
+                Ok(Response::Versions(versions)) => out.extend(versions.iter().map(|v| format!("  {}", describe(v)))),
+                Ok(other) => out.push(format!("  unexpected answer: {other:?}")),
+                Err(e) => out.push(format!("  unreachable: {e}")),
+            }
+        }
+        Ok(out.join("\n"))
+    }
+}
+
+fn placement_lines(p: &Placement) -> Vec<String> {
+    p.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (node, up))| {
+            let role = if i < p.n { "home" } else { "stand-in" };
+            format!("{node} {role} {}", if *up { "up" } else { "down" })
+        })
+        .collect()
+}
+
+/// A version as one line: value (or tombstone), flags, expiry, dot, clock.
+fn describe(v: &Version) -> String {
+    let what = if v.deleted { "tombstone".to_string() } else { format!("{:?}", String::from_utf8_lossy(&v.value)) };
+    let clock: Vec<String> = v.clock.entries().iter().map(|e| format!("{}:{}", e.node, e.counter)).collect();
+    format!(
+        "{what} flags {} expires {} dot {}:{} clock [{}] at {}",
+        v.flags,
+        v.expires_at,
+        v.dot.node,
+        v.dot.counter,
+        clock.join(" "),
+        v.timestamp
+    )
+}
+
+/// Bucket numbers as ranges: 0-3 7 9-10.
+fn ranges(buckets: &[u32]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < buckets.len() {
+        let start = buckets[i];
+        while i + 1 < buckets.len() && buckets[i + 1] == buckets[i] + 1 {
+            i += 1;
+        }
+        parts.push(if buckets[i] == start { start.to_string() } else { format!("{start}-{}", buckets[i]) });
+        i += 1;
+    }
+    parts.join(" ")
 }
 
 pub fn run(node: &str, execute: &[String]) -> Result<(), String> {

@@ -48,6 +48,15 @@ pub struct Config {
     pub max_clock_entries: usize,
     pub tombstone_grace_secs: u64,
     pub reap_interval_secs: u64,
+    /// Nodes (internal API addresses) to link with at start.
+    pub seeds: Vec<String>,
+    pub gossip_interval_ms: u64,
+    /// A member whose heartbeat has not risen for this long is down.
+    pub down_after_ms: u64,
+    /// How often held hints are offered to their home nodes again.
+    pub hint_interval_ms: u64,
+    /// Lets the admin tool cut this node off from chosen peers (tests).
+    pub allow_fault_injection: bool,
 }
 
 impl Default for Config {
@@ -77,6 +86,11 @@ impl Default for Config {
             max_clock_entries: 10,
             tombstone_grace_secs: 24 * 60 * 60,
             reap_interval_secs: 60,
+            seeds: Vec::new(),
+            gossip_interval_ms: 1000,
+            down_after_ms: 5000,
+            hint_interval_ms: 5000,
+            allow_fault_injection: false,
         }
     }
 }
@@ -157,6 +171,16 @@ impl Config {
         refuse("hostname", format!("{:?} does not resolve to an IPv4 address", self.hostname))
     }
 
+    pub fn seed_addrs(&self) -> Result<Vec<SocketAddrV4>, ConfigError> {
+        self.seeds
+            .iter()
+            .map(|seed| match seed.to_socket_addrs().ok().and_then(|mut a| a.find(|a| a.is_ipv4())) {
+                Some(std::net::SocketAddr::V4(v4)) => Ok(v4),
+                _ => refuse("seeds", format!("{seed:?} is not an IPv4 HOST:PORT")),
+            })
+            .collect()
+    }
+
     pub fn memcache_addr(&self) -> String {
         format!("{}:{}", self.memcache_bind.as_deref().unwrap_or(&self.hostname), self.memcache_port)
     }
@@ -217,6 +241,13 @@ impl Config {
         if self.reap_interval_secs == 0 {
             return refuse("reap_interval_secs", "must be at least 1");
         }
+        if self.gossip_interval_ms == 0 || self.hint_interval_ms == 0 {
+            return refuse("gossip_interval_ms", "intervals must be more than 0");
+        }
+        if self.down_after_ms <= self.gossip_interval_ms {
+            return refuse("down_after_ms", "must be longer than gossip_interval_ms");
+        }
+        self.seed_addrs()?;
         self.node_addr()?;
         if self.store == StoreKind::Disk {
             check_writable(&self.data_dir)?;

@@ -5,11 +5,13 @@
 
 use crate::config::{Config, StoreKind};
 use actix::prelude::*;
-use kai_actors::api::{ApiActor, ApiCall, ApiSettings, NodeInfo, Peers, Request, Response};
-use kai_actors::coordinator::{CoordinatorActor, CoordinatorSettings, Replicas};
+use kai_actors::api::{ApiActor, ApiCall, ApiSettings, Faults, ForwardOp, NodeInfo, Peers, Placement, Request, Response};
+use kai_actors::coordinator::{ClientGet, ClientWrite, CoordinatorActor, CoordinatorSettings, Replicas};
 use kai_actors::hash::{HashActor, Ring, RingHandle, RingNode};
 use kai_actors::memcache::{MemcacheActor, MemcacheSettings, SessionEnv, Worker};
-use kai_actors::membership::{MemberList, MembershipActor, Status};
+use kai_actors::membership::{
+    CheckNode, Liveness, MemberList, MembershipActor, MembershipSettings, ReceiveGossip, Status,
+};
 use kai_actors::stats::{report, Identity, NodeStats};
 use kai_actors::store::{
     DiskEngine, Engine, LocalStoreActor, MemoryEngine, ReplicaGet, ReplicaPut, Store, StoreActor, StoreAddr, StoreSettings,
@@ -17,6 +19,7 @@ use kai_actors::store::{
 use kai_actors::sync::{SyncActor, SyncSettings};
 use kai_actors::version::VersionActor;
 use kai_actors::Restart;
+use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -34,6 +37,11 @@ struct Router {
     memcache_port: u16,
     stats: Arc<NodeStats>,
     ring: RingHandle,
+    liveness: Liveness,
+    faults: Faults,
+    allow_fault_injection: bool,
+    /// Whose turn it is to coordinate a forwarded request.
+    turn: usize,
     /// The store actor API requests go to, and every store actor.
     store: StoreAddr,
     stores: Vec<StoreAddr>,
@@ -70,31 +78,73 @@ fn failed(e: impl std::fmt::Display) -> Response {
     Response::Error(e.to_string())
 }
 
+/// Awaits an actor's answer and turns it into a response.
+fn reply<T, E: std::fmt::Display>(
+    answer: impl std::future::Future<Output = Result<Result<T, E>, MailboxError>> + 'static,
+    ok: impl FnOnce(T) -> Response + 'static,
+) -> ResponseFuture<Response> {
+    Box::pin(async move {
+        match answer.await {
+            Ok(Ok(value)) => ok(value),
+            Ok(Err(e)) => failed(e),
+            Err(e) => failed(e),
+        }
+    })
+}
+
+fn refuse(why: String) -> ResponseFuture<Response> {
+    Box::pin(async move { Response::Error(why) })
+}
+
 impl Handler<ApiCall> for Router {
     type Result = ResponseFuture<Response>;
 
     fn handle(&mut self, ApiCall(request): ApiCall, _: &mut Self::Context) -> Self::Result {
         match request {
-            Request::Hello { .. } => Box::pin(async { Response::Error("already shook hands".into()) }),
-            Request::ReplicaGet { key } => {
-                let store = self.store.clone();
-                Box::pin(async move {
-                    match store.send(ReplicaGet(key)).await {
-                        Ok(Ok(versions)) => Response::Versions(versions),
-                        Ok(Err(e)) => failed(e),
-                        Err(e) => failed(e),
-                    }
-                })
+            Request::Hello { .. } => refuse("already shook hands".into()),
+            Request::ReplicaGet { key } => reply(self.store.send(ReplicaGet(key)), Response::Versions),
+            Request::ReplicaPut { key, versions, hint } => {
+                reply(self.store.send(ReplicaPut { key, versions, hint }), |()| Response::Done)
             }
-            Request::ReplicaPut { key, versions } => {
-                let store = self.store.clone();
-                Box::pin(async move {
-                    match store.send(ReplicaPut { key, versions }).await {
-                        Ok(Ok(())) => Response::Done,
-                        Ok(Err(e)) => failed(e),
-                        Err(e) => failed(e),
-                    }
-                })
+            Request::Forward { key, op, hops } => {
+                // Spread forwarded requests over the workers' coordinators.
+                self.turn = self.turn.wrapping_add(1);
+                let coordinator = &self.coordinators[self.turn % self.coordinators.len()];
+                match op {
+                    ForwardOp::Get => reply(coordinator.send(ClientGet { key, hops }), Response::Versions),
+                    ForwardOp::Write(write) => reply(coordinator.send(ClientWrite { key, write, hops }), Response::Outcome),
+                }
+            }
+            Request::Gossip { members } => {
+                let answer = self.membership.send(ReceiveGossip(members));
+                Box::pin(async move { answer.await.map(Response::Members).unwrap_or_else(failed) })
+            }
+            Request::CheckNode { node } => match node.parse::<SocketAddrV4>() {
+                Ok(addr) => reply(self.membership.send(CheckNode(addr)), |()| Response::Done),
+                Err(_) => refuse(format!("bad node address {node:?}: expected IPv4 HOST:PORT")),
+            },
+            Request::FindNodes { key } => {
+                let ring = self.ring.snapshot();
+                let down = self.liveness.down();
+                let bucket = ring.bucket_of(&key);
+                let nodes = ring.preference_list(bucket).iter().map(|a| (a.to_string(), !down.contains(a))).collect();
+                let placement = Placement { bucket, n: self.identity.n, nodes };
+                Box::pin(async move { Response::Placement(placement) })
+            }
+            Request::Buckets => {
+                let ring = self.ring.snapshot();
+                let n = self.identity.n;
+                let per_node = ring.nodes().map(|node| (node.name(), ring.buckets_of(&node.addr, n).len())).collect();
+                let held = self.identity.node.parse().map(|me| ring.buckets_of(&me, n)).unwrap_or_default();
+                Box::pin(async move { Response::Buckets { held, per_node } })
+            }
+            Request::Block { peers } => {
+                if !self.allow_fault_injection {
+                    return refuse("fault injection is disabled; set allow_fault_injection = true to enable it".into());
+                }
+                tracing::warn!(?peers, "fault injection: blocking traffic");
+                self.faults.block(peers);
+                Box::pin(async { Response::Done })
             }
             Request::NodeInfo => {
                 let id = self.identity.clone();
@@ -113,7 +163,11 @@ impl Handler<ApiCall> for Router {
                         store: id.store.to_string(),
                         members: members
                             .iter()
-                            .map(|m| format!("{} {}", m.node.name(), if m.status == Status::Up { "up" } else { "down" }))
+                            .filter(|m| !m.left)
+                            .map(|m| {
+                                let status = if m.status == Status::Up { "up" } else { "down" };
+                                format!("{} {status} {} virtual nodes", m.node.name(), m.node.virtual_nodes)
+                            })
                             .collect(),
                         version: env!("CARGO_PKG_VERSION").to_string(),
                     })
@@ -191,8 +245,10 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         let (ring, n) = (ring.clone(), config.n);
         move |_| HashActor::new(ring.clone(), n)
     });
-    let membership = Supervisor::start(move |_| MembershipActor::new(me_on_ring.clone()));
-    let peers = Peers::new(node_name.clone(), config.number_of_buckets, Duration::from_millis(config.connect_timeout_ms));
+    let faults = Faults::default();
+    let liveness = Liveness::default();
+    let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+    let peers = Peers::new(node_name.clone(), config.number_of_buckets, connect_timeout, faults.clone());
 
     // Client requests run on worker threads, each with its own coordinator
     // and version actor, so one request never hops threads to be tallied.
@@ -224,7 +280,17 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         let coordinator = Supervisor::start_in_arbiter(&arbiter.handle(), {
             let settings = CoordinatorSettings { n: config.n, r: config.r, w: config.w, timeout };
             let (ring, version, stats, replicas) = (ring.clone(), version.clone(), stats.clone(), replicas.clone());
-            move |_| CoordinatorActor::new(settings.clone(), ring.clone(), replicas.clone(), version.clone(), stats.clone())
+            let liveness = liveness.clone();
+            move |_| {
+                CoordinatorActor::new(
+                    settings.clone(),
+                    ring.clone(),
+                    liveness.clone(),
+                    replicas.clone(),
+                    version.clone(),
+                    stats.clone(),
+                )
+            }
         });
         versions.push(version);
         coordinators.push(coordinator);
@@ -233,9 +299,32 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         let settings = SyncSettings {
             reap_interval: Duration::from_secs(config.reap_interval_secs),
             tombstone_grace: Duration::from_secs(config.tombstone_grace_secs),
+            hint_interval: Duration::from_millis(config.hint_interval_ms),
+            timeout,
         };
-        let (ring, store) = (ring.clone(), store_addr.clone());
-        move |_| SyncActor::new(settings.clone(), ring.clone(), store.clone())
+        let (ring, liveness, store, peers, stats) =
+            (ring.clone(), liveness.clone(), store_addr.clone(), peers.clone(), stats.clone());
+        move |_| SyncActor::new(settings.clone(), ring.clone(), liveness.clone(), store.clone(), peers.clone(), stats.clone())
+    });
+    let membership = Supervisor::start({
+        let settings = MembershipSettings {
+            gossip_interval: Duration::from_millis(config.gossip_interval_ms),
+            down_after: Duration::from_millis(config.down_after_ms),
+            timeout,
+            seeds: config.seed_addrs().map_err(|e| e.to_string())?,
+        };
+        let (peers, hash, liveness) = (peers.clone(), hash.clone(), liveness.clone());
+        let up_listeners = vec![sync.clone().recipient()];
+        move |_| {
+            MembershipActor::new(
+                me_on_ring.clone(),
+                settings.clone(),
+                peers.clone(),
+                hash.clone(),
+                liveness.clone(),
+                up_listeners.clone(),
+            )
+        }
     });
 
     let router = Router {
@@ -243,6 +332,10 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         memcache_port: config.memcache_port,
         stats: stats.clone(),
         ring: ring.clone(),
+        liveness: liveness.clone(),
+        faults: faults.clone(),
+        allow_fault_injection: config.allow_fault_injection,
+        turn: 0,
         store: store_addr.clone(),
         stores: stores.clone(),
         hash,
@@ -255,8 +348,12 @@ pub async fn start(config: &Config) -> Result<Node, String> {
     }
     .start();
     let api = Supervisor::start({
-        let settings =
-            ApiSettings { node: node_name.clone(), number_of_buckets: config.number_of_buckets, max_in_flight: config.api_max_in_flight };
+        let settings = ApiSettings {
+            node: node_name.clone(),
+            number_of_buckets: config.number_of_buckets,
+            max_in_flight: config.api_max_in_flight,
+            faults,
+        };
         let handler = router.clone().recipient();
         move |_| ApiActor::new(api_listener.clone(), handler.clone(), settings.clone())
     });

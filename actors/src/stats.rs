@@ -64,6 +64,7 @@ pub struct NodeStats {
     pub bytes: AtomicI64,
     pub total_items: AtomicU64,
     pub reaped_versions: AtomicU64,
+    pub hints_pending: AtomicI64,
     // coordinator
     pub siblings_served: AtomicU64,
     pub unreconciled_get: AtomicU64,
@@ -167,6 +168,7 @@ pub fn report(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Vec
         ("kai_siblings_served", get(&stats.siblings_served)),
         ("kai_quorum_failures", get(&stats.quorum_failures)),
         ("kai_reaped_versions", get(&stats.reaped_versions)),
+        ("kai_hints_pending", stats.hints_pending.load(Relaxed).to_string()),
         ("kai_actor_restarts", get(&ACTOR_RESTARTS)),
     ];
     let mut lines: Vec<(String, String)> = lines.into_iter().map(|(k, v)| (k.to_string(), v)).collect();

@@ -2,6 +2,8 @@
 //! length, then a MessagePack body. Pure: encode and decode only.
 
 use crate::error::{Error, Result};
+use crate::membership::Digest;
+use crate::store::{Write, WriteOutcome};
 use crate::version::Version;
 use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -19,13 +21,42 @@ pub enum Request {
     Hello { protocol_version: u32, number_of_buckets: u32, from: String },
     NodeInfo,
     ReplicaGet { key: Bytes },
-    ReplicaPut { key: Bytes, versions: Vec<Version> },
+    /// Merge these versions; `hint` names the home node a stand-in holds
+    /// them for, when the home node is down.
+    ReplicaPut { key: Bytes, versions: Vec<Version>, hint: Option<String> },
+    /// A client request from a node outside the key's replicas.
+    Forward { key: Bytes, op: ForwardOp, hops: u8 },
+    Gossip { members: Vec<Digest> },
+    /// Contact `node` and merge member lists with it.
+    CheckNode { node: String },
+    /// A key's preference list.
+    FindNodes { key: Bytes },
+    /// Bucket ownership across the ring.
+    Buckets,
     Stats,
     /// Stops one module's actor so its supervisor starts it afresh.
     RestartActor { module: String },
+    /// Test-only fault injection: drop all traffic with these peers.
+    /// Refused unless the node allows fault injection.
+    Block { peers: Vec<String> },
 }
 
-/// What a node about itself.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ForwardOp {
+    Get,
+    Write(Write),
+}
+
+/// A node in a preference list, as the admin tool shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Placement {
+    pub bucket: u32,
+    pub n: usize,
+    /// Every node in preference order with whether it is up.
+    pub nodes: Vec<(String, bool)>,
+}
+
+/// What a node says about itself.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct NodeInfo {
     pub node: String,
@@ -45,6 +76,11 @@ pub enum Response {
     Hello { node: String },
     NodeInfo(NodeInfo),
     Versions(Vec<Version>),
+    Outcome(WriteOutcome),
+    Members(Vec<Digest>),
+    Placement(Placement),
+    /// Buckets held by each node (home replica of), and this node's.
+    Buckets { held: Vec<u32>, per_node: Vec<(String, usize)> },
     Done,
     Stats(Vec<(String, String)>),
     Error(String),

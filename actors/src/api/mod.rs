@@ -4,7 +4,7 @@
 
 mod frame;
 
-pub use frame::{decode, encode, Frame, NodeInfo, Request, Response, MAX_FRAME, PROTOCOL_VERSION};
+pub use frame::{decode, encode, ForwardOp, Frame, NodeInfo, Placement, Request, Response, MAX_FRAME, PROTOCOL_VERSION};
 
 use crate::error::{Error, Result};
 use actix::prelude::*;
@@ -32,6 +32,26 @@ pub struct ApiSettings {
     pub number_of_buckets: u32,
     /// Requests one connection may have in flight before reads pause.
     pub max_in_flight: usize,
+    pub faults: Faults,
+}
+
+/// Test-only fault injection: peers whose traffic this node drops, both
+/// ways, as if the network between them were cut. Empty unless an
+/// operator (a test) sets it on a node that allows it.
+#[derive(Clone, Default)]
+pub struct Faults {
+    blocked: Arc<std::sync::RwLock<std::collections::BTreeSet<String>>>,
+}
+
+impl Faults {
+    pub fn is_blocked(&self, peer: &str) -> bool {
+        let blocked = self.blocked.read().unwrap_or_else(|e| e.into_inner());
+        !blocked.is_empty() && blocked.contains(peer)
+    }
+
+    pub fn block(&self, peers: Vec<String>) {
+        *self.blocked.write().unwrap_or_else(|e| e.into_inner()) = peers.into_iter().collect();
+    }
 }
 
 /// Accepts peers on the internal port and serves their requests.
@@ -99,8 +119,13 @@ async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
 async fn serve(stream: TcpStream, handler: Recipient<ApiCall>, settings: ApiSettings) -> Result<()> {
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(8192);
+    let peer_name;
     match read_frame::<Request>(&mut reader, &mut buf).await? {
         Some(Frame { id, body: Request::Hello { protocol_version, number_of_buckets, from } }) => {
+            if settings.faults.is_blocked(&from) {
+                return Ok(()); // cut off: say nothing, as a dead link would
+            }
+            peer_name = from.clone();
             let refusal = if protocol_version != PROTOCOL_VERSION {
                 Some(format!("protocol version {protocol_version} is not {PROTOCOL_VERSION}"))
             } else if number_of_buckets != ADMIN_BUCKETS && number_of_buckets != settings.number_of_buckets {
@@ -133,8 +158,12 @@ async fn serve(stream: TcpStream, handler: Recipient<ApiCall>, settings: ApiSett
         Ok::<_, Error>(())
     };
     let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
+    let faults = settings.faults.clone();
     let read_loop = async move {
         while let Some(Frame { id, body }) = read_frame::<Request>(&mut reader, &mut buf).await? {
+            if faults.is_blocked(&peer_name) {
+                return Err(Error::Unavailable(format!("traffic with {peer_name} is blocked")));
+            }
             let permit = in_flight.clone().acquire_owned().await.map_err(|_| Error::Unavailable("closed".into()))?;
             let (handler, tx) = (handler.clone(), tx.clone());
             actix::spawn(async move {
@@ -262,11 +291,12 @@ pub struct Peers {
     from: String,
     number_of_buckets: u32,
     connect_timeout: Duration,
+    faults: Faults,
 }
 
 impl Peers {
-    pub fn new(from: String, number_of_buckets: u32, connect_timeout: Duration) -> Self {
-        Peers { clients: Default::default(), from, number_of_buckets, connect_timeout }
+    pub fn new(from: String, number_of_buckets: u32, connect_timeout: Duration, faults: Faults) -> Self {
+        Peers { clients: Default::default(), from, number_of_buckets, connect_timeout, faults }
     }
 
     fn cached(&self, peer: SocketAddr) -> Option<ApiClient> {
@@ -290,6 +320,9 @@ impl Peers {
     }
 
     pub async fn call(&self, peer: SocketAddr, request: Request, timeout: Duration) -> Result<Response> {
+        if self.faults.is_blocked(&peer.to_string()) {
+            return Err(Error::Unavailable(format!("traffic with {peer} is blocked")));
+        }
         self.client(peer).await?.call(request, timeout).await
     }
 }

@@ -1,5 +1,8 @@
 //! coordinator: runs client reads and writes. For each request it picks
-//! the replicas from the published ring and starts one short-lived
+//! the replicas from the published ring and liveness (sloppy quorum: the
+//! first N nodes of the key's preference list that are up, a stand-in
+//! holding a hint for each down home node), forwards the request when this
+//! node is not among them, and otherwise starts one short-lived
 //! `QuorumActor`, which gathers R or W replies within one deadline.
 
 mod quorum;
@@ -8,19 +11,48 @@ mod tally;
 pub use quorum::{Job, QuorumActor};
 pub use tally::{QuorumTally, TallyState};
 
-use crate::api::{Peers, Request, Response};
+use crate::api::{ForwardOp, Peers, Request, Response};
 use crate::error::{Error, Result};
 use crate::hash::RingHandle;
+use crate::membership::Liveness;
 use crate::stats::NodeStats;
 use crate::store::{CoordinateWrite, ReplicaGet, ReplicaPut, StoreAddr, Write, WriteOutcome};
 use crate::version::{Version, VersionActor};
 use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// A forwarded request may be forwarded again (rings disagree for a
+/// moment while membership spreads), but not round and round.
+pub const MAX_HOPS: u8 = 2;
+
+/// One replica a request goes to; a stand-in names the home node it holds
+/// the write for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub node: SocketAddrV4,
+    pub hint: Option<SocketAddrV4>,
+}
+
+/// Sloppy quorum: the first `n` nodes of `preference` that are not down.
+/// Each stand-in (a live node past the first `n`) takes the hint of one
+/// down home node, in order.
+pub fn choose_targets(preference: &[SocketAddrV4], n: usize, down: &BTreeSet<SocketAddrV4>) -> Vec<Target> {
+    let home = &preference[..n.min(preference.len())];
+    let mut down_homes = home.iter().filter(|a| down.contains(a));
+    preference
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| !down.contains(a))
+        .take(n)
+        .map(|(i, a)| Target { node: *a, hint: if i >= n { down_homes.next().copied() } else { None } })
+        .collect()
+}
 
 /// How requests reach a replica: this node's store directly, any other
 /// node through the internal API.
@@ -47,14 +79,21 @@ impl Replicas {
         }
     }
 
-    pub fn put(&self, node: SocketAddrV4, key: Bytes, versions: Vec<Version>, timeout: Duration) -> LocalBoxFuture<'static, Result<()>> {
+    pub fn put(
+        &self,
+        target: &Target,
+        key: Bytes,
+        versions: Vec<Version>,
+        timeout: Duration,
+    ) -> LocalBoxFuture<'static, Result<()>> {
+        let (node, hint) = (target.node, target.hint.map(|h| h.to_string()));
         if node == self.me {
             let store = self.store.clone();
-            Box::pin(async move { store.send(ReplicaPut { key, versions }).await? })
+            Box::pin(async move { store.send(ReplicaPut { key, versions, hint }).await? })
         } else {
             let peers = self.peers.clone();
             Box::pin(async move {
-                match peers.call(SocketAddr::V4(node), Request::ReplicaPut { key, versions }, timeout).await? {
+                match peers.call(SocketAddr::V4(node), Request::ReplicaPut { key, versions, hint }, timeout).await? {
                     Response::Done => Ok(()),
                     other => Err(Error::Protocol(format!("{node} answered a put with {other:?}"))),
                 }
@@ -65,6 +104,12 @@ impl Replicas {
     pub fn coordinate(&self, key: Bytes, write: Write) -> LocalBoxFuture<'static, Result<WriteOutcome>> {
         let store = self.store.clone();
         Box::pin(async move { store.send(CoordinateWrite { key, write }).await? })
+    }
+
+    /// Hands a request to a node among the key's replicas.
+    fn forward(&self, node: SocketAddrV4, key: Bytes, op: ForwardOp, hops: u8, timeout: Duration) -> LocalBoxFuture<'static, Result<Response>> {
+        let peers = self.peers.clone();
+        Box::pin(async move { peers.call(SocketAddr::V4(node), Request::Forward { key, op, hops: hops + 1 }, timeout).await })
     }
 }
 
@@ -79,7 +124,11 @@ pub struct CoordinatorSettings {
 /// Reads a key: its live siblings, newest last (empty when absent).
 #[derive(Message)]
 #[rtype(result = "Result<Vec<Version>>")]
-pub struct ClientGet(pub Bytes);
+pub struct ClientGet {
+    pub key: Bytes,
+    /// How many nodes forwarded this request already.
+    pub hops: u8,
+}
 
 /// Writes a key; the outcome says whether it was stored.
 #[derive(Message)]
@@ -87,37 +136,55 @@ pub struct ClientGet(pub Bytes);
 pub struct ClientWrite {
     pub key: Bytes,
     pub write: Write,
+    pub hops: u8,
 }
 
 pub struct CoordinatorActor {
     settings: CoordinatorSettings,
     ring: RingHandle,
+    liveness: Liveness,
     replicas: Replicas,
     version: Addr<VersionActor>,
     stats: Arc<NodeStats>,
+}
+
+/// Where a request goes: run here, or forward to a replica.
+enum Route {
+    Here(Vec<Target>),
+    Forward(SocketAddrV4),
+    Nowhere(String),
 }
 
 impl CoordinatorActor {
     pub fn new(
         settings: CoordinatorSettings,
         ring: RingHandle,
+        liveness: Liveness,
         replicas: Replicas,
         version: Addr<VersionActor>,
         stats: Arc<NodeStats>,
     ) -> Self {
-        CoordinatorActor { settings, ring, replicas, version, stats }
+        CoordinatorActor { settings, ring, liveness, replicas, version, stats }
     }
 
-    /// The first N nodes of the key's preference list.
-    fn replicas_for(&self, key: &[u8]) -> Vec<SocketAddrV4> {
-        self.ring.snapshot().find_nodes(key, self.settings.n).to_vec()
+    fn route(&self, key: &[u8], hops: u8) -> Route {
+        let ring = self.ring.snapshot();
+        let preference = ring.preference_list(ring.bucket_of(key));
+        let targets = choose_targets(preference, self.settings.n, &self.liveness.down());
+        if targets.iter().any(|t| t.node == self.replicas.me) {
+            return Route::Here(targets);
+        }
+        match targets.first() {
+            Some(t) if hops < MAX_HOPS => Route::Forward(t.node),
+            Some(_) => Route::Nowhere(format!("forwarded {hops} times without reaching a replica")),
+            None => Route::Nowhere("every node of the key's preference list is down".into()),
+        }
     }
 
-    fn start_quorum(&self, key: Bytes, needed: usize, job: Job) {
-        let replicas = self.replicas_for(&key);
+    fn start_quorum(&self, key: Bytes, targets: Vec<Target>, needed: usize, job: Job) {
         QuorumActor::new(
             key,
-            replicas,
+            targets,
             needed,
             self.settings.timeout,
             self.replicas.clone(),
@@ -135,23 +202,45 @@ impl Actor for CoordinatorActor {
 
 crate::supervised!(CoordinatorActor, "coordinator");
 
-fn await_reply<T: 'static>(rx: oneshot::Receiver<Result<T>>) -> ResponseFuture<Result<T>> {
+fn await_reply<T: 'static>(rx: oneshot::Receiver<Result<T>>) -> LocalBoxFuture<'static, Result<T>> {
     Box::pin(async move { rx.await.map_err(|_| Error::Unavailable("quorum actor stopped".into()))? })
+}
+
+fn timed<T: 'static>(
+    result: LocalBoxFuture<'static, Result<T>>,
+    latency: impl Fn(&NodeStats) -> &crate::stats::Latency + 'static,
+    stats: Arc<NodeStats>,
+) -> ResponseFuture<Result<T>> {
+    let started = Instant::now();
+    Box::pin(async move {
+        let result = result.await;
+        latency(&stats).record(started.elapsed());
+        result
+    })
 }
 
 impl Handler<ClientGet> for CoordinatorActor {
     type Result = ResponseFuture<Result<Vec<Version>>>;
 
     fn handle(&mut self, msg: ClientGet, _: &mut Self::Context) -> Self::Result {
-        let (reply, rx) = oneshot::channel();
-        self.start_quorum(msg.0, self.settings.r, Job::Read { reply });
-        let (stats, started) = (self.stats.clone(), Instant::now());
-        let reply = await_reply(rx);
-        Box::pin(async move {
-            let result = reply.await;
-            stats.get_latency.record(started.elapsed());
-            result
-        })
+        let result: LocalBoxFuture<'static, Result<Vec<Version>>> = match self.route(&msg.key, msg.hops) {
+            Route::Here(targets) => {
+                let (reply, rx) = oneshot::channel();
+                self.start_quorum(msg.key, targets, self.settings.r, Job::Read { reply });
+                await_reply(rx)
+            }
+            Route::Forward(node) => {
+                let forwarded = self.replicas.forward(node, msg.key, ForwardOp::Get, msg.hops, self.settings.timeout);
+                Box::pin(async move {
+                    match forwarded.await? {
+                        Response::Versions(versions) => Ok(versions),
+                        other => Err(Error::Protocol(format!("{node} answered a forwarded get with {other:?}"))),
+                    }
+                })
+            }
+            Route::Nowhere(why) => Box::pin(async move { Err(Error::Unavailable(why)) }),
+        };
+        timed(result, |s| &s.get_latency, self.stats.clone())
     }
 }
 
@@ -159,14 +248,55 @@ impl Handler<ClientWrite> for CoordinatorActor {
     type Result = ResponseFuture<Result<WriteOutcome>>;
 
     fn handle(&mut self, msg: ClientWrite, _: &mut Self::Context) -> Self::Result {
-        let (reply, rx) = oneshot::channel();
-        self.start_quorum(msg.key, self.settings.w, Job::Write { write: msg.write, reply });
-        let (stats, started) = (self.stats.clone(), Instant::now());
-        let reply = await_reply(rx);
-        Box::pin(async move {
-            let result = reply.await;
-            stats.set_latency.record(started.elapsed());
-            result
-        })
+        let result: LocalBoxFuture<'static, Result<WriteOutcome>> = match self.route(&msg.key, msg.hops) {
+            Route::Here(targets) => {
+                let (reply, rx) = oneshot::channel();
+                self.start_quorum(msg.key, targets, self.settings.w, Job::Write { write: msg.write, reply });
+                await_reply(rx)
+            }
+            Route::Forward(node) => {
+                let op = ForwardOp::Write(msg.write);
+                let forwarded = self.replicas.forward(node, msg.key, op, msg.hops, self.settings.timeout);
+                Box::pin(async move {
+                    match forwarded.await? {
+                        Response::Outcome(outcome) => Ok(outcome),
+                        other => Err(Error::Protocol(format!("{node} answered a forwarded write with {other:?}"))),
+                    }
+                })
+            }
+            Route::Nowhere(why) => Box::pin(async move { Err(Error::Unavailable(why)) }),
+        };
+        timed(result, |s| &s.set_latency, self.stats.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn a(i: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, i)
+    }
+
+    #[test]
+    fn all_up_takes_the_home_replicas() {
+        let pref = [a(1), a(2), a(3), a(4), a(5)];
+        let t = choose_targets(&pref, 3, &BTreeSet::new());
+        assert_eq!(t, vec![Target { node: a(1), hint: None }, Target { node: a(2), hint: None }, Target { node: a(3), hint: None }]);
+    }
+
+    #[test]
+    fn a_down_home_node_gets_a_stand_in_with_a_hint() {
+        let pref = [a(1), a(2), a(3), a(4), a(5)];
+        let down: BTreeSet<_> = [a(2)].into_iter().collect();
+        let t = choose_targets(&pref, 3, &down);
+        assert_eq!(
+            t,
+            vec![Target { node: a(1), hint: None }, Target { node: a(3), hint: None }, Target { node: a(4), hint: Some(a(2)) }]
+        );
+        let down: BTreeSet<_> = [a(1), a(3), a(4)].into_iter().collect();
+        let t = choose_targets(&pref, 3, &down);
+        assert_eq!(t, vec![Target { node: a(2), hint: None }, Target { node: a(5), hint: Some(a(1)) }]);
     }
 }

@@ -4,7 +4,7 @@
 //! to apply: replica operations are versioned and idempotent.
 
 use super::tally::{QuorumTally, TallyState};
-use super::Replicas;
+use super::{Replicas, Target};
 use crate::error::{Error, Result};
 use crate::stats::NodeStats;
 use crate::store::{live_versions, now_secs, Write, WriteOutcome};
@@ -25,7 +25,7 @@ pub enum Job {
 
 pub struct QuorumActor {
     key: Bytes,
-    replicas: Vec<SocketAddrV4>,
+    targets: Vec<Target>,
     needed: usize,
     timeout: Duration,
     via: Replicas,
@@ -50,7 +50,7 @@ impl QuorumActor {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         key: Bytes,
-        replicas: Vec<SocketAddrV4>,
+        targets: Vec<Target>,
         needed: usize,
         timeout: Duration,
         via: Replicas,
@@ -58,14 +58,14 @@ impl QuorumActor {
         stats: Arc<NodeStats>,
         job: Job,
     ) -> Self {
-        let tally = QuorumTally::new(needed, replicas.len());
+        let tally = QuorumTally::new(needed, targets.len());
         let op = match job {
             Job::Read { .. } => "read",
             Job::Write { .. } => "write",
         };
         QuorumActor {
             key,
-            replicas,
+            targets,
             needed,
             timeout,
             via,
@@ -188,7 +188,8 @@ impl QuorumActor {
                     for i in reconciled.stale {
                         let node = act.read_replies[i].0;
                         NodeStats::incr(&act.stats.read_repairs);
-                        let repair = act.via.put(node, act.key.clone(), reconciled.siblings.clone(), act.timeout);
+                        let target = Target { node, hint: None };
+                        let repair = act.via.put(&target, act.key.clone(), reconciled.siblings.clone(), act.timeout);
                         actix::spawn(async move {
                             if let Err(e) = repair.await {
                                 tracing::debug!(%node, "read repair failed: {e}");
@@ -202,7 +203,7 @@ impl QuorumActor {
     }
 
     fn start_read(&mut self, ctx: &mut Context<Self>) {
-        for node in self.replicas.clone() {
+        for node in self.targets.iter().map(|t| t.node).collect::<Vec<_>>() {
             self.via
                 .get(node, self.key.clone(), self.timeout)
                 .into_actor(self)
@@ -218,17 +219,27 @@ impl QuorumActor {
     }
 
     fn start_write(&mut self, write: Write, ctx: &mut Context<Self>) {
-        // The coordinator is the first replica: it stamps and stores, then
-        // the others receive everything it holds for the key.
+        // This node stamps and stores first; then the other replicas receive
+        // everything it holds for the key (and a stand-in its hint).
         let coordinate = self.via.coordinate(self.key.clone(), write);
         coordinate
             .into_actor(self)
             .map(|result, act, ctx| match result {
                 Ok(WriteOutcome::Stored { new, held }) => {
                     act.write_outcome = Some(WriteOutcome::Stored { new, held: held.clone() });
-                    for node in act.replicas.iter().skip(1).copied().collect::<Vec<_>>() {
+                    let me = act.via.me;
+                    // The coordinated write is this node's ack, unless this
+                    // node is a stand-in: then its ack waits for the hint.
+                    let mut acked_here = true;
+                    for target in act.targets.clone() {
+                        if target.node == me && target.hint.is_none() {
+                            continue;
+                        }
+                        if target.node == me {
+                            acked_here = false;
+                        }
                         act.via
-                            .put(node, act.key.clone(), held.clone(), act.timeout)
+                            .put(&target, act.key.clone(), held.clone(), act.timeout)
                             .into_actor(act)
                             .map(|result, act, ctx| match result {
                                 Ok(()) => act.record(true, None, ctx),
@@ -236,7 +247,9 @@ impl QuorumActor {
                             })
                             .spawn(ctx);
                     }
-                    act.record(true, None, ctx);
+                    if acked_here {
+                        act.record(true, None, ctx);
+                    }
                 }
                 Ok(outcome) => {
                     // Not stored (add on a present key, stale cas, ...):
@@ -273,7 +286,7 @@ impl Actor for QuorumActor {
         match &self.job {
             Some(Job::Read { .. }) => {
                 if self.tally.state() == TallyState::Failed {
-                    self.fail(format!("only {} replicas reachable", self.replicas.len()));
+                    self.fail(format!("only {} replicas up", self.targets.len()));
                     ctx.stop();
                 } else {
                     self.start_read(ctx);
@@ -282,7 +295,7 @@ impl Actor for QuorumActor {
             Some(Job::Write { write, .. }) => {
                 let write = write.clone();
                 if self.tally.state() == TallyState::Failed {
-                    self.fail(format!("only {} replicas reachable", self.replicas.len()));
+                    self.fail(format!("only {} replicas up", self.targets.len()));
                     ctx.stop();
                 } else {
                     self.start_write(write, ctx);

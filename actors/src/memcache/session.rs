@@ -177,11 +177,11 @@ enum Flow {
 }
 
 async fn read(env: &SessionEnv, key: Bytes) -> Result<Vec<Version>> {
-    env.coordinator.send(ClientGet(key)).await?
+    env.coordinator.send(ClientGet { key, hops: 0 }).await?
 }
 
 async fn write(env: &SessionEnv, key: Bytes, write: Write) -> Result<WriteOutcome> {
-    env.coordinator.send(ClientWrite { key, write }).await?
+    env.coordinator.send(ClientWrite { key, write, hops: 0 }).await?
 }
 
 /// Appends a command's reply line, unless the client asked for none.

@@ -26,6 +26,26 @@ pub trait Engine: Send + Sync + 'static {
     /// Whether a write may wait (on I/O, or the engine's backpressure), and
     /// so must not run on an event loop.
     fn writes_may_wait(&self) -> bool;
+    /// Records that this node holds `key` for the down node `home`.
+    fn add_hint(&self, home: &str, key: &[u8]) -> Result<()>;
+    fn remove_hint(&self, home: &str, key: &[u8]) -> Result<()>;
+    /// Every (home, key) hint held.
+    fn hints(&self) -> Result<Vec<(String, Bytes)>>;
+}
+
+/// Hint records: the home node's name, a zero byte, then the key.
+fn hint_key(home: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(home.len() + 1 + key.len());
+    k.extend_from_slice(home.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key);
+    k
+}
+
+fn split_hint_key(raw: &[u8]) -> Option<(String, Bytes)> {
+    let zero = raw.iter().position(|&b| b == 0)?;
+    let home = String::from_utf8(raw[..zero].to_vec()).ok()?;
+    Some((home, Bytes::copy_from_slice(&raw[zero + 1..])))
 }
 
 /// Engine keys: the bucket big-endian, then the key, so a bucket is a range.
@@ -41,11 +61,12 @@ const MEMORY_SHARDS: usize = 64;
 /// Everything in RAM, sharded by bucket so threads rarely contend.
 pub struct MemoryEngine {
     shards: Vec<Mutex<BTreeMap<(u32, Bytes), Vec<Version>>>>,
+    hints: Mutex<std::collections::BTreeSet<Vec<u8>>>,
 }
 
 impl MemoryEngine {
     pub fn new() -> Self {
-        MemoryEngine { shards: (0..MEMORY_SHARDS).map(|_| Mutex::new(BTreeMap::new())).collect() }
+        MemoryEngine { shards: (0..MEMORY_SHARDS).map(|_| Mutex::new(BTreeMap::new())).collect(), hints: Default::default() }
     }
 
     fn shard(&self, bucket: u32) -> std::sync::MutexGuard<'_, BTreeMap<(u32, Bytes), Vec<Version>>> {
@@ -96,6 +117,20 @@ impl Engine for MemoryEngine {
     fn writes_may_wait(&self) -> bool {
         false
     }
+
+    fn add_hint(&self, home: &str, key: &[u8]) -> Result<()> {
+        self.hints.lock().unwrap_or_else(|e| e.into_inner()).insert(hint_key(home, key));
+        Ok(())
+    }
+
+    fn remove_hint(&self, home: &str, key: &[u8]) -> Result<()> {
+        self.hints.lock().unwrap_or_else(|e| e.into_inner()).remove(&hint_key(home, key));
+        Ok(())
+    }
+
+    fn hints(&self) -> Result<Vec<(String, Bytes)>> {
+        Ok(self.hints.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(|k| split_hint_key(k)).collect())
+    }
 }
 
 /// On disk in fjall, a log-structured engine: every write is appended to
@@ -104,13 +139,15 @@ impl Engine for MemoryEngine {
 pub struct DiskEngine {
     db: fjall::Database,
     items: fjall::Keyspace,
+    hints: fjall::Keyspace,
 }
 
 impl DiskEngine {
     pub fn open(dir: &Path) -> Result<Self> {
         let db = fjall::Database::builder(dir).open()?;
         let items = db.keyspace("items", fjall::KeyspaceCreateOptions::default)?;
-        Ok(DiskEngine { db, items })
+        let hints = db.keyspace("hints", fjall::KeyspaceCreateOptions::default)?;
+        Ok(DiskEngine { db, items, hints })
     }
 }
 
@@ -152,6 +189,26 @@ impl Engine for DiskEngine {
 
     fn writes_may_wait(&self) -> bool {
         true
+    }
+
+    fn add_hint(&self, home: &str, key: &[u8]) -> Result<()> {
+        self.hints.insert(hint_key(home, key), [])?;
+        Ok(())
+    }
+
+    fn remove_hint(&self, home: &str, key: &[u8]) -> Result<()> {
+        self.hints.remove(hint_key(home, key))?;
+        Ok(())
+    }
+
+    fn hints(&self) -> Result<Vec<(String, Bytes)>> {
+        self.hints
+            .iter()
+            .map(|guard| {
+                let key = guard.key()?;
+                split_hint_key(&key).ok_or_else(|| Error::Store("corrupt hint record".into()))
+            })
+            .collect()
     }
 }
 

@@ -87,8 +87,9 @@ impl Store {
         self.engine.read(self.bucket(key), key)
     }
 
-    /// Merges versions from another replica (or read repair) by clock.
-    pub fn merge(&self, key: &[u8], incoming: &[Version]) -> Result<()> {
+    /// Merges versions from another replica (or read repair) by clock. A
+    /// stand-in for a down home node also records a hint, before it acks.
+    pub fn merge(&self, key: &[u8], incoming: &[Version], hint: Option<&str>) -> Result<()> {
         let bucket = self.bucket(key);
         let _guard = self.lock(key);
         let current = self.engine.read(bucket, key)?;
@@ -96,7 +97,41 @@ impl Store {
         if merged != current {
             self.replace(bucket, key, &current, &merged)?;
         }
+        if let Some(home) = hint {
+            self.engine.add_hint(home, key)?;
+            self.sync_if_asked()?;
+        }
         Ok(())
+    }
+
+    fn sync_if_asked(&self) -> Result<()> {
+        if self.settings.fsync {
+            self.engine.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Every hint held: (home node, key, the key's versions now).
+    pub fn hints(&self) -> Result<Vec<(String, Bytes, Vec<Version>)>> {
+        self.engine
+            .hints()?
+            .into_iter()
+            .map(|(home, key)| {
+                let versions = self.read(&key)?;
+                Ok((home, key, versions))
+            })
+            .collect()
+    }
+
+    /// Drops a delivered hint, unless the key changed since it was read
+    /// (then the newer versions still need delivering).
+    pub fn drop_hint(&self, home: &str, key: &[u8], delivered: &[Version]) -> Result<bool> {
+        let _guard = self.lock(key);
+        if self.engine.read(self.bucket(key), key)? != delivered {
+            return Ok(false);
+        }
+        self.engine.remove_hint(home, key)?;
+        Ok(true)
     }
 
     /// Runs a client write as its coordinator: checks the condition against
@@ -129,9 +164,7 @@ impl Store {
 
     fn replace(&self, bucket: u32, key: &[u8], old: &[Version], new: &[Version]) -> Result<()> {
         self.engine.write(bucket, key, new)?;
-        if self.settings.fsync {
-            self.engine.sync()?;
-        }
+        self.sync_if_asked()?;
         let now = now_secs();
         let (old_items, old_bytes) = live_size(old, now);
         let (new_items, new_bytes) = live_size(new, now);
@@ -221,12 +254,27 @@ fn live_size(versions: &[Version], now: u64) -> (i64, i64) {
 #[rtype(result = "Result<Vec<Version>>")]
 pub struct ReplicaGet(pub Bytes);
 
-/// Merges versions into a replica.
+/// Merges versions into a replica (for `hint`, a down home node).
 #[derive(Message)]
 #[rtype(result = "Result<()>")]
 pub struct ReplicaPut {
     pub key: Bytes,
     pub versions: Vec<Version>,
+    pub hint: Option<String>,
+}
+
+/// Every hint held, with the hinted keys' versions now.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<(String, Bytes, Vec<Version>)>>")]
+pub struct Hints;
+
+/// Drops a delivered hint if the key is unchanged since delivery.
+#[derive(Message)]
+#[rtype(result = "Result<bool>")]
+pub struct DropHint {
+    pub home: String,
+    pub key: Bytes,
+    pub delivered: Vec<Version>,
 }
 
 /// Runs a client write at its coordinator.
@@ -303,7 +351,7 @@ macro_rules! store_handlers {
         impl Handler<ReplicaPut> for $actor {
             type Result = Result<()>;
             fn handle(&mut self, msg: ReplicaPut, _: &mut Self::Context) -> Self::Result {
-                self.store.merge(&msg.key, &msg.versions)
+                self.store.merge(&msg.key, &msg.versions, msg.hint.as_deref())
             }
         }
 
@@ -325,6 +373,20 @@ macro_rules! store_handlers {
             type Result = Result<u64>;
             fn handle(&mut self, msg: Reap, _: &mut Self::Context) -> Self::Result {
                 self.store.reap(msg.grace_secs)
+            }
+        }
+
+        impl Handler<Hints> for $actor {
+            type Result = Result<Vec<(String, Bytes, Vec<Version>)>>;
+            fn handle(&mut self, _: Hints, _: &mut Self::Context) -> Self::Result {
+                self.store.hints()
+            }
+        }
+
+        impl Handler<DropHint> for $actor {
+            type Result = Result<bool>;
+            fn handle(&mut self, msg: DropHint, _: &mut Self::Context) -> Self::Result {
+                self.store.drop_hint(&msg.home, &msg.key, &msg.delivered)
             }
         }
 
@@ -390,6 +452,12 @@ impl StoreRequest for ListBucket {
 }
 impl StoreRequest for Reap {
     const COST: Cost = Cost::Scan;
+}
+impl StoreRequest for Hints {
+    const COST: Cost = Cost::Scan;
+}
+impl StoreRequest for DropHint {
+    const COST: Cost = Cost::Write;
 }
 impl StoreRequest for FlushAll {
     const COST: Cost = Cost::Scan;
@@ -486,7 +554,7 @@ mod tests {
                 10,
             );
             let mine = stored(s.coordinate(b"k", &set("b")).unwrap());
-            s.merge(b"k", &[other.clone()]).unwrap();
+            s.merge(b"k", &[other.clone()], None).unwrap();
             let held = s.read(b"k").unwrap();
             assert_eq!(held.len(), 2);
             assert!(held.contains(&mine) && held.contains(&other));
@@ -504,7 +572,7 @@ mod tests {
             let s = store(engine);
             let old = stored(s.coordinate(b"k", &set("a")).unwrap());
             let new = stored(s.coordinate(b"k", &set("b")).unwrap());
-            s.merge(b"k", &[old]).unwrap();
+            s.merge(b"k", &[old], None).unwrap();
             assert_eq!(s.read(b"k").unwrap(), vec![new]);
         }
     }
@@ -547,6 +615,22 @@ mod tests {
             assert_eq!(listed, 50);
             assert_eq!(s.flush_all().unwrap(), 50);
             assert_eq!(s.stats.curr_items.load(Relaxed), 0);
+        }
+    }
+
+    #[test]
+    fn hints_are_kept_until_delivered_unchanged() {
+        for (engine, _dir) in engines() {
+            let s = store(engine);
+            let v = stored(s.coordinate(b"k", &set("a")).unwrap());
+            s.merge(b"k", &[v.clone()], Some("10.0.0.9:11011")).unwrap();
+            let hints = s.hints().unwrap();
+            assert_eq!(hints, vec![("10.0.0.9:11011".to_string(), Bytes::from("k"), vec![v.clone()])]);
+            // The key changed after delivery was read: the hint stays.
+            let newer = stored(s.coordinate(b"k", &set("b")).unwrap());
+            assert!(!s.drop_hint("10.0.0.9:11011", b"k", &[v]).unwrap());
+            assert!(s.drop_hint("10.0.0.9:11011", b"k", &[newer]).unwrap());
+            assert!(s.hints().unwrap().is_empty());
         }
     }
 
