@@ -258,21 +258,22 @@ mod tests {
         assert_eq!(a.merge(&reborn.digests(), 5001), vec![Event::Up(addr(2))]);
     }
 
-    /// 128 nodes, each knowing only node 0 at first; every round each node
-    /// gossips with one random peer. Report and bound the rounds to agree.
+    /// 128 nodes linked in a line (each told only of the one before it, as
+    /// a chain of `check_node`s would); every round each node gossips with
+    /// one random peer it knows. Report and bound the rounds to agree.
     #[test]
     fn a_large_cluster_agrees_in_few_rounds() {
         let n = 128u16;
         let mut tables: Vec<Members> = (0..n).map(table).collect();
         for i in 1..n as usize {
-            let seed = tables[0].digests();
-            tables[i].merge(&seed, 0);
+            let before = tables[i - 1].digests();
+            tables[i].merge(&before, 0);
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut rounds = 0;
         while !tables.iter().all(|t| t.ring_nodes().len() == n as usize) {
             rounds += 1;
-            assert!(rounds <= 30, "no agreement after 30 rounds");
+            assert!(rounds <= 40, "no agreement after 40 rounds");
             for i in 0..n as usize {
                 tables[i].tick(rounds * 10);
                 if let Some(peer) = tables[i].gossip_target(&mut rng) {
@@ -282,7 +283,7 @@ mod tests {
             }
         }
         println!("{n} nodes agreed on membership after {rounds} gossip rounds");
-        assert!(rounds <= 12, "{rounds} rounds is slow for {n} nodes");
+        assert!(rounds <= 20, "{rounds} rounds is slow for {n} nodes");
     }
 
     /// One node of 32 stops; everyone notices within the down timeout plus
