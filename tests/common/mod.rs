@@ -212,3 +212,73 @@ impl Raw {
         }
     }
 }
+
+/// Settings that make a cluster notice failures within a couple of seconds.
+pub const CLUSTER: &[&str] = &[
+    "n=3",
+    "r=2",
+    "w=2",
+    "gossip_interval_ms=200",
+    "down_after_ms=1500",
+    "hint_interval_ms=500",
+    "request_timeout_ms=1000",
+    "allow_fault_injection=true",
+];
+
+pub struct TestCluster {
+    pub nodes: Vec<TestNode>,
+}
+
+impl TestCluster {
+    /// Starts `k` nodes and links them as an operator would: each new node
+    /// is told about the first, then the first about it.
+    pub fn start(k: usize, extra: &[&str]) -> TestCluster {
+        let mut settings: Vec<&str> = CLUSTER.to_vec();
+        settings.extend_from_slice(extra);
+        let nodes: Vec<TestNode> = (0..k).map(|_| TestNode::start(&settings)).collect();
+        let cluster = TestCluster { nodes };
+        let first = cluster.nodes[0].api_addr();
+        for node in &cluster.nodes[1..] {
+            let (ok, out, err) = node.admin(&[&format!("check_node {} {first}", node.api_addr())]);
+            assert!(ok, "check_node: {out} {err}");
+            let (ok, out, err) = node.admin(&[&format!("check_node {first} {}", node.api_addr())]);
+            assert!(ok, "check_node: {out} {err}");
+        }
+        cluster.wait_until_all_up(Duration::from_secs(20));
+        cluster
+    }
+
+    /// Waits until every running node lists every node as up.
+    pub fn wait_until_all_up(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let want = self.nodes.len();
+        loop {
+            let agreed = self.nodes.iter().all(|n| n.up_members().len() == want);
+            if agreed {
+                return;
+            }
+            assert!(Instant::now() < deadline, "members did not agree within {limit:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl TestNode {
+    /// The members this node lists as up.
+    pub fn up_members(&self) -> Vec<String> {
+        let (ok, out, _) = self.admin(&["node_list"]);
+        if !ok {
+            return Vec::new();
+        }
+        out.lines().filter(|l| l.contains(" up ")).map(|l| l.split(' ').next().unwrap().to_string()).collect()
+    }
+
+    /// Waits until this node lists `member` as down (or up).
+    pub fn wait_for_member(&self, member: &str, up: bool, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.up_members().iter().any(|m| m == member) != up {
+            assert!(Instant::now() < deadline, "{member} not {} on {} within {limit:?}", if up { "up" } else { "down" }, self.api_addr());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

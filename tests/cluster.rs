@@ -1,0 +1,156 @@
+//! Clusters of real `kai` processes on loopback, linked with `kai admin
+//! check_node`, driven by a memcache client crate and raw bytes.
+
+mod common;
+
+use common::{TestCluster, TestNode};
+use std::time::Duration;
+
+fn value(node: &TestNode, key: &str) -> Option<String> {
+    node.client().get::<String>(key).unwrap_or_else(|e| panic!("get {key} via {}: {e}", node.api_addr()))
+}
+
+#[test]
+fn three_nodes_serve_every_key_from_every_node() {
+    let cluster = TestCluster::start(3, &[]);
+    let writer = cluster.nodes[0].client();
+    for i in 0..60 {
+        writer.set(&format!("k{i}"), format!("v{i}").as_str(), 0).unwrap();
+    }
+    for node in &cluster.nodes {
+        for i in 0..60 {
+            assert_eq!(value(node, &format!("k{i}")).as_deref(), Some(format!("v{i}").as_str()), "via {}", node.api_addr());
+        }
+        assert_eq!(node.stat("kai_curr_nodes"), "3");
+        assert_eq!(node.stat("kai_quorum"), "3,2,2");
+    }
+    // Every key lives on all three: the admin tool shows each replica's copy.
+    let (ok, out, _) = cluster.nodes[1].admin(&["get k7"]);
+    assert!(ok);
+    assert_eq!(out.matches("\"v7\"").count(), 3, "{out}");
+    let (ok, out, _) = cluster.nodes[2].admin(&["find_nodes k7", "buckets"]);
+    assert!(ok);
+    assert_eq!(out.matches(" home up").count(), 3, "{out}");
+    assert!(out.contains("holds 1024 buckets"), "{out}");
+}
+
+#[test]
+fn five_nodes_write_through_one_read_through_every_other() {
+    let cluster = TestCluster::start(5, &[]);
+    let writer = cluster.nodes[0].client();
+    for i in 0..100 {
+        writer.set(&format!("key-{i}"), format!("value-{i}").as_str(), 0).unwrap();
+    }
+    // With N = 3 of 5, most nodes are not home to a key: they forward.
+    for node in &cluster.nodes[1..] {
+        for i in 0..100 {
+            assert_eq!(value(node, &format!("key-{i}")).as_deref(), Some(format!("value-{i}").as_str()));
+        }
+    }
+    let (ok, out, _) = cluster.nodes[3].admin(&["buckets"]);
+    assert!(ok);
+    // Each node is home to about 3/5 of the buckets.
+    for line in out.lines().filter(|l| l.starts_with("  127.0.0.1:")) {
+        let held: usize = line.split(' ').last().unwrap().parse().unwrap();
+        assert!((400..=850).contains(&held), "unbalanced: {line}\n{out}");
+    }
+}
+
+#[test]
+fn one_of_three_down_reads_and_writes_go_on_and_it_catches_up_by_read_repair() {
+    let mut cluster = TestCluster::start(3, &[]);
+    let c0 = cluster.nodes[0].client();
+    for i in 0..30 {
+        c0.set(&format!("r{i}"), "before", 0).unwrap();
+    }
+    let dead = cluster.nodes[2].api_addr();
+    cluster.nodes[2].kill();
+    // At once, before anyone notices: the dead replica just fails its part.
+    for i in 0..30 {
+        c0.set(&format!("r{i}"), "during", 0).unwrap();
+    }
+    cluster.nodes[0].wait_for_member(&dead, false, Duration::from_secs(10));
+    let c1 = cluster.nodes[1].client();
+    for i in 0..30 {
+        assert_eq!(c1.get::<String>(&format!("r{i}")).unwrap().as_deref(), Some("during"));
+    }
+    c1.set("written-while-down", "yes", 0).unwrap();
+
+    cluster.nodes[2].launch();
+    cluster.wait_until_all_up(Duration::from_secs(20));
+    // Reads through the others repair the returned node's stale copies.
+    for i in 0..30 {
+        assert_eq!(c0.get::<String>(&format!("r{i}")).unwrap().as_deref(), Some("during"));
+    }
+    assert_eq!(c0.get::<String>("written-while-down").unwrap().as_deref(), Some("yes"));
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, out, _) = cluster.nodes[0].admin(&["get r3", "get written-while-down"]);
+    assert!(ok);
+    let returned = out.split(&format!("{dead}:")).nth(1).expect("the returned node's section");
+    let section: String = returned.lines().skip(1).take_while(|l| l.starts_with("  ")).collect();
+    assert!(section.contains("\"during\"") && !section.contains("\"before\""), "not repaired:\n{out}");
+    let repairs: u64 = cluster.nodes.iter().map(|n| n.stat("kai_read_repairs").parse::<u64>().unwrap()).sum();
+    assert!(repairs >= 30, "{repairs} read repairs");
+}
+
+#[test]
+fn partitioned_coordinators_make_siblings_that_cas_resolves() {
+    let cluster = TestCluster::start(3, &[]);
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    // Cut the link between a and b; both still reach c.
+    assert!(a.admin(&[&format!("block {}", b.api_addr())]).0);
+    assert!(b.admin(&[&format!("block {}", a.api_addr())]).0);
+    assert_eq!(a.raw().request("set contested 1 0 6\r\nfrom-a\r\n", "\r\n"), "STORED\r\n");
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(b.raw().request("set contested 2 0 6\r\nfrom-b\r\n", "\r\n"), "STORED\r\n");
+    assert!(a.admin(&["block"]).0);
+    assert!(b.admin(&["block"]).0);
+
+    // Both writes were acknowledged, so both are kept: siblings, newest last.
+    let mut raw = c.raw();
+    let reply = raw.request("gets contested\r\n", "END\r\n");
+    let lines: Vec<&str> = reply.split("\r\n").collect();
+    assert_eq!(lines.len(), 6, "two VALUE blocks and END: {reply:?}");
+    assert!(lines[0].starts_with("VALUE contested 1 6 ") && lines[1] == "from-a", "{reply:?}");
+    assert!(lines[2].starts_with("VALUE contested 2 6 ") && lines[3] == "from-b", "{reply:?}");
+    let token = lines[0].rsplit(' ').next().unwrap();
+    assert_eq!(lines[2].rsplit(' ').next().unwrap(), token, "one token for the whole sibling set");
+    // Every coordinator answers the same, newest last (a client that keeps
+    // the last block gets last-write-wins).
+    let plain = a.raw().request("get contested\r\n", "END\r\n");
+    assert_eq!(plain, "VALUE contested 1 6\r\nfrom-a\r\nVALUE contested 2 6\r\nfrom-b\r\nEND\r\n");
+    assert!(c.stat("kai_siblings_served").parse::<u64>().unwrap() >= 2);
+
+    // cas with that token through another coordinator replaces both.
+    let mut raw_a = a.raw();
+    assert_eq!(raw_a.request(&format!("cas contested 3 0 6 {token}\r\nmerged\r\n"), "\r\n"), "STORED\r\n");
+    for node in &cluster.nodes {
+        assert_eq!(node.raw().request("get contested\r\n", "END\r\n"), "VALUE contested 3 6\r\nmerged\r\nEND\r\n");
+    }
+}
+
+#[test]
+fn a_write_without_its_quorum_says_why() {
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.nodes[1].kill();
+    cluster.nodes[2].kill();
+    let reply = cluster.nodes[0].raw().request("set lonely 0 0 1\r\nx\r\n", "\r\n");
+    assert!(reply.starts_with("SERVER_ERROR write quorum not met: 1 of 2"), "{reply:?}");
+    let reply = cluster.nodes[0].raw().request("get lonely\r\n", "\r\n");
+    assert!(reply.starts_with("SERVER_ERROR read quorum not met"), "{reply:?}");
+    assert!(cluster.nodes[0].stat("kai_quorum_failures").parse::<u64>().unwrap() >= 2);
+}
+
+#[test]
+fn a_node_with_another_bucket_count_is_refused() {
+    let cluster = TestCluster::start(2, &[]);
+    let odd = TestNode::start(&[common::CLUSTER, &["number_of_buckets=512"]].concat());
+    let (ok, _, err) = odd.admin(&[&format!("check_node {} {}", odd.api_addr(), cluster.nodes[0].api_addr())]);
+    assert!(!ok, "the link was made");
+    assert!(err.contains("number_of_buckets 512") && err.contains("differs from 1024"), "{err}");
+    let (ok, _, err) = cluster.nodes[0].admin(&[&format!("check_node {} {}", cluster.nodes[0].api_addr(), odd.api_addr())]);
+    assert!(!ok && err.contains("number_of_buckets"), "{err}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(cluster.nodes[0].up_members().len(), 2);
+    assert_eq!(odd.up_members(), vec![odd.api_addr()]);
+}
