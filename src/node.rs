@@ -5,7 +5,7 @@
 
 use crate::config::{Config, StoreKind};
 use actix::prelude::*;
-use kai_actors::api::{ApiActor, ApiCall, ApiSettings, Faults, ForwardOp, NodeInfo, Peers, Placement, Request, Response};
+use kai_actors::api::{ApiActor, ApiCall, ApiSettings, ApiWorker, Faults, ForwardOp, NodeInfo, Peers, Placement, Request, Response};
 use kai_actors::coordinator::{ClientGet, ClientWrite, CoordinatorActor, CoordinatorSettings, Replicas};
 use kai_actors::hash::{HashActor, Ring, RingHandle, RingNode};
 use kai_actors::memcache::{MemcacheActor, MemcacheSettings, SessionEnv, Worker};
@@ -31,7 +31,9 @@ pub struct Node {
     _workers: Vec<Arbiter>,
 }
 
-/// Routes each internal API request to the actor that serves it.
+/// Routes each internal API request to the actor that serves it. One runs
+/// on each worker, with that worker's store and coordinator.
+#[derive(Clone)]
 struct Router {
     identity: Identity,
     memcache_port: u16,
@@ -40,10 +42,9 @@ struct Router {
     liveness: Liveness,
     faults: Faults,
     allow_fault_injection: bool,
-    /// Whose turn it is to coordinate a forwarded request.
-    turn: usize,
-    /// The store actor API requests go to, and every store actor.
+    /// This worker's store and coordinator, and every worker's.
     store: StoreAddr,
+    coordinator: Addr<CoordinatorActor>,
     stores: Vec<StoreAddr>,
     hash: Addr<HashActor>,
     membership: Addr<MembershipActor>,
@@ -107,9 +108,7 @@ impl Handler<ApiCall> for Router {
                 reply(self.store.send(ReplicaPut { key, versions, hint }), |()| Response::Done)
             }
             Request::Forward { key, op, hops } => {
-                // Spread forwarded requests over the workers' coordinators.
-                self.turn = self.turn.wrapping_add(1);
-                let coordinator = &self.coordinators[self.turn % self.coordinators.len()];
+                let coordinator = &self.coordinator;
                 match op {
                     ForwardOp::Get => reply(coordinator.send(ClientGet { key, hops }), Response::Versions),
                     ForwardOp::Write(write) => reply(coordinator.send(ClientWrite { key, write, hops }), Response::Outcome),
@@ -335,8 +334,8 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         liveness: liveness.clone(),
         faults: faults.clone(),
         allow_fault_injection: config.allow_fault_injection,
-        turn: 0,
-        store: store_addr.clone(),
+        store: stores[0].clone(),
+        coordinator: coordinators[0].clone(),
         stores: stores.clone(),
         hash,
         membership,
@@ -345,8 +344,20 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         sync,
         api: None,
         memcache: None,
-    }
-    .start();
+    };
+    let routers: Vec<Addr<Router>> = arbiters
+        .iter()
+        .zip(stores.iter().zip(&coordinators))
+        .map(|(arbiter, (store, coordinator))| {
+            let router = Router { store: store.clone(), coordinator: coordinator.clone(), ..router.clone() };
+            Router::start_in_arbiter(&arbiter.handle(), move |_| router)
+        })
+        .collect();
+    let api_workers: Arc<[ApiWorker]> = arbiters
+        .iter()
+        .zip(&routers)
+        .map(|(arbiter, router)| ApiWorker { arbiter: arbiter.handle(), handler: router.clone().recipient() })
+        .collect();
     let api = Supervisor::start({
         let settings = ApiSettings {
             node: node_name.clone(),
@@ -354,8 +365,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
             max_in_flight: config.api_max_in_flight,
             faults,
         };
-        let handler = router.clone().recipient();
-        move |_| ApiActor::new(api_listener.clone(), handler.clone(), settings.clone())
+        move |_| ApiActor::new(api_listener.clone(), api_workers.clone(), settings.clone())
     });
     let settings = MemcacheSettings {
         max_value_size: config.max_value_size,
@@ -379,7 +389,9 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         })
         .collect();
     let memcache = Supervisor::start(move |_| MemcacheActor::new(memcache_listener.clone(), workers.clone()));
-    router.do_send(Faces { api, memcache });
+    for router in &routers {
+        router.do_send(Faces { api: api.clone(), memcache: memcache.clone() });
+    }
 
     tracing::info!(
         node = %node_name,

@@ -54,16 +54,25 @@ impl Faults {
     }
 }
 
-/// Accepts peers on the internal port and serves their requests.
+/// A worker thread that serves peer connections, and where its requests go.
+#[derive(Clone)]
+pub struct ApiWorker {
+    pub arbiter: ArbiterHandle,
+    pub handler: Recipient<ApiCall>,
+}
+
+/// Accepts peers on the internal port and spreads their connections over
+/// the workers, so replica traffic is not funnelled through one thread.
 pub struct ApiActor {
     listener: Arc<TcpListener>,
-    handler: Recipient<ApiCall>,
+    workers: Arc<[ApiWorker]>,
     settings: ApiSettings,
 }
 
 impl ApiActor {
-    pub fn new(listener: Arc<TcpListener>, handler: Recipient<ApiCall>, settings: ApiSettings) -> Self {
-        ApiActor { listener, handler, settings }
+    pub fn new(listener: Arc<TcpListener>, workers: Arc<[ApiWorker]>, settings: ApiSettings) -> Self {
+        assert!(!workers.is_empty(), "an api listener needs a worker");
+        ApiActor { listener, workers, settings }
     }
 }
 
@@ -72,16 +81,22 @@ impl Actor for ApiActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let listener = self.listener.clone();
-        let handler = self.handler.clone();
+        let workers = self.workers.clone();
         let settings = self.settings.clone();
         let accept = async move {
-            loop {
+            for turn in 0.. {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        let (handler, settings) = (handler.clone(), settings.clone());
-                        actix::spawn(async move {
-                            if let Err(e) = serve(stream, handler, settings).await {
+                        let worker = &workers[turn % workers.len()];
+                        let (handler, settings) = (worker.handler.clone(), settings.clone());
+                        let Ok(stream) = stream.into_std() else { continue };
+                        worker.arbiter.spawn(async move {
+                            let served = match TcpStream::from_std(stream) {
+                                Ok(stream) => serve(stream, handler, settings).await,
+                                Err(e) => Err(e.into()),
+                            };
+                            if let Err(e) = served {
                                 tracing::debug!(%peer, "api connection closed: {e}");
                             }
                         });
@@ -152,8 +167,15 @@ async fn serve(stream: TcpStream, handler: Recipient<ApiCall>, settings: ApiSett
 
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(settings.max_in_flight.max(1));
     let write_loop = async move {
+        let mut batch = Vec::new();
         while let Some(bytes) = rx.recv().await {
-            writer.write_all(&bytes).await?;
+            // Whatever else is ready goes out in the same write.
+            batch.extend_from_slice(&bytes);
+            while let Ok(more) = rx.try_recv() {
+                batch.extend_from_slice(&more);
+            }
+            writer.write_all(&batch).await?;
+            batch.clear();
         }
         Ok::<_, Error>(())
     };
@@ -249,18 +271,24 @@ async fn drive(stream: TcpStream, mut buf: BytesMut, mut rx: mpsc::Receiver<Pend
     let failure = loop {
         tokio::select! {
             pending = rx.recv() => {
-                let Some((request, reply)) = pending else { break None };
-                let id = next_id;
-                next_id += 1;
-                match encode(&Frame { id, body: request }) {
-                    Ok(bytes) => {
-                        if let Err(e) = writer.write_all(&bytes).await {
-                            let _ = reply.send(Err(e.into()));
-                            break Some("write failed".to_string());
+                let Some(first) = pending else { break None };
+                // Whatever else is ready goes out in the same write.
+                let mut batch = Vec::new();
+                let mut next = Some(first);
+                while let Some((request, reply)) = next.take() {
+                    let id = next_id;
+                    next_id += 1;
+                    match encode(&Frame { id, body: request }) {
+                        Ok(bytes) => {
+                            batch.extend_from_slice(&bytes);
+                            waiting.insert(id, reply);
                         }
-                        waiting.insert(id, reply);
+                        Err(e) => { let _ = reply.send(Err(e)); }
                     }
-                    Err(e) => { let _ = reply.send(Err(e)); }
+                    next = rx.try_recv().ok();
+                }
+                if let Err(e) = writer.write_all(&batch).await {
+                    break Some(format!("write failed: {e}"));
                 }
             }
             frame = read_frame::<Response>(&mut reader, &mut buf) => {

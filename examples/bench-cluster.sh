@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Three-node cluster benchmark: N=3, R=2, W=2, load spread over the three
+# nodes, against one memcached in the same run (interleaved rounds). Three
+# nodes share two cores here, so each runs one worker and one store thread.
+#
+#   bash examples/bench-cluster.sh [rounds] [seconds] [engine]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+seconds=${2:-5}
+engine=${3:-memory}
+cargo build --release --quiet --bin kai --example load
+dir=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+mc=$(port)
+memcached -u nobody -l 127.0.0.1 -p "$mc" -U 0 -t 2 -m 2048 -c 4096 & pids+=($!)
+wait_port "$mc"
+servers=()
+apis=()
+for i in 1 2 3; do
+  p=$(port); a=$(port)
+  ./target/release/kai --config kai.config.toml --set n=3 --set r=2 --set w=2 --set store="\"$engine\"" \
+    --set data_dir="\"$dir/node$i\"" --set port="$a" --set memcache_port="$p" --set logfile="\"$dir/node$i.log\"" \
+    --set worker_threads=1 --set store_threads=1 & pids+=($!)
+  wait_port "$p"; wait_port "$a"
+  servers+=("127.0.0.1:$p"); apis+=("127.0.0.1:$a")
+done
+for i in 1 2; do
+  ./target/release/kai admin --node "${apis[0]}" -e "check_node ${apis[$i]} ${apis[0]}" -e "check_node ${apis[0]} ${apis[$i]}" >/dev/null
+done
+sleep 3; [ -n "${HOLD:-}" ] && sleep "$HOLD"
+./target/release/kai admin --node "${apis[0]}" -e node_list
+kai=$(IFS=,; echo "${servers[*]}")
+for round in $(seq "$rounds"); do
+  ./target/release/examples/load --servers "127.0.0.1:$mc" --connections 48 --depth 1 --get-ratio 0.8 \
+    --value-size 1024 --keys 10000 --seconds "$seconds" --label "memcached round $round"
+  ./target/release/examples/load --servers "$kai" --connections 48 --depth 1 --get-ratio 0.8 \
+    --value-size 1024 --keys 10000 --seconds "$seconds" --label "kai-3-nodes-$engine round $round"
+done
