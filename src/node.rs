@@ -247,7 +247,10 @@ pub async fn start(config: &Config) -> Result<Node, String> {
     let faults = Faults::default();
     let liveness = Liveness::default();
     let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
-    let peers = Peers::new(node_name.clone(), config.number_of_buckets, connect_timeout, faults.clone());
+    // Connections to peers belong to the thread that uses them: each worker
+    // has its own, and the background actors on the main thread theirs.
+    let new_peers = || Peers::new(node_name.clone(), config.number_of_buckets, connect_timeout, faults.clone());
+    let peers = new_peers();
 
     // Client requests run on worker threads, each with its own coordinator
     // and version actor, so one request never hops threads to be tallied.
@@ -274,7 +277,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
     let mut versions = Vec::new();
     let mut coordinators = Vec::new();
     for (arbiter, worker_store) in arbiters.iter().zip(&stores) {
-        let replicas = Replicas { me, store: worker_store.clone(), peers: peers.clone() };
+        let replicas = Replicas { me, store: worker_store.clone(), peers: new_peers() };
         let version = Supervisor::start_in_arbiter(&arbiter.handle(), |_| VersionActor::default());
         let coordinator = Supervisor::start_in_arbiter(&arbiter.handle(), {
             let settings = CoordinatorSettings { n: config.n, r: config.r, w: config.w, timeout };
