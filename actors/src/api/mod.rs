@@ -207,11 +207,16 @@ async fn serve(stream: TcpStream, handler: Recipient<ApiCall>, settings: ApiSett
 
 type Pending = (Request, oneshot::Sender<Result<Response>>);
 
+/// Requests one client connection may have in flight; more wait (within
+/// their deadline) rather than pile up on a slow peer.
+const CLIENT_MAX_IN_FLIGHT: usize = 512;
+
 /// A connection to one peer, shared by many callers at once.
 #[derive(Clone)]
 pub struct ApiClient {
     tx: mpsc::Sender<Pending>,
     peer: SocketAddr,
+    in_flight: Arc<Semaphore>,
 }
 
 impl ApiClient {
@@ -235,7 +240,7 @@ impl ApiClient {
             .map_err(|_| Error::Unavailable(format!("{peer}: no answer within {timeout:?}")))??;
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(drive(stream, buf, rx));
-        Ok(ApiClient { tx, peer })
+        Ok(ApiClient { tx, peer, in_flight: Arc::new(Semaphore::new(CLIENT_MAX_IN_FLIGHT)) })
     }
 
     pub fn peer(&self) -> SocketAddr {
@@ -247,6 +252,7 @@ impl ApiClient {
         let peer = self.peer;
         let gone = || Error::Unavailable(format!("connection to {peer} closed"));
         let exchange = async {
+            let _permit = self.in_flight.acquire().await.map_err(|_| gone())?;
             self.tx.send((request, reply_tx)).await.map_err(|_| gone())?;
             reply_rx.await.map_err(|_| gone())?
         };
