@@ -3,7 +3,7 @@
 //! terminal; one command per line from a pipe; or `-e` for scripts.
 
 use bytes::Bytes;
-use kai_actors::api::{ApiClient, Placement, Request, Response, ADMIN_BUCKETS};
+use kai_actors::api::{ApiClient, Placement, Request, Response, TransferProgress, ADMIN_BUCKETS};
 use kai_actors::version::Version;
 use std::io::{BufRead, IsTerminal};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -22,6 +22,9 @@ commands:
   buckets                   the buckets this node holds, and the balance
   get KEY                   every version on each of the key's replicas
   stats [NODE]              a node's stats
+  remove_node NODE          take NODE off the ring for good; its buckets move
+  transfers                 bucket transfers under way, with a progress bar
+  merkle_root [NODE]        a digest of the node's data (equal on replicas in sync)
   block [NODE...]           test-only: cut this node off from NODEs (none: heal)
   restart_actor MODULE      stop a module's actor so its supervisor restarts it
                             (store hash membership version coordinator sync api memcache)
@@ -37,6 +40,9 @@ const COMMANDS: &[&str] = &[
     "buckets",
     "get",
     "stats",
+    "remove_node",
+    "transfers",
+    "merkle_root",
     "restart_actor",
     "block",
     "help",
@@ -114,6 +120,21 @@ impl Admin {
                 other => Err(format!("unexpected answer: {other:?}")),
             },
             ["get", key] => self.versions_on_replicas(key),
+            ["remove_node", node] => {
+                let addr = resolve(node)?;
+                match self.ask(self.node, Request::RemoveNode { node: addr.to_string() })? {
+                    Response::Done => Ok(format!("{addr} leaves the ring; its buckets move to their new homes")),
+                    other => Err(format!("unexpected answer: {other:?}")),
+                }
+            }
+            ["transfers"] => match self.ask(self.node, Request::Transfers)? {
+                Response::Transfers(p) => Ok(progress_line(&p)),
+                other => Err(format!("unexpected answer: {other:?}")),
+            },
+            ["merkle_root"] | ["merkle_root", _] => match self.ask(self.target(words.get(1).copied())?, Request::MerkleRoot)? {
+                Response::Root(root) => Ok(format!("{root:016x}")),
+                other => Err(format!("unexpected answer: {other:?}")),
+            },
             ["block", peers @ ..] => {
                 let peers = peers.iter().map(|p| resolve(p).map(|a| a.to_string())).collect::<Result<Vec<_>, _>>()?;
                 let what = if peers.is_empty() { "healed".to_string() } else { format!("cut off from {}", peers.join(" ")) };
@@ -179,6 +200,18 @@ fn describe(v: &Version) -> String {
         clock.join(" "),
         v.timestamp
     )
+}
+
+/// `[#########...........] 45/100 buckets, 1.2 MiB in, 0 B out`
+fn progress_line(p: &TransferProgress) -> String {
+    const WIDTH: u64 = 30;
+    let filled = if p.buckets_total == 0 { WIDTH } else { p.buckets_done * WIDTH / p.buckets_total };
+    let bar: String = (0..WIDTH).map(|i| if i < filled { '#' } else { '.' }).collect();
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+    if p.buckets_total == 0 {
+        return "no bucket transfers since this node started".to_string();
+    }
+    format!("[{bar}] {}/{} buckets, {} in, {} out", p.buckets_done, p.buckets_total, mib(p.bytes_in), mib(p.bytes_out))
 }
 
 /// Bucket numbers as ranges: 0-3 7 9-10.

@@ -57,6 +57,11 @@ pub struct Config {
     pub hint_interval_ms: u64,
     /// Lets the admin tool cut this node off from chosen peers (tests).
     pub allow_fault_injection: bool,
+    /// Anti-entropy and bucket transfer: a round every interval, at most
+    /// this many buckets and value bytes a round.
+    pub anti_entropy_interval_ms: u64,
+    pub anti_entropy_buckets_per_round: usize,
+    pub anti_entropy_max_bytes_per_round: u64,
 }
 
 impl Default for Config {
@@ -91,6 +96,9 @@ impl Default for Config {
             down_after_ms: 5000,
             hint_interval_ms: 5000,
             allow_fault_injection: false,
+            anti_entropy_interval_ms: 1000,
+            anti_entropy_buckets_per_round: 16,
+            anti_entropy_max_bytes_per_round: 8 << 20,
         }
     }
 }
@@ -243,6 +251,9 @@ impl Config {
         }
         if self.gossip_interval_ms == 0 || self.hint_interval_ms == 0 {
             return refuse("gossip_interval_ms", "intervals must be more than 0");
+        }
+        if self.anti_entropy_interval_ms == 0 || self.anti_entropy_buckets_per_round == 0 {
+            return refuse("anti_entropy_interval_ms", "anti-entropy needs an interval and buckets per round above 0");
         }
         if self.down_after_ms <= self.gossip_interval_ms {
             return refuse("down_after_ms", "must be longer than gossip_interval_ms");

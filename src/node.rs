@@ -10,13 +10,14 @@ use kai_actors::coordinator::{ClientGet, ClientWrite, CoordinatorActor, Coordina
 use kai_actors::hash::{HashActor, Ring, RingHandle, RingNode};
 use kai_actors::memcache::{MemcacheActor, MemcacheSettings, SessionEnv, Worker};
 use kai_actors::membership::{
-    CheckNode, Liveness, MemberList, MembershipActor, MembershipSettings, ReceiveGossip, Status,
+    CheckNode, Liveness, MemberList, MembershipActor, MembershipSettings, ReceiveGossip, RemoveNode, Status,
 };
 use kai_actors::stats::{report, Identity, NodeStats};
 use kai_actors::store::{
-    DiskEngine, Engine, LocalStoreActor, MemoryEngine, ReplicaGet, ReplicaPut, Store, StoreActor, StoreAddr, StoreSettings,
+    CombinedRoot, DiskEngine, Engine, GetSegments, LocalStoreActor, MemoryEngine, MergeEntries, ReadKeys, ReplicaGet, ReplicaPut,
+    SegmentEntries, Store, StoreActor, StoreAddr, StoreSettings,
 };
-use kai_actors::sync::{SyncActor, SyncSettings};
+use kai_actors::sync::{GetTransfers, SyncActor, SyncSettings};
 use kai_actors::version::VersionActor;
 use kai_actors::Restart;
 use std::net::SocketAddrV4;
@@ -136,6 +137,32 @@ impl Handler<ApiCall> for Router {
                 let per_node = ring.nodes().map(|node| (node.name(), ring.buckets_of(&node.addr, n).len())).collect();
                 let held = self.identity.node.parse().map(|me| ring.buckets_of(&me, n)).unwrap_or_default();
                 Box::pin(async move { Response::Buckets { held, per_node } })
+            }
+            Request::Segments { bucket } if bucket < self.identity.number_of_buckets => {
+                let segments = self.store.send(GetSegments(bucket));
+                Box::pin(async move { segments.await.map(|s| Response::Segments(s.to_vec())).unwrap_or_else(failed) })
+            }
+            Request::Segments { bucket } => refuse(format!("no bucket {bucket}")),
+            Request::SegmentEntries { bucket, segments } if bucket < self.identity.number_of_buckets => {
+                let segments = segments.into_iter().map(|s| s as usize).collect();
+                reply(self.store.send(SegmentEntries { bucket, segments }), Response::Entries)
+            }
+            Request::SegmentEntries { bucket, .. } => refuse(format!("no bucket {bucket}")),
+            Request::MergeEntries { entries } => reply(self.store.send(MergeEntries(entries)), |()| Response::Done),
+            Request::ReadKeys { keys } => reply(self.store.send(ReadKeys(keys)), Response::Entries),
+            Request::RemoveNode { node } => match node.parse::<SocketAddrV4>() {
+                Ok(addr) => reply(self.membership.send(RemoveNode(addr)), |()| Response::Done),
+                Err(_) => refuse(format!("bad node address {node:?}: expected IPv4 HOST:PORT")),
+            },
+            Request::MerkleRoot => {
+                let ring = self.ring.snapshot();
+                let held = self.identity.node.parse().map(|me| ring.buckets_of(&me, self.identity.n)).unwrap_or_default();
+                let root = self.store.send(CombinedRoot(held));
+                Box::pin(async move { root.await.map(Response::Root).unwrap_or_else(failed) })
+            }
+            Request::Transfers => {
+                let progress = self.sync.send(GetTransfers);
+                Box::pin(async move { progress.await.map(Response::Transfers).unwrap_or_else(failed) })
             }
             Request::Block { peers } => {
                 if !self.allow_fault_injection {
@@ -299,10 +326,15 @@ pub async fn start(config: &Config) -> Result<Node, String> {
     }
     let sync = Supervisor::start({
         let settings = SyncSettings {
+            me,
+            n: config.n,
             reap_interval: Duration::from_secs(config.reap_interval_secs),
             tombstone_grace: Duration::from_secs(config.tombstone_grace_secs),
             hint_interval: Duration::from_millis(config.hint_interval_ms),
             timeout,
+            ae_interval: Duration::from_millis(config.anti_entropy_interval_ms),
+            ae_buckets_per_round: config.anti_entropy_buckets_per_round,
+            ae_max_bytes_per_round: config.anti_entropy_max_bytes_per_round,
         };
         let (ring, liveness, store, peers, stats) =
             (ring.clone(), liveness.clone(), store_addr.clone(), peers.clone(), stats.clone());

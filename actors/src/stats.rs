@@ -65,6 +65,10 @@ pub struct NodeStats {
     pub total_items: AtomicU64,
     pub reaped_versions: AtomicU64,
     pub hints_pending: AtomicI64,
+    // sync
+    pub ae_compared: AtomicU64,
+    pub ae_repaired: AtomicU64,
+    pub buckets_pending: AtomicI64,
     // coordinator
     pub siblings_served: AtomicU64,
     pub unreconciled_get: AtomicU64,
@@ -169,6 +173,9 @@ pub fn report(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Vec
         ("kai_quorum_failures", get(&stats.quorum_failures)),
         ("kai_reaped_versions", get(&stats.reaped_versions)),
         ("kai_hints_pending", stats.hints_pending.load(Relaxed).to_string()),
+        ("kai_buckets_pending", stats.buckets_pending.load(Relaxed).to_string()),
+        ("kai_anti_entropy_compared", get(&stats.ae_compared)),
+        ("kai_anti_entropy_repaired", get(&stats.ae_repaired)),
         ("kai_actor_restarts", get(&ACTOR_RESTARTS)),
     ];
     let mut lines: Vec<(String, String)> = lines.into_iter().map(|(k, v)| (k.to_string(), v)).collect();

@@ -33,6 +33,21 @@ pub enum Request {
     FindNodes { key: Bytes },
     /// Bucket ownership across the ring.
     Buckets,
+    /// The leaves of a bucket's Merkle tree.
+    Segments { bucket: u32 },
+    /// The keys of a bucket in some Merkle leaves.
+    SegmentEntries { bucket: u32, segments: Vec<u32> },
+    /// Merge many keys' versions (anti-entropy, bucket transfer).
+    MergeEntries { entries: Vec<(Bytes, Vec<Version>)> },
+    /// Many keys' stored versions.
+    ReadKeys { keys: Vec<Bytes> },
+    /// Take a node off the ring for good, re-homing its buckets.
+    RemoveNode { node: String },
+    /// Bucket transfers under way on this node.
+    Transfers,
+    /// One digest over the Merkle roots of every bucket this node is a
+    /// home replica of: equal on replicas that hold the same data.
+    MerkleRoot,
     Stats,
     /// Stops one module's actor so its supervisor starts it afresh.
     RestartActor { module: String },
@@ -81,9 +96,24 @@ pub enum Response {
     Placement(Placement),
     /// Buckets held by each node (home replica of), and this node's.
     Buckets { held: Vec<u32>, per_node: Vec<(String, usize)> },
+    Segments(Vec<u64>),
+    Entries(Vec<(Bytes, Vec<Version>)>),
+    Transfers(TransferProgress),
+    Root(u64),
     Done,
     Stats(Vec<(String, String)>),
     Error(String),
+}
+
+/// Bucket movement after a membership change, as the admin tool shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct TransferProgress {
+    /// Buckets to move since the last membership change, and done of them.
+    pub buckets_total: u64,
+    pub buckets_done: u64,
+    /// Bytes of values moved in so far, and of values handed off.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 /// A request or response with the id that pairs them on a shared connection.

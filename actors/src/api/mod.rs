@@ -4,7 +4,9 @@
 
 mod frame;
 
-pub use frame::{decode, encode, ForwardOp, Frame, NodeInfo, Placement, Request, Response, MAX_FRAME, PROTOCOL_VERSION};
+pub use frame::{
+    decode, encode, ForwardOp, Frame, NodeInfo, Placement, Request, Response, TransferProgress, MAX_FRAME, PROTOCOL_VERSION,
+};
 
 use crate::error::{Error, Result};
 use actix::prelude::*;

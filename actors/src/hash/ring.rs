@@ -130,6 +130,28 @@ impl Ring {
             .collect()
     }
 
+    /// The first `n` nodes of a bucket's preference list: its home.
+    pub fn home(&self, bucket: u32, n: usize) -> &[SocketAddrV4] {
+        let list = self.preference_list(bucket);
+        &list[..n.min(list.len())]
+    }
+
+    /// How `node`'s home buckets differ from this ring to `next`: the
+    /// buckets it gained and those it lost.
+    pub fn home_changes(&self, next: &Ring, node: &SocketAddrV4, n: usize) -> (Vec<u32>, Vec<u32>) {
+        let mut gained = Vec::new();
+        let mut lost = Vec::new();
+        for b in 0..self.number_of_buckets.min(next.number_of_buckets) {
+            let (was, is) = (self.home(b, n).contains(node), next.home(b, n).contains(node));
+            if is && !was {
+                gained.push(b);
+            } else if was && !is {
+                lost.push(b);
+            }
+        }
+        (gained, lost)
+    }
+
     /// A new ring with `added` joined and `removed` gone, and the buckets
     /// whose first `n` nodes changed.
     pub fn update_nodes(&self, added: &[RingNode], removed: &[SocketAddrV4], n: usize) -> (Ring, Vec<u32>) {
@@ -210,6 +232,18 @@ mod tests {
             // 1024 / 8 = 128 each when perfectly even; allow a generous spread.
             assert!((64..=192).contains(&held), "{} holds {held}", n.name());
         }
+    }
+
+    #[test]
+    fn home_changes_name_what_a_node_gains_and_loses() {
+        let three: Vec<_> = (11011..11014).map(|p| node(p, 64)).collect();
+        let ring = Ring::new(256, three.clone());
+        let (four, _) = ring.update_nodes(&[node(11014, 64)], &[], 2);
+        let (gained, lost) = ring.home_changes(&four, &node(11014, 64).addr, 2);
+        assert!(lost.is_empty());
+        assert_eq!(gained, four.buckets_of(&node(11014, 64).addr, 2));
+        let (_, lost_by_first) = ring.home_changes(&four, &three[0].addr, 2);
+        assert!(lost_by_first.iter().all(|b| four.home(*b, 2).contains(&node(11014, 64).addr)));
     }
 
     #[test]

@@ -61,6 +61,12 @@ pub struct ReceiveGossip(pub Vec<Digest>);
 #[rtype(result = "Result<()>")]
 pub struct CheckNode(pub SocketAddrV4);
 
+/// `remove_node`: takes a node off the ring for good; its buckets are
+/// re-homed (moved by sync) and the news spreads by gossip.
+#[derive(Message)]
+#[rtype(result = "Result<()>")]
+pub struct RemoveNode(pub SocketAddrV4);
+
 #[derive(Message)]
 #[rtype(result = "()")]
 struct GossipTick;
@@ -214,5 +220,21 @@ impl Handler<MemberList> for MembershipActor {
 
     fn handle(&mut self, _: MemberList, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.members.list())
+    }
+}
+
+impl Handler<RemoveNode> for MembershipActor {
+    type Result = Result<()>;
+
+    fn handle(&mut self, RemoveNode(node): RemoveNode, _: &mut Self::Context) -> Self::Result {
+        if !self.members.ring_nodes().iter().any(|n| n.addr == node) {
+            return Err(Error::Client(format!("{node} is not on the ring")));
+        }
+        if self.members.ring_nodes().len() == 1 {
+            return Err(Error::Client("the last node of a cluster cannot be removed".into()));
+        }
+        let events = self.members.leave(node);
+        self.apply(events);
+        Ok(())
     }
 }

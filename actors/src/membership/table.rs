@@ -7,7 +7,9 @@
 //! not risen for `down_after_ms` is marked down; it keeps its place on the
 //! ring (down is not left) and comes back up when its heartbeat rises.
 //! Only an explicit leave takes a node off the ring, and that news also
-//! spreads by gossip (a left entry wins at an equal or higher heartbeat).
+//! spreads by gossip. Left is final for an address (whatever heartbeats
+//! say later), so a removal is never undone by a node that has not heard
+//! of it yet; a removed node comes back under a new address.
 
 use crate::hash::RingNode;
 use rand::seq::SliceRandom;
@@ -117,10 +119,14 @@ impl Members {
         let mut events = Vec::new();
         for d in digests {
             if d.addr == self.me {
-                // Others may hold an old heartbeat of ours (we restarted and
-                // began again from 1): jump past it so our news wins.
                 let me = self.members.get_mut(&self.me).expect("self is a member");
-                if d.heartbeat >= me.heartbeat && !me.left {
+                if d.left && !me.left {
+                    // We were removed from the ring.
+                    me.left = true;
+                    events.push(Event::Left(self.me));
+                } else if d.heartbeat >= me.heartbeat && !me.left {
+                    // Others hold an old heartbeat of ours (we restarted and
+                    // began again from 1): jump past it so our news wins.
                     me.heartbeat = d.heartbeat + 1;
                 }
                 continue;
@@ -136,21 +142,15 @@ impl Members {
                         events.push(Event::Joined(node));
                     }
                 }
+                Some(m) if m.left => {}
                 Some(m) => {
-                    if d.left && !m.left && d.heartbeat >= m.heartbeat {
+                    if d.left {
                         m.left = true;
-                        m.heartbeat = d.heartbeat;
                         events.push(Event::Left(d.addr));
                     } else if d.heartbeat > m.heartbeat {
                         m.heartbeat = d.heartbeat;
                         m.last_rise_ms = now_ms;
-                        if m.left && !d.left {
-                            // Rejoined after leaving, with newer news.
-                            m.left = false;
-                            m.status = Status::Up;
-                            m.node.virtual_nodes = d.virtual_nodes;
-                            events.push(Event::Joined(m.node.clone()));
-                        } else if m.status == Status::Down && !m.left {
+                        if m.status == Status::Down {
                             m.status = Status::Up;
                             events.push(Event::Up(d.addr));
                         }
@@ -241,6 +241,20 @@ mod tests {
         assert_eq!(b.ring_nodes().len(), 2);
         // An old heartbeat of the left node does not bring it back.
         assert!(b.merge(&c.digests(), 2).is_empty());
+    }
+
+    #[test]
+    fn a_removed_node_learns_it_and_a_lagging_heartbeat_does_not_undo_it() {
+        let (mut a, mut b) = (table(1), table(2));
+        a.merge(&b.digests(), 0);
+        b.merge(&a.digests(), 0);
+        a.leave(addr(2));
+        for t in 1..=20 {
+            b.tick(t); // b's heartbeat runs far ahead of what a saw
+        }
+        assert!(a.merge(&b.digests(), 21).is_empty(), "a newer heartbeat does not bring b back");
+        assert_eq!(b.merge(&a.digests(), 22), vec![Event::Left(addr(2))]);
+        assert_eq!(b.ring_nodes(), vec![RingNode::new(addr(1), 8)]);
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! must not block an event loop.
 
 mod engine;
+pub mod merkle;
 mod write;
 
 pub use engine::{DiskEngine, Engine, Entry, MemoryEngine};
+use merkle::{key_digest, segment_of, MerkleForest, Segments};
 pub use write::{plan, Condition, Mutation, Write, WriteOutcome};
 
 use crate::error::Result;
@@ -53,14 +55,17 @@ pub struct Store {
     engine: Box<dyn Engine>,
     settings: StoreSettings,
     stats: Arc<NodeStats>,
+    /// A Merkle tree per bucket, kept current by every write.
+    merkle: MerkleForest,
     /// Striped key locks: a read-modify-write of one key is atomic.
     locks: Vec<Mutex<()>>,
 }
 
 impl Store {
     pub fn new(engine: Box<dyn Engine>, settings: StoreSettings, stats: Arc<NodeStats>) -> Result<Self> {
-        let store = Store { engine, settings, stats, locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect() };
-        store.count_items()?;
+        let merkle = MerkleForest::new(settings.number_of_buckets);
+        let store = Store { engine, settings, stats, merkle, locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect() };
+        store.load()?;
         Ok(store)
     }
 
@@ -162,9 +167,11 @@ impl Store {
         Ok(WriteOutcome::Stored { new: stamped, held: merged })
     }
 
+    /// The one place a key's stored versions change.
     fn replace(&self, bucket: u32, key: &[u8], old: &[Version], new: &[Version]) -> Result<()> {
         self.engine.write(bucket, key, new)?;
         self.sync_if_asked()?;
+        self.merkle.update(bucket, key, key_digest(key, old), key_digest(key, new));
         let now = now_secs();
         let (old_items, old_bytes) = live_size(old, now);
         let (new_items, new_bytes) = live_size(new, now);
@@ -178,29 +185,6 @@ impl Store {
 
     pub fn list_bucket(&self, bucket: u32) -> Result<Vec<Entry>> {
         self.engine.list_bucket(bucket)
-    }
-
-    /// Drops tombstones and expired versions older than `grace_secs`. Only
-    /// safe when every home replica holds them: the caller decides.
-    pub fn reap(&self, grace_secs: u64) -> Result<u64> {
-        let now_ms = now_millis();
-        let now = now_ms / 1000;
-        let keep = |v: &Version| v.is_live(now) || v.timestamp + grace_secs * 1000 > now_ms;
-        let mut reaped = 0;
-        for bucket in 0..self.settings.number_of_buckets {
-            for (key, versions) in self.engine.list_bucket(bucket)? {
-                if versions.iter().all(keep) {
-                    continue;
-                }
-                let _guard = self.lock(&key);
-                let current = self.engine.read(bucket, &key)?;
-                let kept: Vec<Version> = current.iter().filter(|v| keep(v)).cloned().collect();
-                reaped += (current.len() - kept.len()) as u64;
-                self.replace(bucket, &key, &current, &kept)?;
-            }
-        }
-        self.stats.reaped_versions.fetch_add(reaped, Relaxed);
-        Ok(reaped)
     }
 
     /// Writes a tombstone over every live key (memcache `flush_all`).
@@ -223,15 +207,80 @@ impl Store {
         self.engine.sync()
     }
 
-    /// Sets `curr_items` and `bytes` from what the engine holds at open.
-    fn count_items(&self) -> Result<()> {
+    /// The leaves of a bucket's Merkle tree.
+    pub fn segments(&self, bucket: u32) -> Segments {
+        self.merkle.segments(bucket)
+    }
+
+    /// One digest over the Merkle roots of these buckets.
+    pub fn combined_root(&self, buckets: &[u32]) -> u64 {
+        let roots: Vec<u64> = buckets.iter().map(|&b| merkle::root(&self.segments(b))).collect();
+        merkle::root_of_roots(&roots)
+    }
+
+    /// The keys of a bucket that fall in the given Merkle leaves.
+    pub fn segment_entries(&self, bucket: u32, segments: &[usize]) -> Result<Vec<Entry>> {
+        let mut entries = self.engine.list_bucket(bucket)?;
+        entries.retain(|(key, _)| segments.contains(&segment_of(key)));
+        Ok(entries)
+    }
+
+    /// Merges many keys' versions (anti-entropy, bucket transfer).
+    pub fn merge_entries(&self, entries: &[Entry]) -> Result<()> {
+        for (key, versions) in entries {
+            self.merge(key, versions, None)?;
+        }
+        Ok(())
+    }
+
+    /// The stored versions of many keys.
+    pub fn read_keys(&self, keys: &[Bytes]) -> Result<Vec<Entry>> {
+        keys.iter().map(|k| Ok((k.clone(), self.read(k)?))).collect()
+    }
+
+    /// Removes keys whose versions are still exactly `expected`: a handed-off
+    /// bucket's keys, or reaped tombstones. A key written since stays.
+    pub fn remove_if_unchanged(&self, expected: &[Entry]) -> Result<u64> {
+        let mut removed = 0;
+        for (key, versions) in expected {
+            let bucket = self.bucket(key);
+            let _guard = self.lock(key);
+            let current = self.engine.read(bucket, key)?;
+            if current == *versions && !current.is_empty() {
+                self.replace(bucket, key, &current, &[])?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Keys all of whose versions are tombstones or expired, and older than
+    /// `grace_secs`: what may be reaped once every replica holds the same.
+    pub fn reap_candidates(&self, buckets: &[u32], grace_secs: u64) -> Result<Vec<Entry>> {
+        let now_ms = now_millis();
+        let mut out = Vec::new();
+        for &bucket in buckets {
+            for (key, versions) in self.engine.list_bucket(bucket)? {
+                let dead = versions.iter().all(|v| !v.is_live(now_ms / 1000) && v.timestamp + grace_secs * 1000 <= now_ms);
+                if dead && !versions.is_empty() {
+                    out.push((key, versions));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Builds the Merkle trees and sets `curr_items` and `bytes` from what
+    /// the engine holds at open.
+    fn load(&self) -> Result<()> {
         let now = now_secs();
         let (mut items, mut bytes) = (0, 0);
         for bucket in 0..self.settings.number_of_buckets {
-            for (_, versions) in self.engine.list_bucket(bucket)? {
+            for (key, versions) in self.engine.list_bucket(bucket)? {
                 let (i, b) = live_size(&versions, now);
                 items += i;
                 bytes += b;
+                self.merkle.update(bucket, &key, 0, key_digest(&key, &versions));
             }
         }
         self.stats.curr_items.store(items, Relaxed);
@@ -289,9 +338,45 @@ pub struct CoordinateWrite {
 #[rtype(result = "Result<Vec<Entry>>")]
 pub struct ListBucket(pub u32);
 
+/// The leaves of a bucket's Merkle tree.
+#[derive(Message)]
+#[rtype(result = "Segments")]
+pub struct GetSegments(pub u32);
+
+/// One digest over the Merkle roots of these buckets.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct CombinedRoot(pub Vec<u32>);
+
+/// The keys of a bucket in some Merkle leaves.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Entry>>")]
+pub struct SegmentEntries {
+    pub bucket: u32,
+    pub segments: Vec<usize>,
+}
+
+/// Merges many keys' versions.
+#[derive(Message)]
+#[rtype(result = "Result<()>")]
+pub struct MergeEntries(pub Vec<Entry>);
+
+/// Many keys' stored versions.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Entry>>")]
+pub struct ReadKeys(pub Vec<Bytes>);
+
+/// Removes the keys still exactly as given.
 #[derive(Message)]
 #[rtype(result = "Result<u64>")]
-pub struct Reap {
+pub struct RemoveIfUnchanged(pub Vec<Entry>);
+
+/// Keys of these buckets that hold only tombstones or expired values
+/// older than the grace period.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Entry>>")]
+pub struct ReapCandidates {
+    pub buckets: Vec<u32>,
     pub grace_secs: u64,
 }
 
@@ -369,10 +454,52 @@ macro_rules! store_handlers {
             }
         }
 
-        impl Handler<Reap> for $actor {
+        impl Handler<GetSegments> for $actor {
+            type Result = MessageResult<GetSegments>;
+            fn handle(&mut self, msg: GetSegments, _: &mut Self::Context) -> Self::Result {
+                MessageResult(self.store.segments(msg.0))
+            }
+        }
+
+        impl Handler<CombinedRoot> for $actor {
+            type Result = u64;
+            fn handle(&mut self, msg: CombinedRoot, _: &mut Self::Context) -> Self::Result {
+                self.store.combined_root(&msg.0)
+            }
+        }
+
+        impl Handler<SegmentEntries> for $actor {
+            type Result = Result<Vec<Entry>>;
+            fn handle(&mut self, msg: SegmentEntries, _: &mut Self::Context) -> Self::Result {
+                self.store.segment_entries(msg.bucket, &msg.segments)
+            }
+        }
+
+        impl Handler<MergeEntries> for $actor {
+            type Result = Result<()>;
+            fn handle(&mut self, msg: MergeEntries, _: &mut Self::Context) -> Self::Result {
+                self.store.merge_entries(&msg.0)
+            }
+        }
+
+        impl Handler<ReadKeys> for $actor {
+            type Result = Result<Vec<Entry>>;
+            fn handle(&mut self, msg: ReadKeys, _: &mut Self::Context) -> Self::Result {
+                self.store.read_keys(&msg.0)
+            }
+        }
+
+        impl Handler<RemoveIfUnchanged> for $actor {
             type Result = Result<u64>;
-            fn handle(&mut self, msg: Reap, _: &mut Self::Context) -> Self::Result {
-                self.store.reap(msg.grace_secs)
+            fn handle(&mut self, msg: RemoveIfUnchanged, _: &mut Self::Context) -> Self::Result {
+                self.store.remove_if_unchanged(&msg.0)
+            }
+        }
+
+        impl Handler<ReapCandidates> for $actor {
+            type Result = Result<Vec<Entry>>;
+            fn handle(&mut self, msg: ReapCandidates, _: &mut Self::Context) -> Self::Result {
+                self.store.reap_candidates(&msg.buckets, msg.grace_secs)
             }
         }
 
@@ -450,7 +577,25 @@ impl StoreRequest for CoordinateWrite {
 impl StoreRequest for ListBucket {
     const COST: Cost = Cost::Scan;
 }
-impl StoreRequest for Reap {
+impl StoreRequest for GetSegments {
+    const COST: Cost = Cost::Read;
+}
+impl StoreRequest for CombinedRoot {
+    const COST: Cost = Cost::Read;
+}
+impl StoreRequest for SegmentEntries {
+    const COST: Cost = Cost::Scan;
+}
+impl StoreRequest for MergeEntries {
+    const COST: Cost = Cost::Scan;
+}
+impl StoreRequest for ReadKeys {
+    const COST: Cost = Cost::Read;
+}
+impl StoreRequest for RemoveIfUnchanged {
+    const COST: Cost = Cost::Scan;
+}
+impl StoreRequest for ReapCandidates {
     const COST: Cost = Cost::Scan;
 }
 impl StoreRequest for Hints {
@@ -587,11 +732,44 @@ mod tests {
             assert_eq!(s.read(b"k").unwrap(), vec![tomb]);
             assert_eq!(s.coordinate(b"k", &Write::delete()).unwrap(), WriteOutcome::NotFound);
             assert_eq!(s.stats.curr_items.load(Relaxed), 0);
-            assert_eq!(s.reap(3600).unwrap(), 0, "inside the grace period");
+            let all: Vec<u32> = (0..16).collect();
+            assert!(s.reap_candidates(&all, 3600).unwrap().is_empty(), "inside the grace period");
             std::thread::sleep(std::time::Duration::from_millis(5));
-            assert_eq!(s.reap(0).unwrap(), 1);
+            let candidates = s.reap_candidates(&all, 0).unwrap();
+            assert_eq!(candidates.len(), 1);
+            assert_eq!(s.remove_if_unchanged(&candidates).unwrap(), 1);
             assert!(s.read(b"k").unwrap().is_empty());
+            assert_eq!(s.segments(bucket_of(b"k", 16)), [0; merkle::SEGMENTS], "the tree forgot the key too");
         }
+    }
+
+    #[test]
+    fn a_key_written_since_is_not_removed() {
+        for (engine, _dir) in engines() {
+            let s = store(engine);
+            s.coordinate(b"k", &set("a")).unwrap();
+            let seen = s.read_keys(&[Bytes::from("k")]).unwrap();
+            s.coordinate(b"k", &set("b")).unwrap();
+            assert_eq!(s.remove_if_unchanged(&seen).unwrap(), 0);
+            assert_eq!(s.read(b"k").unwrap().len(), 1);
+        }
+    }
+
+    #[test]
+    fn merkle_trees_are_rebuilt_at_open_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let before: Vec<_> = {
+            let s = store(Box::new(DiskEngine::open(dir.path()).unwrap()));
+            for i in 0..100 {
+                s.coordinate(format!("k{i}").as_bytes(), &set("v")).unwrap();
+            }
+            s.coordinate(b"k7", &Write::delete()).unwrap();
+            (0..16).map(|b| s.segments(b)).collect()
+        };
+        let s = store(Box::new(DiskEngine::open(dir.path()).unwrap()));
+        let after: Vec<_> = (0..16).map(|b| s.segments(b)).collect();
+        assert_eq!(before, after);
+        assert!(after.iter().any(|seg| seg.iter().any(|&x| x != 0)));
     }
 
     #[test]
