@@ -207,7 +207,11 @@ fn progress_line(p: &TransferProgress) -> String {
     const WIDTH: u64 = 30;
     let filled = if p.buckets_total == 0 { WIDTH } else { p.buckets_done * WIDTH / p.buckets_total };
     let bar: String = (0..WIDTH).map(|i| if i < filled { '#' } else { '.' }).collect();
-    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+    let mib = |b: u64| match b {
+        0..1024 => format!("{b} B"),
+        1024..1048576 => format!("{:.1} KiB", b as f64 / 1024.0),
+        _ => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+    };
     if p.buckets_total == 0 {
         return "no bucket transfers since this node started".to_string();
     }

@@ -136,14 +136,16 @@ impl Ring {
         &list[..n.min(list.len())]
     }
 
-    /// How `node`'s home buckets differ from this ring to `next`: the
-    /// buckets it gained and those it lost.
+    /// How `node`'s buckets change from this ring to `next`: those it is
+    /// home to with new fellow replicas (to sync with them first: a fresh
+    /// node, or one whose bucket gained a member) and those it lost.
     pub fn home_changes(&self, next: &Ring, node: &SocketAddrV4, n: usize) -> (Vec<u32>, Vec<u32>) {
         let mut gained = Vec::new();
         let mut lost = Vec::new();
         for b in 0..self.number_of_buckets.min(next.number_of_buckets) {
-            let (was, is) = (self.home(b, n).contains(node), next.home(b, n).contains(node));
-            if is && !was {
+            let (old, new) = (self.home(b, n), next.home(b, n));
+            let (was, is) = (old.contains(node), new.contains(node));
+            if is && new.iter().any(|a| !old.contains(a)) {
                 gained.push(b);
             } else if was && !is {
                 lost.push(b);
@@ -242,8 +244,14 @@ mod tests {
         let (gained, lost) = ring.home_changes(&four, &node(11014, 64).addr, 2);
         assert!(lost.is_empty());
         assert_eq!(gained, four.buckets_of(&node(11014, 64).addr, 2));
-        let (_, lost_by_first) = ring.home_changes(&four, &three[0].addr, 2);
+        let (synced_by_first, lost_by_first) = ring.home_changes(&four, &three[0].addr, 2);
         assert!(lost_by_first.iter().all(|b| four.home(*b, 2).contains(&node(11014, 64).addr)));
+        assert!(synced_by_first.iter().all(|b| four.home(*b, 2).contains(&node(11014, 64).addr)));
+        // A fresh node, alone on its ring, then joined: every bucket it is home to.
+        let alone = Ring::new(256, [node(11014, 64)]);
+        let (fresh, lost) = alone.home_changes(&four, &node(11014, 64).addr, 2);
+        assert_eq!(fresh, four.buckets_of(&node(11014, 64).addr, 2));
+        assert_eq!(lost.len(), 256 - fresh.len());
     }
 
     #[test]

@@ -182,13 +182,17 @@ impl SyncActor {
         stats: Arc<NodeStats>,
     ) -> Self {
         let remote = Remote { store, peers, timeout: settings.timeout };
+        // The ring at start (this node alone, until gossip brings the rest):
+        // joining the cluster then counts as gaining its buckets, so a new
+        // or restarted node pulls them first.
+        let ring_seen = Some(ring.snapshot());
         SyncActor {
             settings,
             ring,
             liveness,
             remote,
             stats,
-            ring_seen: None,
+            ring_seen,
             gained: VecDeque::new(),
             lost: BTreeSet::new(),
             cursor: 0,

@@ -23,7 +23,9 @@ pub fn entries_to_move(mine: &[Entry], theirs: &[Entry]) -> (Vec<Entry>, Vec<Ent
 }
 
 /// The reap candidates that every other home replica (`others_of`) holds
-/// with exactly the same versions, by their answers.
+/// with exactly the same versions, or holds nothing of (it reaped already),
+/// by their answers. Then no replica holds anything the reaped versions
+/// superseded, so nothing can come back.
 pub fn confirmed_reaps(
     candidates: &[Entry],
     others_of: impl Fn(&[u8]) -> Vec<SocketAddrV4>,
@@ -34,7 +36,10 @@ pub fn confirmed_reaps(
         .filter(|(key, mine)| {
             let digest = key_digest(key, mine);
             others_of(key).iter().all(|peer| {
-                answers.get(peer).and_then(|a| a.get(key)).is_some_and(|theirs| key_digest(key, theirs) == digest)
+                answers
+                    .get(peer)
+                    .and_then(|a| a.get(key))
+                    .is_some_and(|theirs| theirs.is_empty() || key_digest(key, theirs) == digest)
             })
         })
         .cloned()
@@ -71,17 +76,24 @@ mod tests {
     fn a_reap_needs_every_replica_to_hold_the_same_tombstone() {
         let peer = |i: u16| SocketAddrV4::new(Ipv4Addr::LOCALHOST, i);
         let tomb = v("a", "", true);
-        let candidates = vec![e("agreed", vec![tomb.clone()]), e("stale-peer", vec![tomb.clone()]), e("unanswered", vec![tomb.clone()])];
+        let candidates = vec![
+            e("agreed", vec![tomb.clone()]),
+            e("stale-peer", vec![tomb.clone()]),
+            e("unanswered", vec![tomb.clone()]),
+            e("reaped-there", vec![tomb.clone()]),
+        ];
         let mut answers: BTreeMap<SocketAddrV4, HashMap<Bytes, Vec<Version>>> = BTreeMap::new();
         for p in [peer(1), peer(2)] {
             answers.entry(p).or_default().insert(Bytes::from("agreed"), vec![tomb.clone()]);
             answers.entry(p).or_default().insert(Bytes::from("stale-peer"), vec![tomb.clone()]);
         }
+        answers.get_mut(&peer(1)).unwrap().insert(Bytes::from("reaped-there"), vec![]);
+        answers.get_mut(&peer(2)).unwrap().insert(Bytes::from("reaped-there"), vec![tomb.clone()]);
         // One replica still holds the old live value beside the tombstone.
         answers.get_mut(&peer(2)).unwrap().insert(Bytes::from("stale-peer"), vec![tomb.clone(), v("b", "old", false)]);
         let confirmed = confirmed_reaps(&candidates, |_| vec![peer(1), peer(2)], &answers);
-        assert_eq!(confirmed, vec![e("agreed", vec![tomb.clone()])]);
+        assert_eq!(confirmed, vec![e("agreed", vec![tomb.clone()]), e("reaped-there", vec![tomb.clone()])]);
         // A single node has no one else to ask.
-        assert_eq!(confirmed_reaps(&candidates, |_| vec![], &answers).len(), 3);
+        assert_eq!(confirmed_reaps(&candidates, |_| vec![], &answers).len(), 4);
     }
 }
