@@ -34,6 +34,13 @@ pub struct Config {
     /// Log file; standard error when absent.
     pub logfile: Option<PathBuf>,
     pub max_connections: usize,
+    /// Close memcache connections idle this long; 0 = never.
+    pub idle_timeout_secs: u64,
+    /// Close a memcache connection whose command has not arrived whole this
+    /// long after its first byte (slow clients holding connections).
+    pub command_timeout_secs: u64,
+    /// Client requests a node runs at once; beyond it, `SERVER_ERROR busy`.
+    pub max_requests_in_flight: usize,
     pub max_value_size: usize,
     pub allow_flush_all: bool,
     /// fsync every write before acknowledging it (survives power loss, not
@@ -80,6 +87,9 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             logfile: None,
             max_connections: 1024,
+            idle_timeout_secs: 600,
+            command_timeout_secs: 30,
+            max_requests_in_flight: 4096,
             max_value_size: 1 << 20,
             allow_flush_all: false,
             fsync: false,
@@ -227,6 +237,12 @@ impl Config {
         }
         if self.max_connections == 0 {
             return refuse("max_connections", "must be at least 1");
+        }
+        if self.command_timeout_secs == 0 {
+            return refuse("command_timeout_secs", "must be at least 1");
+        }
+        if self.max_requests_in_flight == 0 {
+            return refuse("max_requests_in_flight", "must be at least 1");
         }
         if self.max_value_size == 0 || self.max_value_size > 32 << 20 {
             return refuse("max_value_size", "must be between 1 byte and 32 MiB");

@@ -307,7 +307,13 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         let replicas = Replicas { me, store: worker_store.clone(), peers: new_peers() };
         let version = Supervisor::start_in_arbiter(&arbiter.handle(), |_| VersionActor::default());
         let coordinator = Supervisor::start_in_arbiter(&arbiter.handle(), {
-            let settings = CoordinatorSettings { n: config.n, r: config.r, w: config.w, timeout };
+            let settings = CoordinatorSettings {
+                n: config.n,
+                r: config.r,
+                w: config.w,
+                timeout,
+                max_in_flight: config.max_requests_in_flight,
+            };
             let (ring, version, stats, replicas) = (ring.clone(), version.clone(), stats.clone(), replicas.clone());
             let liveness = liveness.clone();
             move |_| {
@@ -406,6 +412,8 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         max_value_size: config.max_value_size,
         max_connections: config.max_connections,
         allow_flush_all: config.allow_flush_all,
+        idle_timeout: (config.idle_timeout_secs > 0).then(|| Duration::from_secs(config.idle_timeout_secs)),
+        command_timeout: Duration::from_secs(config.command_timeout_secs),
     };
     let workers: Arc<[Worker]> = arbiters
         .iter()

@@ -119,6 +119,9 @@ pub struct CoordinatorSettings {
     pub r: usize,
     pub w: usize,
     pub timeout: Duration,
+    /// Quorum requests this node runs at once (all workers together);
+    /// beyond it a request is refused at once as busy.
+    pub max_in_flight: usize,
 }
 
 /// Reads a key: its live siblings, newest last (empty when absent).
@@ -181,6 +184,16 @@ impl CoordinatorActor {
         }
     }
 
+    /// Sheds load: a saturated node says so at once instead of queueing.
+    fn admit(&self) -> Result<()> {
+        let in_flight = self.stats.requests_in_flight.load(std::sync::atomic::Ordering::Relaxed);
+        if in_flight >= self.settings.max_in_flight as i64 {
+            NodeStats::incr(&self.stats.shed_busy);
+            return Err(Error::Busy(format!("{in_flight} requests in flight")));
+        }
+        Ok(())
+    }
+
     fn start_quorum(&self, key: Bytes, targets: Vec<Target>, needed: usize, job: Job) {
         QuorumActor::new(
             key,
@@ -224,11 +237,14 @@ impl Handler<ClientGet> for CoordinatorActor {
 
     fn handle(&mut self, msg: ClientGet, _: &mut Self::Context) -> Self::Result {
         let result: LocalBoxFuture<'static, Result<Vec<Version>>> = match self.route(&msg.key, msg.hops) {
-            Route::Here(targets) => {
-                let (reply, rx) = oneshot::channel();
-                self.start_quorum(msg.key, targets, self.settings.r, Job::Read { reply });
-                await_reply(rx)
-            }
+            Route::Here(targets) => match self.admit() {
+                Ok(()) => {
+                    let (reply, rx) = oneshot::channel();
+                    self.start_quorum(msg.key, targets, self.settings.r, Job::Read { reply });
+                    await_reply(rx)
+                }
+                Err(e) => Box::pin(async move { Err(e) }),
+            },
             Route::Forward(node) => {
                 let forwarded = self.replicas.forward(node, msg.key, ForwardOp::Get, msg.hops, self.settings.timeout);
                 Box::pin(async move {
@@ -249,11 +265,14 @@ impl Handler<ClientWrite> for CoordinatorActor {
 
     fn handle(&mut self, msg: ClientWrite, _: &mut Self::Context) -> Self::Result {
         let result: LocalBoxFuture<'static, Result<WriteOutcome>> = match self.route(&msg.key, msg.hops) {
-            Route::Here(targets) => {
-                let (reply, rx) = oneshot::channel();
-                self.start_quorum(msg.key, targets, self.settings.w, Job::Write { write: msg.write, reply });
-                await_reply(rx)
-            }
+            Route::Here(targets) => match self.admit() {
+                Ok(()) => {
+                    let (reply, rx) = oneshot::channel();
+                    self.start_quorum(msg.key, targets, self.settings.w, Job::Write { write: msg.write, reply });
+                    await_reply(rx)
+                }
+                Err(e) => Box::pin(async move { Err(e) }),
+            },
             Route::Forward(node) => {
                 let op = ForwardOp::Write(msg.write);
                 let forwarded = self.replicas.forward(node, msg.key, op, msg.hops, self.settings.timeout);

@@ -273,7 +273,12 @@ impl QuorumActor {
 impl Actor for QuorumActor {
     type Context = Context<Self>;
 
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.stats.requests_in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.stats.requests_in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // One deadline for the whole request, not one per reply.
         ctx.run_later(self.timeout, |act, ctx| {
             act.expired = true;

@@ -24,6 +24,10 @@ pub struct MemcacheSettings {
     pub max_value_size: usize,
     pub max_connections: usize,
     pub allow_flush_all: bool,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Option<std::time::Duration>,
+    /// A command must arrive whole within this long of its first byte.
+    pub command_timeout: std::time::Duration,
 }
 
 /// What every session shares.
@@ -72,8 +76,11 @@ impl Actor for MemcacheActor {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let open = env.stats.curr_connections.load(Relaxed);
+                // Counted here, where the bound is checked (the session
+                // uncounts itself when it stops), so a burst cannot overshoot.
+                let open = env.stats.curr_connections.fetch_add(1, Relaxed);
                 if open >= env.settings.max_connections as i64 {
+                    env.stats.curr_connections.fetch_sub(1, Relaxed);
                     NodeStats::incr(&env.stats.rejected_connections);
                     actix::spawn(async move {
                         let mut stream = stream;
@@ -85,7 +92,10 @@ impl Actor for MemcacheActor {
                 let worker = &workers[turn % workers.len()];
                 match stream.into_std() {
                     Ok(stream) => Session::start_on(&worker.arbiter, stream, worker.env.clone()),
-                    Err(e) => tracing::warn!("cannot hand a connection to a worker: {e}"),
+                    Err(e) => {
+                        env.stats.curr_connections.fetch_sub(1, Relaxed);
+                        tracing::warn!("cannot hand a connection to a worker: {e}");
+                    }
                 }
             }
         };

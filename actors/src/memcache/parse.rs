@@ -11,6 +11,9 @@ pub const MAX_KEY_LENGTH: usize = 250;
 pub const MAX_LINE: usize = 2048;
 pub const MAX_GET_LINE: usize = 64 * 1024;
 
+/// Keys in one retrieval command: each becomes a quorum request.
+pub const MAX_KEYS_PER_GET: usize = 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
     Set,
@@ -57,6 +60,7 @@ pub const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
 pub const LINE_TOO_LONG: &str = "CLIENT_ERROR line too long";
 pub const BAD_DELTA: &str = "CLIENT_ERROR invalid numeric delta argument";
 pub const BAD_EXPTIME: &str = "CLIENT_ERROR invalid exptime argument";
+pub const TOO_MANY_KEYS: &str = "CLIENT_ERROR too many keys in one command (at most 1024)";
 pub const BAD_DELETE: &str = "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]";
 
 fn invalid(reply: &'static str, consumed: usize) -> Parsed {
@@ -112,6 +116,9 @@ pub fn parse(buf: &[u8], max_value_size: usize) -> Parsed {
             };
             if keys.is_empty() {
                 return invalid(ERROR, line_len);
+            }
+            if keys.len() > MAX_KEYS_PER_GET {
+                return invalid(TOO_MANY_KEYS, line_len);
             }
             if !keys.iter().all(|k| valid_key(k)) {
                 return invalid(BAD_FORMAT, line_len);
@@ -310,6 +317,35 @@ mod tests {
         let mut get = b"get ".to_vec();
         get.extend(vec![b'k'; MAX_LINE * 2]);
         assert_eq!(parse(&get, MAX), Parsed::Incomplete);
+    }
+
+    #[test]
+    fn a_get_of_too_many_keys_is_refused() {
+        let keys: Vec<String> = (0..=MAX_KEYS_PER_GET).map(|i| format!("k{i}")).collect();
+        assert_eq!(reply(format!("get {}\r\n", keys.join(" ")).as_bytes()), Some(TOO_MANY_KEYS));
+        let ok = format!("get {}\r\n", keys[..MAX_KEYS_PER_GET].join(" "));
+        assert!(matches!(parse(ok.as_bytes(), MAX), Parsed::Command(..)));
+    }
+
+    proptest::proptest! {
+        /// Any bytes at all: a command, an error, or a wait for more; never
+        /// a panic, never more consumed than given.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            match parse(&bytes, MAX) {
+                Parsed::Command(_, used) | Parsed::Invalid { consumed: used, .. } | Parsed::Swallow { consumed: used, .. } => {
+                    proptest::prop_assert!(used <= bytes.len() && used > 0);
+                }
+                Parsed::Incomplete => {}
+            }
+        }
+
+        /// Well-formed storage lines with arbitrary numbers in their fields.
+        #[test]
+        fn arbitrary_numbers_never_panic(flags in ".{0,24}", exptime in ".{0,24}", len in ".{0,24}") {
+            let line = format!("set k {flags} {exptime} {len}\r\nabc\r\n");
+            let _ = parse(line.as_bytes(), MAX);
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use actix::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -46,6 +46,10 @@ pub struct Session {
     /// Bytes of an oversized value still to discard as they arrive.
     skip: usize,
     writer: Option<OwnedWriteHalf>,
+    /// When the client last sent anything.
+    last_active: Instant,
+    /// Since when an unfinished command has sat in the buffer.
+    partial_since: Option<Instant>,
 }
 
 impl Session {
@@ -53,7 +57,14 @@ impl Session {
     /// socket and is registered with the worker's own event loop there.
     pub fn start_on(worker: &ArbiterHandle, stream: std::net::TcpStream, env: Arc<SessionEnv>) {
         Session::start_in_arbiter(worker, move |ctx| {
-            let mut session = Session { env, buf: BytesMut::with_capacity(4096), skip: 0, writer: None };
+            let mut session = Session {
+                env,
+                buf: BytesMut::with_capacity(4096),
+                skip: 0,
+                writer: None,
+                last_active: Instant::now(),
+                partial_since: None,
+            };
             match TcpStream::from_std(stream) {
                 Ok(stream) => {
                     let (reader, writer) = stream.into_split();
@@ -107,9 +118,20 @@ impl Session {
 impl Actor for Session {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Self::Context) {
-        self.env.stats.curr_connections.fetch_add(1, Relaxed);
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // (curr_connections was counted by the listener.)
         NodeStats::incr(&self.env.stats.total_connections);
+        // Idle clients and clients that dribble a command (slowloris) are
+        // closed, so they cannot hold connections forever.
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            let settings = &act.env.settings;
+            let idle = settings.idle_timeout.is_some_and(|t| act.last_active.elapsed() > t);
+            let slow = act.partial_since.is_some_and(|since| since.elapsed() > settings.command_timeout);
+            if idle || slow {
+                NodeStats::incr(&act.env.stats.timed_out_connections);
+                ctx.stop();
+            }
+        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -124,12 +146,19 @@ impl StreamHandler<std::io::Result<Bytes>> for Session {
             Err(_) => return ctx.stop(),
         };
         NodeStats::add(&self.env.stats.bytes_read, chunk.len() as u64);
+        self.last_active = Instant::now();
         let skipped = self.skip.min(chunk.len());
         chunk.advance(skipped);
         self.skip -= skipped;
         self.buf.extend_from_slice(&chunk);
 
         let steps = self.take_steps();
+        let unfinished = !self.buf.is_empty() || self.skip > 0;
+        if !unfinished {
+            self.partial_since = None;
+        } else if self.partial_since.is_none() || !steps.is_empty() {
+            self.partial_since = Some(Instant::now());
+        }
         if steps.is_empty() {
             return;
         }
