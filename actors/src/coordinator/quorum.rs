@@ -7,7 +7,7 @@ use super::tally::{QuorumTally, TallyState};
 use super::{Replicas, Target};
 use crate::error::{Error, Result};
 use crate::stats::NodeStats;
-use crate::store::{live_versions, now_secs, Write, WriteOutcome};
+use crate::store::{now_secs, Write, WriteOutcome};
 use crate::version::{Reconcile, VersionActor, Version};
 use actix::prelude::*;
 use bytes::Bytes;
@@ -132,17 +132,22 @@ impl QuorumActor {
         match self.job.take() {
             Some(Job::Read { reply }) => {
                 let stats = self.stats.clone();
-                let answer = move |siblings: &[Version]| {
-                    let live = live_versions(siblings, now_secs());
-                    if live.len() > 1 {
-                        NodeStats::add(&stats.siblings_served, live.len() as u64);
+                let answer = move |mut siblings: Vec<Version>| {
+                    let now = now_secs();
+                    siblings.retain(|v| v.is_live(now));
+                    if siblings.len() > 1 {
+                        NodeStats::add(&stats.siblings_served, siblings.len() as u64);
                     }
-                    live
+                    siblings
                 };
-                if let [(_, only)] = self.read_replies.as_slice() {
+                let sole_replica = self.targets.len() == 1;
+                if let [(_, only)] = self.read_replies.as_mut_slice() {
                     // One reply (R = 1) is already reconciled: a replica
                     // never holds a version another of its versions covers.
-                    let _ = reply.send(Ok(answer(only)));
+                    // With a sole replica nothing repairs from it later,
+                    // so it moves out rather than being copied.
+                    let siblings = if sole_replica { std::mem::take(only) } else { only.clone() };
+                    let _ = reply.send(Ok(answer(siblings)));
                     return;
                 }
                 let replies: Vec<Vec<Version>> = self.read_replies.iter().map(|(_, v)| v.clone()).collect();
@@ -151,7 +156,7 @@ impl QuorumActor {
                     .send(Reconcile(replies))
                     .into_actor(self)
                     .map(move |result, act, ctx| {
-                        let _ = reply.send(result.map_err(Error::from).map(|r| answer(&r.siblings)));
+                        let _ = reply.send(result.map_err(Error::from).map(|r| answer(r.siblings)));
                         act.answering = false;
                         act.maybe_finish(ctx);
                     })

@@ -6,11 +6,16 @@
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A node's name in clocks and dots. Shared, since every copy of a version
+/// copies its clock: with `String` each copy cost an allocation per entry.
+pub type NodeName = Arc<str>;
 
 /// One node's entry in a vector clock.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ClockEntry {
-    pub node: String,
+    pub node: NodeName,
     pub counter: u64,
     /// Milliseconds since the epoch when this entry last advanced; used only
     /// to decide which entries to prune.
@@ -35,7 +40,7 @@ pub enum Causality {
 /// The event that created a version: the coordinating node and its counter.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Dot {
-    pub node: String,
+    pub node: NodeName,
     pub counter: u64,
 }
 
@@ -53,7 +58,7 @@ impl VClock {
     }
 
     pub fn counter(&self, node: &str) -> u64 {
-        match self.entries.binary_search_by(|e| e.node.as_str().cmp(node)) {
+        match self.entries.binary_search_by(|e| (*e.node).cmp(node)) {
             Ok(i) => self.entries[i].counter,
             Err(_) => 0,
         }
@@ -66,7 +71,15 @@ impl VClock {
 
     /// Raises `node`'s entry to `counter` (never lowers it).
     pub fn advance(&mut self, node: &str, counter: u64, timestamp: u64) {
-        match self.entries.binary_search_by(|e| e.node.as_str().cmp(node)) {
+        self.advance_with(node, counter, timestamp, || Arc::from(node));
+    }
+
+    fn advance_entry(&mut self, entry: &ClockEntry) {
+        self.advance_with(&entry.node, entry.counter, entry.timestamp, || entry.node.clone());
+    }
+
+    fn advance_with(&mut self, node: &str, counter: u64, timestamp: u64, name: impl FnOnce() -> NodeName) {
+        match self.entries.binary_search_by(|e| (*e.node).cmp(node)) {
             Ok(i) => {
                 let e = &mut self.entries[i];
                 if counter > e.counter {
@@ -74,10 +87,7 @@ impl VClock {
                 }
                 e.timestamp = e.timestamp.max(timestamp);
             }
-            Err(i) => self.entries.insert(
-                i,
-                ClockEntry { node: node.to_string(), counter, timestamp },
-            ),
+            Err(i) => self.entries.insert(i, ClockEntry { node: name(), counter, timestamp }),
         }
     }
 
@@ -85,7 +95,7 @@ impl VClock {
     pub fn merge(&self, other: &VClock) -> VClock {
         let mut merged = self.clone();
         for e in &other.entries {
-            merged.advance(&e.node, e.counter, e.timestamp);
+            merged.advance_entry(e);
         }
         merged
     }
@@ -120,7 +130,7 @@ impl VClock {
                 .entries
                 .iter()
                 .enumerate()
-                .filter(|(_, e)| e.node != keep)
+                .filter(|(_, e)| &*e.node != keep)
                 .min_by_key(|(_, e)| (e.timestamp, e.counter))
                 .map(|(i, _)| i);
             match oldest {
@@ -181,7 +191,7 @@ impl Version {
     /// The causal past including this version's own dot.
     pub fn history(&self) -> VClock {
         let mut h = self.clock.clone();
-        h.advance(&self.dot.node, self.dot.counter, self.timestamp);
+        h.advance_entry(&ClockEntry { node: self.dot.node.clone(), counter: self.dot.counter, timestamp: self.timestamp });
         h
     }
 
@@ -250,7 +260,7 @@ pub fn stamp(
     let mut clock = context.clone();
     clock.prune(max_clock_entries, node);
     Version {
-        dot: Dot { node: node.to_string(), counter },
+        dot: Dot { node: Arc::from(node), counter },
         clock,
         timestamp: now_ms,
         flags: payload.flags,
@@ -311,7 +321,7 @@ mod tests {
             c.advance(n, 1, i as u64 + 10);
         }
         c.prune(2, "a");
-        let nodes: Vec<_> = c.entries().iter().map(|e| e.node.as_str()).collect();
+        let nodes: Vec<_> = c.entries().iter().map(|e| &*e.node).collect();
         assert_eq!(nodes, vec!["a", "d"]);
     }
 

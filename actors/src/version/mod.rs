@@ -3,7 +3,7 @@
 
 mod clock;
 
-pub use clock::{context, sort_siblings, stamp, sync, Causality, ClockEntry, Dot, Payload, VClock, Version};
+pub use clock::{context, sort_siblings, stamp, sync, Causality, ClockEntry, Dot, NodeName, Payload, VClock, Version};
 
 use actix::prelude::*;
 
