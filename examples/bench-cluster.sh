@@ -14,20 +14,7 @@ source examples/bench-lib.sh
 mc=$(port)
 memcached -u nobody -l 127.0.0.1 -p "$mc" -U 0 -t 2 -m 2048 -c 4096 & pids+=($!)
 wait_port "$mc"
-servers=()
-apis=()
-for i in 1 2 3; do
-  p=$(port); a=$(port)
-  ./target/release/kai --config kai.config.toml --set n=3 --set r=2 --set w=2 --set store="\"$engine\"" \
-    --set data_dir="\"$dir/node$i\"" --set port="$a" --set memcache_port="$p" --set logfile="\"$dir/node$i.log\"" \
-    --set worker_threads=1 --set store_threads=1 & pids+=($!)
-  wait_port "$p"; wait_port "$a"
-  servers+=("127.0.0.1:$p"); apis+=("127.0.0.1:$a")
-done
-for i in 1 2; do
-  ./target/release/kai admin --node "${apis[0]}" -e "check_node ${apis[$i]} ${apis[0]}" -e "check_node ${apis[0]} ${apis[$i]}" >/dev/null
-done
-sleep 3; [ -n "${HOLD:-}" ] && sleep "$HOLD"
+start_cluster node --set store="\"$engine\""
 ./target/release/kai admin --node "${apis[0]}" -e node_list
 kai=$(IFS=,; echo "${servers[*]}")
 for round in $(seq "$rounds"); do

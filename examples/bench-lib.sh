@@ -8,3 +8,25 @@ trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+# start_cluster NAME EXTRA...: three linked nodes (N=3, R=2, W=2, one worker
+# and one store thread each: three nodes share two cores here); sets
+# servers[], apis[] and node_pids[].
+start_cluster() {
+  local name=$1; shift
+  servers=(); apis=(); node_pids=()
+  for i in 1 2 3; do
+    local p a
+    p=$(port); a=$(port)
+    ./target/release/kai --config kai.config.toml --set n=3 --set r=2 --set w=2 \
+      --set data_dir="\"$dir/$name$i\"" --set port="$a" --set memcache_port="$p" --set logfile="\"$dir/$name$i.log\"" \
+      --set worker_threads=1 --set store_threads=1 --set gossip_interval_ms=500 --set down_after_ms=2000 "$@" & pids+=($!); node_pids+=($!)
+    wait_port "$p"; wait_port "$a"
+    servers+=("127.0.0.1:$p"); apis+=("127.0.0.1:$a")
+  done
+  for i in 1 2; do
+    ./target/release/kai admin --node "${apis[0]}" -e "check_node ${apis[$i]} ${apis[0]}" -e "check_node ${apis[0]} ${apis[$i]}" >/dev/null
+  done
+  sleep 3
+}
+

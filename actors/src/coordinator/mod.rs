@@ -232,30 +232,48 @@ fn timed<T: 'static>(
     })
 }
 
-impl Handler<ClientGet> for CoordinatorActor {
-    type Result = ResponseFuture<Result<Vec<Version>>>;
-
-    fn handle(&mut self, msg: ClientGet, _: &mut Self::Context) -> Self::Result {
-        let result: LocalBoxFuture<'static, Result<Vec<Version>>> = match self.route(&msg.key, msg.hops) {
+impl CoordinatorActor {
+    /// Runs a request here through a quorum actor, or forwards it to a
+    /// replica, or says why neither can be done.
+    fn run<T: 'static>(
+        &self,
+        key: Bytes,
+        hops: u8,
+        needed: usize,
+        job: impl FnOnce(oneshot::Sender<Result<T>>) -> Job,
+        op: ForwardOp,
+        unpack: fn(Response) -> std::result::Result<T, Response>,
+    ) -> LocalBoxFuture<'static, Result<T>> {
+        match self.route(&key, hops) {
             Route::Here(targets) => match self.admit() {
                 Ok(()) => {
                     let (reply, rx) = oneshot::channel();
-                    self.start_quorum(msg.key, targets, self.settings.r, Job::Read { reply });
+                    self.start_quorum(key, targets, needed, job(reply));
                     await_reply(rx)
                 }
                 Err(e) => Box::pin(async move { Err(e) }),
             },
             Route::Forward(node) => {
-                let forwarded = self.replicas.forward(node, msg.key, ForwardOp::Get, msg.hops, self.settings.timeout);
+                let forwarded = self.replicas.forward(node, key, op, hops, self.settings.timeout);
                 Box::pin(async move {
-                    match forwarded.await? {
-                        Response::Versions(versions) => Ok(versions),
-                        other => Err(Error::Protocol(format!("{node} answered a forwarded get with {other:?}"))),
-                    }
+                    unpack(forwarded.await?)
+                        .map_err(|other| Error::Protocol(format!("{node} answered a forwarded request with {other:?}")))
                 })
             }
             Route::Nowhere(why) => Box::pin(async move { Err(Error::Unavailable(why)) }),
+        }
+    }
+}
+
+impl Handler<ClientGet> for CoordinatorActor {
+    type Result = ResponseFuture<Result<Vec<Version>>>;
+
+    fn handle(&mut self, msg: ClientGet, _: &mut Self::Context) -> Self::Result {
+        let unpack = |r| match r {
+            Response::Versions(versions) => Ok(versions),
+            other => Err(other),
         };
+        let result = self.run(msg.key, msg.hops, self.settings.r, |reply| Job::Read { reply }, ForwardOp::Get, unpack);
         timed(result, |s| &s.get_latency, self.stats.clone())
     }
 }
@@ -264,27 +282,13 @@ impl Handler<ClientWrite> for CoordinatorActor {
     type Result = ResponseFuture<Result<WriteOutcome>>;
 
     fn handle(&mut self, msg: ClientWrite, _: &mut Self::Context) -> Self::Result {
-        let result: LocalBoxFuture<'static, Result<WriteOutcome>> = match self.route(&msg.key, msg.hops) {
-            Route::Here(targets) => match self.admit() {
-                Ok(()) => {
-                    let (reply, rx) = oneshot::channel();
-                    self.start_quorum(msg.key, targets, self.settings.w, Job::Write { write: msg.write, reply });
-                    await_reply(rx)
-                }
-                Err(e) => Box::pin(async move { Err(e) }),
-            },
-            Route::Forward(node) => {
-                let op = ForwardOp::Write(msg.write);
-                let forwarded = self.replicas.forward(node, msg.key, op, msg.hops, self.settings.timeout);
-                Box::pin(async move {
-                    match forwarded.await? {
-                        Response::Outcome(outcome) => Ok(outcome),
-                        other => Err(Error::Protocol(format!("{node} answered a forwarded write with {other:?}"))),
-                    }
-                })
-            }
-            Route::Nowhere(why) => Box::pin(async move { Err(Error::Unavailable(why)) }),
+        let unpack = |r| match r {
+            Response::Outcome(outcome) => Ok(outcome),
+            other => Err(other),
         };
+        let op = ForwardOp::Write(msg.write.clone());
+        let job = |reply| Job::Write { write: msg.write, reply };
+        let result = self.run(msg.key, msg.hops, self.settings.w, job, op, unpack);
         timed(result, |s| &s.set_latency, self.stats.clone())
     }
 }
