@@ -172,6 +172,9 @@ pub fn parse(buf: &[u8], max_value_size: usize) -> Parsed {
             if args.is_empty() {
                 return invalid(ERROR, line_len);
             }
+            if args.len() > 3 {
+                return invalid(ERROR, line_len);
+            }
             let extra = args.len() - 1 - usize::from(noreply);
             if extra > 1 || (extra == 1 && args[1] != b"0") {
                 return invalid(BAD_DELETE, line_len);
@@ -213,7 +216,8 @@ pub fn parse(buf: &[u8], max_value_size: usize) -> Parsed {
             }
         }
         b"stats" => Command::Stats { args: args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect() },
-        b"version" if args.is_empty() => Command::Version,
+        // memcached 1.6 ignores whatever follows `version`.
+        b"version" => Command::Version,
         b"verbosity" if !args.is_empty() && args.len() <= 2 => Command::Verbosity { noreply },
         b"quit" => Command::Quit,
         _ => return invalid(ERROR, line_len),

@@ -343,19 +343,28 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
             }
             respond(out, noreply, Ok("OK"));
         }
-        Command::Stats { args } => {
-            if args.is_empty() {
+        Command::Stats { args } => match args.first().map(String::as_str) {
+            None => {
                 let ring = env.ring.snapshot();
                 for (name, value) in report(stats, &env.identity, &ring) {
                     line(out, &format!("STAT {name} {value}"));
                 }
                 line(out, "END");
-            } else {
-                // Sub-reports (items, slabs, ...) describe memcached's
-                // memory allocator, which Kai does not have.
+            }
+            Some("settings") => {
+                let settings = &env.settings;
+                line(out, &format!("STAT maxconns {}", settings.max_connections));
+                line(out, &format!("STAT item_size_max {}", settings.max_value_size));
+                line(out, &format!("STAT flush_enabled {}", if settings.allow_flush_all { "yes" } else { "no" }));
+                let idle = settings.idle_timeout.map(|t| t.as_secs()).unwrap_or(0);
+                line(out, &format!("STAT idle_timeout {idle}"));
                 line(out, "END");
             }
-        }
+            // These describe memcached's slab allocator, which Kai has not:
+            // an empty report, as memcached gives for an empty cache.
+            Some("items" | "slabs" | "sizes" | "conns") => line(out, "END"),
+            Some(_) => line(out, parse::ERROR),
+        },
         Command::Version => line(out, &format!("VERSION {}", crate::stats::VERSION)),
         Command::Verbosity { noreply } => respond(out, noreply, Ok("OK")),
         Command::Quit => return Flow::Close,
