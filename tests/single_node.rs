@@ -393,3 +393,34 @@ fn the_memory_engine_serves_the_same() {
     assert_eq!(c.increment("absent", 1).ok(), None);
     assert_eq!(node.stat("kai_store"), "memory");
 }
+
+#[test]
+fn a_binary_protocol_client_works_too() {
+    let node = TestNode::start(&[]);
+    // The memcache crate speaks the binary protocol unless told otherwise.
+    let url = format!("memcache://127.0.0.1:{}?timeout=5", node.memcache_port);
+    let c = memcache::Client::connect(url.as_str()).expect("binary client");
+    c.set("bin", "hello", 0).unwrap();
+    assert_eq!(c.get::<String>("bin").unwrap().as_deref(), Some("hello"));
+    assert_eq!(c.get::<String>("absent").unwrap(), None);
+    assert!(c.add("bin", "again", 0).is_err(), "add on a present key");
+    c.add("fresh", "1", 0).unwrap();
+    assert!(c.replace("missing", "x", 0).is_err(), "replace on an absent key");
+    c.append("bin", " world").unwrap();
+    c.prepend("bin", ">").unwrap();
+    assert_eq!(c.get::<String>("bin").unwrap().as_deref(), Some(">hello world"));
+    c.set("n", 10u64, 0).unwrap();
+    assert_eq!(c.increment("n", 5).unwrap(), 15);
+    assert_eq!(c.decrement("n", 20).unwrap(), 0);
+    assert!(c.touch("bin", 100).unwrap());
+    assert!(!c.touch("absent", 100).unwrap());
+    let many: std::collections::HashMap<String, String> = c.gets(&["bin", "fresh", "absent"]).unwrap();
+    assert_eq!(many.len(), 2);
+    assert!(c.delete("bin").unwrap());
+    assert!(!c.delete("bin").unwrap());
+    assert!(c.version().unwrap()[0].1.contains("kai"));
+    assert!(c.flush().is_err(), "flush is refused unless enabled");
+    assert!(!c.stats().unwrap()[0].1.is_empty());
+    // The same data through the text protocol.
+    assert_eq!(node.raw().request("get fresh\r\n", "END\r\n"), "VALUE fresh 0 1\r\n1\r\nEND\r\n");
+}

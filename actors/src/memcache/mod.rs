@@ -2,6 +2,7 @@
 //! `max_connections`) and spreads them over worker threads, one `Session`
 //! actor per connection.
 
+pub mod binary;
 pub mod parse;
 pub mod reply;
 mod session;

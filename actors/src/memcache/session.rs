@@ -3,7 +3,8 @@
 //! While a batch of pipelined commands runs, reading pauses: the client's
 //! own pace is the backpressure.
 
-use super::parse::{self, Command, Parsed, StoreKind};
+use super::binary;
+use super::parse::{self, valid_key, Command, Parsed, StoreKind};
 use super::reply::{error_line, line, value_block};
 use super::SessionEnv;
 use crate::coordinator::{ClientGet, ClientWrite};
@@ -37,6 +38,9 @@ pub fn expires_at(exptime: i64, now: u64) -> u64 {
 enum Step {
     Run(Command),
     Reply(&'static str),
+    RunBinary(binary::Request),
+    /// A ready binary response (a refused frame).
+    Frame(Vec<u8>),
     Close,
 }
 
@@ -50,6 +54,8 @@ pub struct Session {
     last_active: Instant,
     /// Since when an unfinished command has sat in the buffer.
     partial_since: Option<Instant>,
+    /// Whether the client speaks the binary protocol: its first byte says.
+    binary: Option<bool>,
 }
 
 impl Session {
@@ -64,6 +70,7 @@ impl Session {
                 writer: None,
                 last_active: Instant::now(),
                 partial_since: None,
+                binary: None,
             };
             match TcpStream::from_std(stream) {
                 Ok(stream) => {
@@ -82,6 +89,10 @@ impl Session {
 
     /// Parses every whole command in the buffer into steps to run.
     fn take_steps(&mut self) -> Vec<Step> {
+        let binary = *self.binary.get_or_insert_with(|| self.buf.first() == Some(&binary::REQUEST_MAGIC));
+        if binary {
+            return self.take_binary_steps();
+        }
         let mut steps = Vec::new();
         loop {
             match parse::parse(&self.buf, self.env.settings.max_value_size) {
@@ -105,6 +116,38 @@ impl Session {
                 Parsed::Swallow { reply, consumed, skip } => {
                     self.buf.advance(consumed);
                     steps.extend(reply.map(Step::Reply));
+                    let now = skip.min(self.buf.len());
+                    self.buf.advance(now);
+                    self.skip = skip - now;
+                }
+            }
+        }
+        steps
+    }
+
+    fn take_binary_steps(&mut self) -> Vec<Step> {
+        let mut steps = Vec::new();
+        while !self.buf.is_empty() {
+            match binary::parse(&self.buf, self.env.settings.max_value_size) {
+                binary::Parsed::Incomplete => break,
+                binary::Parsed::Request(request, used) => {
+                    self.buf.advance(used);
+                    let quit = matches!(request.opcode, binary::op::QUIT | binary::op::QUITQ);
+                    steps.push(Step::RunBinary(request));
+                    if quit {
+                        break;
+                    }
+                }
+                binary::Parsed::Refused { opcode, opaque, status, consumed, skip, close } => {
+                    self.buf.advance(consumed.min(self.buf.len()));
+                    let mut frame = Vec::new();
+                    let message = if status == binary::status::TOO_LARGE { "Too large." } else { "Invalid arguments" };
+                    binary::encode(&mut frame, &binary::Response { opcode, opaque, status, value: message.as_bytes(), ..Default::default() });
+                    steps.push(Step::Frame(frame));
+                    if close {
+                        steps.push(Step::Close);
+                        break;
+                    }
                     let now = skip.min(self.buf.len());
                     self.buf.advance(now);
                     self.skip = skip - now;
@@ -175,6 +218,13 @@ impl StreamHandler<std::io::Result<Bytes>> for Session {
                         }
                     }
                     Step::Reply(text) => line(&mut out, text),
+                    Step::RunBinary(request) => {
+                        if execute_binary(&env, request, &mut out).await == Flow::Close {
+                            close = true;
+                            break;
+                        }
+                    }
+                    Step::Frame(frame) => out.extend_from_slice(&frame),
                     Step::Close => {
                         close = true;
                         break;
@@ -370,6 +420,213 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
         Command::Quit => return Flow::Close,
     }
     Flow::Continue
+}
+
+/// The binary protocol's status for a node error.
+fn binary_status(error: &Error) -> u16 {
+    match error {
+        Error::TooLarge => binary::status::TOO_LARGE,
+        Error::Client(_) => binary::status::INVALID,
+        _ => binary::status::TEMPORARY_FAILURE,
+    }
+}
+
+/// The status for a write that did not go ahead.
+fn binary_outcome_status(outcome: &WriteOutcome, absent: u16) -> u16 {
+    match outcome {
+        WriteOutcome::Stored { .. } => binary::status::OK,
+        WriteOutcome::NotStored => absent,
+        WriteOutcome::Exists => binary::status::EXISTS,
+        WriteOutcome::NotFound => binary::status::NOT_FOUND,
+        WriteOutcome::NonNumeric => binary::status::NON_NUMERIC,
+    }
+}
+
+/// Runs one binary-protocol request, appending its response (if any) to
+/// `out`. The same coordinator requests as the text protocol; only the
+/// framing of the answers differs. A key with siblings answers its newest
+/// value, with the cas token of them all (binary gets carry one value).
+async fn execute_binary(env: &SessionEnv, req: binary::Request, out: &mut Vec<u8>) -> Flow {
+    use binary::{op, status, Response};
+    let stats = &env.stats;
+    let quiet = req.quiet();
+    let base = Response { opcode: req.opcode, opaque: req.opaque, ..Default::default() };
+    let answer = |out: &mut Vec<u8>, status: u16, message: &str| {
+        binary::encode(out, &Response { status, value: message.as_bytes(), ..base.clone() });
+    };
+    let needs_key = !matches!(req.opcode, op::NOOP | op::VERSION | op::STAT | op::QUIT | op::QUITQ | op::FLUSH | op::FLUSHQ);
+    if needs_key && !valid_key(&req.key) {
+        answer(out, status::INVALID, "Invalid key");
+        return Flow::Continue;
+    }
+    let now = now_secs();
+    let exptime = |at: usize| req.extra_u32(at).map(|e| expires_at(e as i32 as i64, now));
+    match req.opcode {
+        op::GET | op::GETQ | op::GETK | op::GETKQ | op::GAT | op::GATQ | op::GATK | op::GATKQ => {
+            let touch = matches!(req.opcode, op::GAT | op::GATQ | op::GATK | op::GATKQ);
+            let with_key = matches!(req.opcode, op::GETK | op::GETKQ | op::GATK | op::GATKQ);
+            NodeStats::incr(&stats.cmd_get);
+            let result = if touch {
+                let Some(expires_at) = exptime(0) else {
+                    answer(out, status::INVALID, "Invalid arguments");
+                    return Flow::Continue;
+                };
+                NodeStats::incr(&stats.cmd_touch);
+                let w = Write { condition: Condition::Present, mutation: Mutation::Touch { expires_at } };
+                write(env, req.key.clone(), w).await.map(|o| match o {
+                    WriteOutcome::Stored { new, .. } => vec![new],
+                    _ => Vec::new(),
+                })
+            } else {
+                read(env, req.key.clone()).await
+            };
+            match result {
+                Ok(versions) => match versions.last() {
+                    None => {
+                        NodeStats::incr(&stats.get_misses);
+                        if !quiet {
+                            let key: &[u8] = if with_key { &req.key } else { b"" };
+                            binary::encode(out, &Response { status: status::NOT_FOUND, key, value: b"Not found", ..base.clone() });
+                        }
+                    }
+                    Some(newest) => {
+                        NodeStats::incr(&stats.get_hits);
+                        let flags = newest.flags.to_be_bytes();
+                        let key: &[u8] = if with_key { &req.key } else { b"" };
+                        let cas = live_digest(&versions);
+                        binary::encode(out, &Response { cas, extras: &flags, key, value: &newest.value, ..base.clone() });
+                    }
+                },
+                Err(e) => answer(out, binary_status(&e), &e.to_string()),
+            }
+        }
+        op::SET | op::SETQ | op::ADD | op::ADDQ | op::REPLACE | op::REPLACEQ => {
+            NodeStats::incr(&stats.cmd_set);
+            let (Some(flags), Some(expires_at)) = (req.extra_u32(0), exptime(4)) else {
+                answer(out, status::INVALID, "Invalid arguments");
+                return Flow::Continue;
+            };
+            let condition = match (req.opcode, req.cas) {
+                (op::ADD | op::ADDQ, _) => Condition::Absent,
+                (_, cas) if cas != 0 => Condition::Context(cas),
+                (op::SET | op::SETQ, _) => Condition::Always,
+                _ => Condition::Present,
+            };
+            let w = Write { condition, mutation: Mutation::Set { value: req.value.clone(), flags, expires_at } };
+            // add on a present key is "exists", replace on an absent one "not found".
+            let absent = if matches!(req.opcode, op::ADD | op::ADDQ) { status::EXISTS } else { status::NOT_FOUND };
+            respond_binary_write(out, &base, quiet, write(env, req.key.clone(), w).await, absent);
+        }
+        op::APPEND | op::APPENDQ | op::PREPEND | op::PREPENDQ => {
+            NodeStats::incr(&stats.cmd_set);
+            let mutation = if matches!(req.opcode, op::APPEND | op::APPENDQ) {
+                Mutation::Append(req.value.clone())
+            } else {
+                Mutation::Prepend(req.value.clone())
+            };
+            let w = Write { condition: Condition::Present, mutation };
+            respond_binary_write(out, &base, quiet, write(env, req.key.clone(), w).await, status::NOT_STORED);
+        }
+        op::DELETE | op::DELETEQ => {
+            let condition = if req.cas != 0 { Condition::Context(req.cas) } else { Condition::Present };
+            let w = Write { condition, mutation: Mutation::Delete };
+            match write(env, req.key.clone(), w).await {
+                // A delete answers no cas: nothing is left to compare with.
+                Ok(WriteOutcome::Stored { .. }) if !quiet => answer(out, status::OK, ""),
+                Ok(WriteOutcome::Stored { .. }) => {}
+                other => respond_binary_write(out, &base, quiet, other, status::NOT_FOUND),
+            }
+        }
+        op::TOUCH => {
+            NodeStats::incr(&stats.cmd_touch);
+            let Some(expires_at) = exptime(0) else {
+                answer(out, status::INVALID, "Invalid arguments");
+                return Flow::Continue;
+            };
+            let w = Write { condition: Condition::Present, mutation: Mutation::Touch { expires_at } };
+            respond_binary_write(out, &base, false, write(env, req.key.clone(), w).await, status::NOT_FOUND);
+        }
+        op::INCREMENT | op::INCREMENTQ | op::DECREMENT | op::DECREMENTQ => {
+            let (Some(delta), Some(initial), Some(raw_exptime)) = (req.extra_u64(0), req.extra_u64(8), req.extra_u32(16)) else {
+                answer(out, status::INVALID, "Invalid arguments");
+                return Flow::Continue;
+            };
+            let incr = matches!(req.opcode, op::INCREMENT | op::INCREMENTQ);
+            let mutation = if incr { Mutation::Incr(delta) } else { Mutation::Decr(delta) };
+            let mut result = write(env, req.key.clone(), Write { condition: Condition::Present, mutation }).await;
+            // An absent counter starts at `initial`, unless the client said
+            // not to create it (exptime all ones).
+            if matches!(result, Ok(WriteOutcome::NotFound)) && raw_exptime != u32::MAX {
+                let set = Mutation::Set { value: Bytes::from(initial.to_string()), flags: 0, expires_at: expires_at(raw_exptime as i64, now) };
+                result = write(env, req.key.clone(), Write { condition: Condition::Absent, mutation: set }).await;
+                if matches!(result, Ok(WriteOutcome::NotStored)) {
+                    result = Ok(WriteOutcome::NotFound);
+                }
+            }
+            match result {
+                Ok(WriteOutcome::Stored { new, .. }) => {
+                    if !quiet {
+                        let value: u64 = std::str::from_utf8(&new.value).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                        let cas = live_digest(std::slice::from_ref(&new));
+                        binary::encode(out, &Response { cas, value: &value.to_be_bytes(), ..base.clone() });
+                    }
+                }
+                Ok(outcome) => answer(out, binary_outcome_status(&outcome, status::NOT_FOUND), "Not stored"),
+                Err(e) => answer(out, binary_status(&e), &e.to_string()),
+            }
+        }
+        op::FLUSH | op::FLUSHQ => {
+            if !env.settings.allow_flush_all {
+                answer(out, status::INVALID, "flush_all is disabled on this node; set allow_flush_all = true to enable it");
+                return Flow::Continue;
+            }
+            NodeStats::incr(&stats.cmd_flush);
+            if let Err(e) = env.store.send(FlushAll).await.map_err(Error::from).and_then(|r| r) {
+                answer(out, binary_status(&e), &e.to_string());
+            } else if !quiet {
+                answer(out, status::OK, "");
+            }
+        }
+        op::NOOP => answer(out, status::OK, ""),
+        op::VERSION => answer(out, status::OK, crate::stats::VERSION),
+        op::STAT => {
+            if req.key.is_empty() {
+                let ring = env.ring.snapshot();
+                for (name, value) in report(stats, &env.identity, &ring) {
+                    binary::encode(out, &Response { key: name.as_bytes(), value: value.as_bytes(), ..base.clone() });
+                }
+            }
+            answer(out, status::OK, "");
+        }
+        op::QUIT | op::QUITQ => {
+            if req.opcode == op::QUIT {
+                answer(out, status::OK, "");
+            }
+            return Flow::Close;
+        }
+        _ => answer(out, status::UNKNOWN_COMMAND, "Unknown command"),
+    }
+    Flow::Continue
+}
+
+/// The response to a store, append, delete or touch.
+fn respond_binary_write(out: &mut Vec<u8>, base: &binary::Response, quiet: bool, result: Result<WriteOutcome>, absent: u16) {
+    match result {
+        Ok(WriteOutcome::Stored { new, .. }) => {
+            if !quiet {
+                let cas = live_digest(std::slice::from_ref(&new));
+                binary::encode(out, &binary::Response { cas, ..base.clone() });
+            }
+        }
+        Ok(outcome) => {
+            let status = binary_outcome_status(&outcome, absent);
+            binary::encode(out, &binary::Response { status, value: b"Not stored", ..base.clone() });
+        }
+        Err(e) => {
+            let message = e.to_string();
+            binary::encode(out, &binary::Response { status: binary_status(&e), value: message.as_bytes(), ..base.clone() });
+        }
+    }
 }
 
 #[cfg(test)]
