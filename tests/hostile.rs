@@ -212,3 +212,29 @@ fn an_overloaded_cluster_sheds_load_loses_nothing_and_recovers() {
         healthy(node, "overload");
     }
 }
+
+#[test]
+fn a_stalled_replica_slows_nothing_and_sheds_nothing() {
+    let cluster = TestCluster::start(3, &["max_requests_in_flight=16", "request_timeout_ms=1000"]);
+    let stalled = cluster.nodes[2].pid();
+    // SIGSTOP: the node keeps its sockets open but answers nothing, the
+    // worst kind of slow replica.
+    assert!(std::process::Command::new("kill").args(["-STOP", &stalled.to_string()]).status().unwrap().success());
+    let mut r = cluster.nodes[0].raw();
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..200 {
+        let one = Instant::now();
+        assert_eq!(r.request(&format!("set stall-{i} 0 0 1\r\nx\r\n"), "\r\n"), "STORED\r\n");
+        assert_eq!(r.request(&format!("get stall-{i}\r\n"), "END\r\n"), format!("VALUE stall-{i} 0 1\r\nx\r\nEND\r\n"));
+        slowest = slowest.max(one.elapsed());
+    }
+    let took = started.elapsed();
+    let _ = std::process::Command::new("kill").args(["-CONT", &stalled.to_string()]).status();
+    println!("stalled replica: 200 writes and 200 reads in {took:?}, slowest pair {slowest:?}");
+    // Each request waits only for the replicas that answer, never for the
+    // stalled one's deadline; and nothing was shed as busy.
+    assert!(slowest < Duration::from_millis(900), "a request waited {slowest:?}");
+    let (_, stats, _) = cluster.nodes[0].admin(&["stats"]);
+    assert!(stats.contains("kai_shed_busy 0\n"), "{stats}");
+}

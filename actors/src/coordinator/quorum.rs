@@ -47,6 +47,17 @@ pub struct QuorumActor {
 }
 
 impl QuorumActor {
+    /// Takes the client's side of the request to answer it. Only requests
+    /// still owing an answer count as in flight: waiting on for late
+    /// replicas (read repair) must not make a node shed load.
+    fn take_job(&mut self) -> Option<Job> {
+        let job = self.job.take();
+        if job.is_some() {
+            self.stats.requests_in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        job
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         key: Bytes,
@@ -59,6 +70,7 @@ impl QuorumActor {
         job: Job,
     ) -> Self {
         let tally = QuorumTally::new(needed, targets.len());
+        stats.requests_in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let op = match job {
             Job::Read { .. } => "read",
             Job::Write { .. } => "write",
@@ -90,7 +102,7 @@ impl QuorumActor {
     /// Answers the client with an error, if it has not been answered.
     fn fail(&mut self, reason: String) {
         let error = self.quorum_error(reason);
-        match self.job.take() {
+        match self.take_job() {
             Some(Job::Read { reply }) => {
                 NodeStats::incr(&self.stats.quorum_failures);
                 let _ = reply.send(Err(error));
@@ -129,7 +141,7 @@ impl QuorumActor {
 
     /// The quorum is met: answer the client (a read after reconciling).
     fn answer(&mut self, ctx: &mut Context<Self>) {
-        match self.job.take() {
+        match self.take_job() {
             Some(Job::Read { reply }) => {
                 let stats = self.stats.clone();
                 let answer = move |mut siblings: Vec<Version>| {
@@ -259,13 +271,13 @@ impl QuorumActor {
                 Ok(outcome) => {
                     // Not stored (add on a present key, stale cas, ...):
                     // nothing to replicate.
-                    if let Some(Job::Write { reply, .. }) = act.job.take() {
+                    if let Some(Job::Write { reply, .. }) = act.take_job() {
                         let _ = reply.send(Ok(outcome));
                     }
                     ctx.stop();
                 }
                 Err(e) => {
-                    if let Some(Job::Write { reply, .. }) = act.job.take() {
+                    if let Some(Job::Write { reply, .. }) = act.take_job() {
                         let _ = reply.send(Err(e));
                     }
                     ctx.stop();
@@ -279,11 +291,12 @@ impl Actor for QuorumActor {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.stats.requests_in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        // Stopped before the client had its answer (cannot happen, but the
+        // count must never drift).
+        self.take_job();
     }
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.stats.requests_in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // One deadline for the whole request, not one per reply.
         ctx.run_later(self.timeout, |act, ctx| {
             act.expired = true;
