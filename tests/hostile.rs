@@ -200,7 +200,7 @@ fn an_overloaded_cluster_sheds_load_loses_nothing_and_recovers() {
     let mut r = cluster.nodes[0].raw();
     let started = Instant::now();
     assert_eq!(r.request("set after 0 0 1\r\ny\r\n", "\r\n"), "STORED\r\n");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(5));
     // Every sampled acknowledged write is there.
     let acked = acked.lock().unwrap().clone();
     assert!(!acked.is_empty());
@@ -215,7 +215,7 @@ fn an_overloaded_cluster_sheds_load_loses_nothing_and_recovers() {
 
 #[test]
 fn a_stalled_replica_slows_nothing_and_sheds_nothing() {
-    let cluster = TestCluster::start(3, &["max_requests_in_flight=16", "request_timeout_ms=1000"]);
+    let cluster = TestCluster::start(3, &["max_requests_in_flight=16", "request_timeout_ms=3000"]);
     let stalled = cluster.nodes[2].pid();
     // SIGSTOP: the node keeps its sockets open but answers nothing, the
     // worst kind of slow replica.
@@ -234,7 +234,7 @@ fn a_stalled_replica_slows_nothing_and_sheds_nothing() {
     println!("stalled replica: 200 writes and 200 reads in {took:?}, slowest pair {slowest:?}");
     // Each request waits only for the replicas that answer, never for the
     // stalled one's deadline; and nothing was shed as busy.
-    assert!(slowest < Duration::from_millis(900), "a request waited {slowest:?}");
+    assert!(slowest < Duration::from_millis(2000), "a request waited {slowest:?} (the deadline is 3 s)");
     let (_, stats, _) = cluster.nodes[0].admin(&["stats"]);
     assert!(stats.contains("kai_shed_busy 0\n"), "{stats}");
 }
