@@ -235,7 +235,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
     let stats = Arc::new(NodeStats::default());
 
     let engine: Box<dyn Engine> = match config.store {
-        StoreKind::Memory => Box::new(MemoryEngine::new()),
+        StoreKind::Memory => Box::new(MemoryEngine::new(config.number_of_buckets)),
         StoreKind::Disk => Box::new(
             DiskEngine::open(&config.data_dir).map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?,
         ),

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::version::Version;
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -56,27 +56,24 @@ fn engine_key(bucket: u32, key: &[u8]) -> Vec<u8> {
     k
 }
 
-const MEMORY_SHARDS: usize = 64;
-
-/// Everything in RAM, sharded by bucket so threads rarely contend.
+/// Everything in RAM: a hash map per bucket, so point reads are a hash
+/// lookup and a bucket lists on its own (sorted when listed, which only
+/// background work does).
 pub struct MemoryEngine {
-    shards: Vec<Mutex<BTreeMap<(u32, Bytes), Vec<Version>>>>,
+    buckets: Vec<Mutex<HashMap<Bytes, Vec<Version>>>>,
     hints: Mutex<std::collections::BTreeSet<Vec<u8>>>,
 }
 
 impl MemoryEngine {
-    pub fn new() -> Self {
-        MemoryEngine { shards: (0..MEMORY_SHARDS).map(|_| Mutex::new(BTreeMap::new())).collect(), hints: Default::default() }
+    pub fn new(number_of_buckets: u32) -> Self {
+        MemoryEngine {
+            buckets: (0..number_of_buckets).map(|_| Mutex::new(HashMap::new())).collect(),
+            hints: Default::default(),
+        }
     }
 
-    fn shard(&self, bucket: u32) -> std::sync::MutexGuard<'_, BTreeMap<(u32, Bytes), Vec<Version>>> {
-        self.shards[bucket as usize % MEMORY_SHARDS].lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Default for MemoryEngine {
-    fn default() -> Self {
-        Self::new()
+    fn bucket(&self, bucket: u32) -> std::sync::MutexGuard<'_, HashMap<Bytes, Vec<Version>>> {
+        self.buckets[bucket as usize % self.buckets.len()].lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -86,28 +83,23 @@ impl Engine for MemoryEngine {
     }
 
     fn read(&self, bucket: u32, key: &[u8]) -> Result<Vec<Version>> {
-        Ok(self.shard(bucket).get(&(bucket, Bytes::copy_from_slice(key))).cloned().unwrap_or_default())
+        Ok(self.bucket(bucket).get(key).cloned().unwrap_or_default())
     }
 
     fn write(&self, bucket: u32, key: &[u8], versions: &[Version]) -> Result<()> {
-        let mut shard = self.shard(bucket);
-        let k = (bucket, Bytes::copy_from_slice(key));
+        let mut map = self.bucket(bucket);
         if versions.is_empty() {
-            shard.remove(&k);
+            map.remove(key);
         } else {
-            shard.insert(k, versions.to_vec());
+            map.insert(Bytes::copy_from_slice(key), versions.to_vec());
         }
         Ok(())
     }
 
     fn list_bucket(&self, bucket: u32) -> Result<Vec<Entry>> {
-        let shard = self.shard(bucket);
-        let from = (bucket, Bytes::new());
-        Ok(shard
-            .range(from..)
-            .take_while(|((b, _), _)| *b == bucket)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect())
+        let mut entries: Vec<Entry> = self.bucket(bucket).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(entries)
     }
 
     fn sync(&self) -> Result<()> {
