@@ -656,7 +656,7 @@ mod tests {
     fn engines() -> Vec<(Box<dyn Engine>, Option<tempfile::TempDir>)> {
         let dir = tempfile::tempdir().unwrap();
         let disk = DiskEngine::open(dir.path()).unwrap();
-        vec![(Box::new(MemoryEngine::new()), None), (Box::new(disk), Some(dir))]
+        vec![(Box::new(MemoryEngine::new(16)), None), (Box::new(disk), Some(dir))]
     }
 
     fn store(engine: Box<dyn Engine>) -> Store {
