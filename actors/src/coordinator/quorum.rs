@@ -47,6 +47,18 @@ pub struct QuorumActor {
 }
 
 impl QuorumActor {
+    /// Whether every replica that answered holds the very same versions.
+    fn replies_agree(&self) -> bool {
+        let dots = |vs: &[Version]| vs.iter().map(|v| v.dot.clone()).collect::<Vec<_>>();
+        match self.read_replies.split_first() {
+            Some(((_, first), rest)) => {
+                let first = dots(first);
+                rest.iter().all(|(_, v)| v.len() == first.len() && dots(v) == first)
+            }
+            None => true,
+        }
+    }
+
     /// Takes the client's side of the request to answer it. Only requests
     /// still owing an answer count as in flight: waiting on for late
     /// replicas (read repair) must not make a node shed load.
@@ -162,6 +174,12 @@ impl QuorumActor {
                     let _ = reply.send(Ok(answer(siblings)));
                     return;
                 }
+                if self.replies_agree() {
+                    // Replicas in agreement (the common case): nothing to
+                    // reconcile.
+                    let _ = reply.send(Ok(answer(self.read_replies[0].1.clone())));
+                    return;
+                }
                 let replies: Vec<Vec<Version>> = self.read_replies.iter().map(|(_, v)| v.clone()).collect();
                 self.answering = true;
                 self.version
@@ -189,7 +207,8 @@ impl QuorumActor {
             return;
         }
         self.finishing = true;
-        if self.read_replies.len() < 2 {
+        if self.read_replies.len() < 2 || self.replies_agree() {
+            // No replica is behind another: nothing to repair.
             ctx.stop();
             return;
         }
