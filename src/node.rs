@@ -6,7 +6,7 @@
 use crate::config::{Config, StoreKind};
 use actix::prelude::*;
 use kai_actors::api::{ApiActor, ApiCall, ApiSettings, ApiWorker, Faults, ForwardOp, NodeInfo, Peers, Placement, Request, Response};
-use kai_actors::coordinator::{ClientGet, ClientWrite, CoordinatorActor, CoordinatorSettings, Replicas};
+use kai_actors::coordinator::{ClientGet, ClientWrite, CoordinatorActor, CoordinatorSettings, QuorumSetup, Replicas};
 use kai_actors::hash::{HashActor, Ring, RingHandle, RingNode};
 use kai_actors::memcache::{MemcacheActor, MemcacheSettings, SessionEnv, Worker};
 use kai_actors::membership::{
@@ -304,28 +304,18 @@ pub async fn start(config: &Config) -> Result<Node, String> {
     let mut versions = Vec::new();
     let mut coordinators = Vec::new();
     for (arbiter, worker_store) in arbiters.iter().zip(&stores) {
-        let replicas = Replicas { me, store: worker_store.clone(), peers: new_peers() };
         let version = Supervisor::start_in_arbiter(&arbiter.handle(), |_| VersionActor::default());
         let coordinator = Supervisor::start_in_arbiter(&arbiter.handle(), {
-            let settings = CoordinatorSettings {
-                n: config.n,
-                r: config.r,
-                w: config.w,
+            let settings =
+                CoordinatorSettings { n: config.n, r: config.r, w: config.w, max_in_flight: config.max_requests_in_flight };
+            let setup = QuorumSetup {
                 timeout,
-                max_in_flight: config.max_requests_in_flight,
+                via: Replicas { me, store: worker_store.clone(), peers: new_peers() },
+                version: version.clone(),
+                stats: stats.clone(),
             };
-            let (ring, version, stats, replicas) = (ring.clone(), version.clone(), stats.clone(), replicas.clone());
-            let liveness = liveness.clone();
-            move |_| {
-                CoordinatorActor::new(
-                    settings.clone(),
-                    ring.clone(),
-                    liveness.clone(),
-                    replicas.clone(),
-                    version.clone(),
-                    stats.clone(),
-                )
-            }
+            let (ring, liveness) = (ring.clone(), liveness.clone());
+            move |_| CoordinatorActor::new(settings.clone(), ring.clone(), liveness.clone(), setup.clone())
         });
         versions.push(version);
         coordinators.push(coordinator);

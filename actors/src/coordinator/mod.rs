@@ -118,7 +118,6 @@ pub struct CoordinatorSettings {
     pub n: usize,
     pub r: usize,
     pub w: usize,
-    pub timeout: Duration,
     /// Quorum requests this node runs at once (all workers together);
     /// beyond it a request is refused at once as busy.
     pub max_in_flight: usize,
@@ -142,13 +141,21 @@ pub struct ClientWrite {
     pub hops: u8,
 }
 
+/// What every quorum actor of a coordinator works with.
+#[derive(Clone)]
+pub struct QuorumSetup {
+    /// The one deadline of a whole request.
+    pub timeout: Duration,
+    pub via: Replicas,
+    pub version: Addr<VersionActor>,
+    pub stats: Arc<NodeStats>,
+}
+
 pub struct CoordinatorActor {
     settings: CoordinatorSettings,
     ring: RingHandle,
     liveness: Liveness,
-    replicas: Replicas,
-    version: Addr<VersionActor>,
-    stats: Arc<NodeStats>,
+    setup: QuorumSetup,
 }
 
 /// Where a request goes: run here, or forward to a replica.
@@ -159,22 +166,15 @@ enum Route {
 }
 
 impl CoordinatorActor {
-    pub fn new(
-        settings: CoordinatorSettings,
-        ring: RingHandle,
-        liveness: Liveness,
-        replicas: Replicas,
-        version: Addr<VersionActor>,
-        stats: Arc<NodeStats>,
-    ) -> Self {
-        CoordinatorActor { settings, ring, liveness, replicas, version, stats }
+    pub fn new(settings: CoordinatorSettings, ring: RingHandle, liveness: Liveness, setup: QuorumSetup) -> Self {
+        CoordinatorActor { settings, ring, liveness, setup }
     }
 
     fn route(&self, key: &[u8], hops: u8) -> Route {
         let ring = self.ring.snapshot();
         let preference = ring.preference_list(ring.bucket_of(key));
         let targets = choose_targets(preference, self.settings.n, &self.liveness.down());
-        if targets.iter().any(|t| t.node == self.replicas.me) {
+        if targets.iter().any(|t| t.node == self.setup.via.me) {
             return Route::Here(targets);
         }
         match targets.first() {
@@ -186,26 +186,16 @@ impl CoordinatorActor {
 
     /// Sheds load: a saturated node says so at once instead of queueing.
     fn admit(&self) -> Result<()> {
-        let in_flight = self.stats.requests_in_flight.load(std::sync::atomic::Ordering::Relaxed);
+        let in_flight = self.setup.stats.requests_in_flight.load(std::sync::atomic::Ordering::Relaxed);
         if in_flight >= self.settings.max_in_flight as i64 {
-            NodeStats::incr(&self.stats.shed_busy);
+            NodeStats::incr(&self.setup.stats.shed_busy);
             return Err(Error::Busy(format!("{in_flight} requests in flight")));
         }
         Ok(())
     }
 
     fn start_quorum(&self, key: Bytes, targets: Vec<Target>, needed: usize, job: Job) {
-        QuorumActor::new(
-            key,
-            targets,
-            needed,
-            self.settings.timeout,
-            self.replicas.clone(),
-            self.version.clone(),
-            self.stats.clone(),
-            job,
-        )
-        .start();
+        QuorumActor::new(key, targets, needed, self.setup.clone(), job).start();
     }
 }
 
@@ -254,7 +244,7 @@ impl CoordinatorActor {
                 Err(e) => Box::pin(async move { Err(e) }),
             },
             Route::Forward(node) => {
-                let forwarded = self.replicas.forward(node, key, op, hops, self.settings.timeout);
+                let forwarded = self.setup.via.forward(node, key, op, hops, self.setup.timeout);
                 Box::pin(async move {
                     unpack(forwarded.await?)
                         .map_err(|other| Error::Protocol(format!("{node} answered a forwarded request with {other:?}")))
@@ -274,7 +264,7 @@ impl Handler<ClientGet> for CoordinatorActor {
             other => Err(other),
         };
         let result = self.run(msg.key, msg.hops, self.settings.r, |reply| Job::Read { reply }, ForwardOp::Get, unpack);
-        timed(result, |s| &s.get_latency, self.stats.clone())
+        timed(result, |s| &s.get_latency, self.setup.stats.clone())
     }
 }
 
@@ -289,7 +279,7 @@ impl Handler<ClientWrite> for CoordinatorActor {
         let op = ForwardOp::Write(msg.write.clone());
         let job = |reply| Job::Write { write: msg.write, reply };
         let result = self.run(msg.key, msg.hops, self.settings.w, job, op, unpack);
-        timed(result, |s| &s.set_latency, self.stats.clone())
+        timed(result, |s| &s.set_latency, self.setup.stats.clone())
     }
 }
 

@@ -4,16 +4,14 @@
 //! to apply: replica operations are versioned and idempotent.
 
 use super::tally::{QuorumTally, TallyState};
-use super::{Replicas, Target};
+use super::{QuorumSetup, Target};
 use crate::error::{Error, Result};
 use crate::stats::NodeStats;
 use crate::store::{now_secs, Write, WriteOutcome};
-use crate::version::{Reconcile, VersionActor, Version};
+use crate::version::{Reconcile, Version};
 use actix::prelude::*;
 use bytes::Bytes;
 use std::net::SocketAddrV4;
-use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub enum Job {
@@ -27,10 +25,7 @@ pub struct QuorumActor {
     key: Bytes,
     targets: Vec<Target>,
     needed: usize,
-    timeout: Duration,
-    via: Replicas,
-    version: Addr<VersionActor>,
-    stats: Arc<NodeStats>,
+    setup: QuorumSetup,
     job: Option<Job>,
     op: &'static str,
     tally: QuorumTally,
@@ -65,24 +60,14 @@ impl QuorumActor {
     fn take_job(&mut self) -> Option<Job> {
         let job = self.job.take();
         if job.is_some() {
-            self.stats.requests_in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.setup.stats.requests_in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         job
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        key: Bytes,
-        targets: Vec<Target>,
-        needed: usize,
-        timeout: Duration,
-        via: Replicas,
-        version: Addr<VersionActor>,
-        stats: Arc<NodeStats>,
-        job: Job,
-    ) -> Self {
+    pub fn new(key: Bytes, targets: Vec<Target>, needed: usize, setup: QuorumSetup, job: Job) -> Self {
         let tally = QuorumTally::new(needed, targets.len());
-        stats.requests_in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        setup.stats.requests_in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let op = match job {
             Job::Read { .. } => "read",
             Job::Write { .. } => "write",
@@ -91,10 +76,7 @@ impl QuorumActor {
             key,
             targets,
             needed,
-            timeout,
-            via,
-            version,
-            stats,
+            setup,
             job: Some(job),
             op,
             tally,
@@ -116,11 +98,11 @@ impl QuorumActor {
         let error = self.quorum_error(reason);
         match self.take_job() {
             Some(Job::Read { reply }) => {
-                NodeStats::incr(&self.stats.quorum_failures);
+                NodeStats::incr(&self.setup.stats.quorum_failures);
                 let _ = reply.send(Err(error));
             }
             Some(Job::Write { reply, .. }) => {
-                NodeStats::incr(&self.stats.quorum_failures);
+                NodeStats::incr(&self.setup.stats.quorum_failures);
                 let _ = reply.send(Err(error));
             }
             None => {}
@@ -155,7 +137,7 @@ impl QuorumActor {
     fn answer(&mut self, ctx: &mut Context<Self>) {
         match self.take_job() {
             Some(Job::Read { reply }) => {
-                let stats = self.stats.clone();
+                let stats = self.setup.stats.clone();
                 let answer = move |mut siblings: Vec<Version>| {
                     let now = now_secs();
                     siblings.retain(|v| v.is_live(now));
@@ -182,7 +164,7 @@ impl QuorumActor {
                 }
                 let replies: Vec<Vec<Version>> = self.read_replies.iter().map(|(_, v)| v.clone()).collect();
                 self.answering = true;
-                self.version
+                self.setup.version
                     .send(Reconcile(replies))
                     .into_actor(self)
                     .map(move |result, act, ctx| {
@@ -213,19 +195,19 @@ impl QuorumActor {
             return;
         }
         let replies: Vec<Vec<Version>> = self.read_replies.iter().map(|(_, v)| v.clone()).collect();
-        self.version
+        self.setup.version
             .send(Reconcile(replies))
             .into_actor(self)
             .map(|result, act, ctx| {
                 if let Ok(reconciled) = result {
                     if !reconciled.stale.is_empty() {
-                        NodeStats::incr(&act.stats.unreconciled_get);
+                        NodeStats::incr(&act.setup.stats.unreconciled_get);
                     }
                     for i in reconciled.stale {
                         let node = act.read_replies[i].0;
-                        NodeStats::incr(&act.stats.read_repairs);
+                        NodeStats::incr(&act.setup.stats.read_repairs);
                         let target = Target { node, hint: None };
-                        let repair = act.via.put(&target, act.key.clone(), reconciled.siblings.clone(), act.timeout);
+                        let repair = act.setup.via.put(&target, act.key.clone(), reconciled.siblings.clone(), act.setup.timeout);
                         actix::spawn(async move {
                             if let Err(e) = repair.await {
                                 tracing::debug!(%node, "read repair failed: {e}");
@@ -240,8 +222,8 @@ impl QuorumActor {
 
     fn start_read(&mut self, ctx: &mut Context<Self>) {
         for node in self.targets.iter().map(|t| t.node).collect::<Vec<_>>() {
-            self.via
-                .get(node, self.key.clone(), self.timeout)
+            self.setup.via
+                .get(node, self.key.clone(), self.setup.timeout)
                 .into_actor(self)
                 .map(move |result, act, ctx| match result {
                     Ok(versions) => {
@@ -257,13 +239,13 @@ impl QuorumActor {
     fn start_write(&mut self, write: Write, ctx: &mut Context<Self>) {
         // This node stamps and stores first; then the other replicas receive
         // everything it holds for the key (and a stand-in its hint).
-        let coordinate = self.via.coordinate(self.key.clone(), write);
+        let coordinate = self.setup.via.coordinate(self.key.clone(), write);
         coordinate
             .into_actor(self)
             .map(|result, act, ctx| match result {
                 Ok(WriteOutcome::Stored { new, held }) => {
                     act.write_outcome = Some(WriteOutcome::Stored { new, held: held.clone() });
-                    let me = act.via.me;
+                    let me = act.setup.via.me;
                     // The coordinated write is this node's ack, unless this
                     // node is a stand-in: then its ack waits for the hint.
                     let mut acked_here = true;
@@ -274,8 +256,8 @@ impl QuorumActor {
                         if target.node == me {
                             acked_here = false;
                         }
-                        act.via
-                            .put(&target, act.key.clone(), held.clone(), act.timeout)
+                        act.setup.via
+                            .put(&target, act.key.clone(), held.clone(), act.setup.timeout)
                             .into_actor(act)
                             .map(|result, act, ctx| match result {
                                 Ok(()) => act.record(true, None, ctx),
@@ -317,10 +299,10 @@ impl Actor for QuorumActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // One deadline for the whole request, not one per reply.
-        ctx.run_later(self.timeout, |act, ctx| {
+        ctx.run_later(self.setup.timeout, |act, ctx| {
             act.expired = true;
             if act.tally.state() != TallyState::Met {
-                let why = act.last_error.clone().unwrap_or_else(|| format!("timed out after {:?}", act.timeout));
+                let why = act.last_error.clone().unwrap_or_else(|| format!("timed out after {:?}", act.setup.timeout));
                 act.fail(why);
             }
             act.maybe_finish(ctx);
