@@ -33,6 +33,7 @@ use crate::store::{
     DropHint, Entry, GetSegments, Hints, MergeEntries, ReapCandidates, RemoveIfUnchanged, SegmentEntries, StoreAddr,
 };
 use actix::prelude::*;
+use futures_util::stream::{self, StreamExt};
 use crate::version::Version;
 use bytes::Bytes;
 use rand::seq::SliceRandom;
@@ -44,6 +45,9 @@ use std::time::Duration;
 
 /// Keys sent in one merge request during a transfer.
 const TRANSFER_CHUNK: usize = 256;
+
+/// Buckets compared or moved at the same time within a round.
+const BUCKETS_AT_ONCE: usize = 4;
 
 #[derive(Clone)]
 pub struct SyncSettings {
@@ -61,7 +65,7 @@ pub struct SyncSettings {
     pub ae_max_bytes_per_round: u64,
 }
 
-/// What one round did.
+/// What one round (or one bucket of it) did.
 #[derive(Default)]
 struct Report {
     compared: u64,
@@ -72,6 +76,17 @@ struct Report {
     pulled: Vec<u32>,
     /// Lost buckets handed off and dropped.
     handed_off: Vec<u32>,
+}
+
+impl Report {
+    fn add(&mut self, other: Report) {
+        self.compared += other.compared;
+        self.repaired += other.repaired;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.pulled.extend(other.pulled);
+        self.handed_off.extend(other.handed_off);
+    }
 }
 
 /// The network side of the work, cloned into each round's future.
@@ -280,31 +295,50 @@ impl SyncActor {
         let (remote, max_bytes) = (self.remote.clone(), self.settings.ae_max_bytes_per_round);
         let work = async move {
             let mut report = Report::default();
-            for (bucket, peers, is_gained) in pulls {
-                let mut all_ok = true;
-                for peer in peers {
-                    match remote.compare(bucket, peer).await {
-                        Ok((moved, bytes_in, bytes_out)) => {
-                            report.compared += 1;
-                            report.repaired += moved;
-                            report.bytes_in += bytes_in;
-                            report.bytes_out += bytes_out;
+            // Several buckets at once; a round ends early once its byte
+            // budget is spent (what was cut off is simply compared again).
+            let mut pulled = stream::iter(pulls)
+                .map(|(bucket, peers, is_gained)| {
+                    let remote = remote.clone();
+                    async move {
+                        let mut outcome = Report::default();
+                        let mut all_ok = true;
+                        for peer in peers {
+                            match remote.compare(bucket, peer).await {
+                                Ok((moved, bytes_in, bytes_out)) => {
+                                    outcome.compared += 1;
+                                    outcome.repaired += moved;
+                                    outcome.bytes_in += bytes_in;
+                                    outcome.bytes_out += bytes_out;
+                                }
+                                Err(e) => {
+                                    tracing::debug!(bucket, %peer, "anti-entropy failed: {e}");
+                                    all_ok = false;
+                                }
+                            }
                         }
-                        Err(e) => {
-                            tracing::debug!(bucket, %peer, "anti-entropy failed: {e}");
-                            all_ok = false;
+                        if is_gained && all_ok {
+                            outcome.pulled.push(bucket);
                         }
+                        outcome
                     }
-                }
-                if is_gained && all_ok {
-                    report.pulled.push(bucket);
-                }
+                })
+                .buffer_unordered(BUCKETS_AT_ONCE);
+            while let Some(outcome) = pulled.next().await {
+                report.add(outcome);
                 if report.bytes_in + report.bytes_out > max_bytes {
                     return report;
                 }
             }
-            for (bucket, homes) in handoffs {
-                match remote.hand_off(bucket, homes).await {
+            drop(pulled);
+            let mut handed = stream::iter(handoffs)
+                .map(|(bucket, homes)| {
+                    let remote = remote.clone();
+                    async move { (bucket, remote.hand_off(bucket, homes).await) }
+                })
+                .buffer_unordered(BUCKETS_AT_ONCE);
+            while let Some((bucket, result)) = handed.next().await {
+                match result {
                     Ok(bytes) => {
                         report.bytes_out += bytes;
                         report.handed_off.push(bucket);
