@@ -57,6 +57,16 @@ impl TestNode {
         for o in &self.overrides {
             cmd.arg("--set").arg(o);
         }
+        // If this test process dies without running its destructors (killed,
+        // or aborted), the node dies with it rather than linger.
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs in pre_exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn kai");
         self.child = Some(child);
         let deadline = Instant::now() + STARTUP;
