@@ -96,10 +96,6 @@ impl NodeStats {
     pub fn incr(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
-
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Relaxed)
-    }
 }
 
 /// What a node is, for reports: fixed at start-up.

@@ -245,10 +245,6 @@ impl ApiClient {
         Ok(ApiClient { tx, peer, in_flight: Arc::new(Semaphore::new(CLIENT_MAX_IN_FLIGHT)) })
     }
 
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-
     pub async fn call(&self, request: Request, timeout: Duration) -> Result<Response> {
         let (reply_tx, reply_rx) = oneshot::channel();
         let peer = self.peer;

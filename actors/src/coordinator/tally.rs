@@ -45,10 +45,6 @@ impl QuorumTally {
         self.ok + self.failed >= self.asked
     }
 
-    pub fn needed(&self) -> usize {
-        self.needed
-    }
-
     pub fn oks(&self) -> usize {
         self.ok
     }
