@@ -205,7 +205,7 @@ fn describe(v: &Version) -> String {
 /// `[#########...........] 45/100 buckets, 1.2 MiB in, 0 B out`
 fn progress_line(p: &TransferProgress) -> String {
     const WIDTH: u64 = 30;
-    let filled = if p.buckets_total == 0 { WIDTH } else { p.buckets_done * WIDTH / p.buckets_total };
+    let filled = (p.buckets_done * WIDTH).checked_div(p.buckets_total).unwrap_or(WIDTH);
     let bar: String = (0..WIDTH).map(|i| if i < filled { '#' } else { '.' }).collect();
     let mib = |b: u64| match b {
         0..1024 => format!("{b} B"),

@@ -162,12 +162,7 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigE
     }
     let config: Config = table.try_into().map_err(|e: toml::de::Error| {
         let message = e.message().to_string();
-        let key = message
-            .split('`')
-            .nth(1)
-            .filter(|_| message.starts_with("unknown field"))
-            .unwrap_or_default()
-            .to_string();
+        let key = message.split('`').nth(1).filter(|_| message.starts_with("unknown field")).unwrap_or_default().to_string();
         ConfigError { key, message }
     })?;
     config.check()?;

@@ -42,8 +42,8 @@ enum Command {
 }
 
 fn init_logging(logfile: Option<&std::path::Path>) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match logfile {
         Some(path) => {
@@ -63,12 +63,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Admin { node, execute }) => admin::run(&node, &execute),
-        None => config::load(Some(&cli.config), &cli.overrides)
-            .map_err(|e| e.to_string())
-            .and_then(|config| {
-                init_logging(config.logfile.as_deref())?;
-                node::run(config)
-            }),
+        None => config::load(Some(&cli.config), &cli.overrides).map_err(|e| e.to_string()).and_then(|config| {
+            init_logging(config.logfile.as_deref())?;
+            node::run(config)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

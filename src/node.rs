@@ -5,13 +5,15 @@
 
 use crate::config::{Config, StoreKind};
 use actix::prelude::*;
-use kai_actors::api::{ApiActor, ApiCall, ApiSettings, ApiWorker, Faults, ForwardOp, NodeInfo, Peers, Placement, Request, Response};
+use kai_actors::api::{
+    ApiActor, ApiCall, ApiSettings, ApiWorker, Faults, ForwardOp, NodeInfo, Peers, Placement, Request, Response,
+};
 use kai_actors::coordinator::{ClientGet, ClientWrite, CoordinatorActor, CoordinatorSettings, QuorumSetup, Replicas};
 use kai_actors::hash::{HashActor, Ring, RingHandle, RingNode};
-use kai_actors::memcache::{MemcacheActor, MemcacheSettings, SessionEnv, Worker};
 use kai_actors::membership::{
     CheckNode, Liveness, MemberList, MembershipActor, MembershipSettings, ReceiveGossip, RemoveNode, Status,
 };
+use kai_actors::memcache::{MemcacheActor, MemcacheSettings, SessionEnv, Worker};
 use kai_actors::stats::{report, Identity, NodeStats};
 use kai_actors::store::{
     CombinedRoot, DiskEngine, Engine, GetSegments, LocalStoreActor, MemoryEngine, MergeEntries, ReadKeys, ReplicaGet, ReplicaPut,
@@ -214,11 +216,18 @@ impl Handler<ApiCall> for Router {
                     "api" => self.api.as_ref().is_some_and(|a| a.try_send(Restart).is_ok()),
                     "memcache" => self.memcache.as_ref().is_some_and(|a| a.try_send(Restart).is_ok()),
                     other => {
-                        let why = format!("no module {other:?}; modules: store hash membership version coordinator sync api memcache");
+                        let why =
+                            format!("no module {other:?}; modules: store hash membership version coordinator sync api memcache");
                         return Box::pin(async move { Response::Error(why) });
                     }
                 };
-                Box::pin(async move { if sent { Response::Done } else { Response::Error("module busy".into()) } })
+                Box::pin(async move {
+                    if sent {
+                        Response::Done
+                    } else {
+                        Response::Error("module busy".into())
+                    }
+                })
             }
         }
     }
@@ -236,9 +245,9 @@ pub async fn start(config: &Config) -> Result<Node, String> {
 
     let engine: Box<dyn Engine> = match config.store {
         StoreKind::Memory => Box::new(MemoryEngine::new(config.number_of_buckets)),
-        StoreKind::Disk => Box::new(
-            DiskEngine::open(&config.data_dir).map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?,
-        ),
+        StoreKind::Disk => {
+            Box::new(DiskEngine::open(&config.data_dir).map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?)
+        }
     };
     let store_settings = StoreSettings {
         node: node_name.clone(),

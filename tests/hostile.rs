@@ -57,7 +57,11 @@ fn malformed_input_gets_errors_and_harms_nothing() {
         ("overflowing length", b"set k 0 0 184467440737095516150\r\n".to_vec(), "CLIENT_ERROR bad command line format"),
         ("length past i32", b"set k 0 0 4294967296\r\n".to_vec(), "CLIENT_ERROR bad command line format"),
         ("overflowing flags", b"set k 4294967296 0 1\r\nx\r\n".to_vec(), "CLIENT_ERROR bad command line format"),
-        ("overflowing delta", b"incr precious 99999999999999999999999\r\n".to_vec(), "CLIENT_ERROR invalid numeric delta argument"),
+        (
+            "overflowing delta",
+            b"incr precious 99999999999999999999999\r\n".to_vec(),
+            "CLIENT_ERROR invalid numeric delta argument",
+        ),
         ("overflowing cas", b"cas k 0 0 1 -1\r\nx\r\n".to_vec(), "CLIENT_ERROR bad command line format"),
         ("missing terminator", b"set k 0 0 3\r\nabcdefgh\r\n".to_vec(), "CLIENT_ERROR bad data chunk"),
         ("binary garbage", (0..=255u8).chain(*b"\r\n").collect(), "ERROR"),
@@ -106,7 +110,7 @@ fn thousands_of_held_connections_and_slow_clients() {
     let mut fresh = node.raw();
     for _ in 0..5 {
         // Meanwhile a busy client is not cut off.
-        assert_eq!(fresh.request("get health\r\n", "END\r\n").is_empty(), false);
+        assert!(!fresh.request("get health\r\n", "END\r\n").is_empty());
         std::thread::sleep(Duration::from_millis(900));
     }
     assert!(slow.closed(), "the slow client was not closed");

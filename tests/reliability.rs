@@ -182,7 +182,9 @@ fn a_fourth_node_joins_under_load_then_is_removed_with_no_loss() {
             let mut bad = Vec::new();
             let clients: Vec<_> = ports
                 .iter()
-                .map(|p| memcache::Client::connect(format!("memcache://127.0.0.1:{p}?protocol=ascii&timeout=5").as_str()).unwrap())
+                .map(|p| {
+                    memcache::Client::connect(format!("memcache://127.0.0.1:{p}?protocol=ascii&timeout=5").as_str()).unwrap()
+                })
                 .collect();
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) && reads < 1_000_000 {
@@ -264,7 +266,8 @@ fn a_delete_while_a_replica_is_down_stays_deleted_after_the_grace_period() {
     }
     // Once every replica holds the tombstone, it is reaped everywhere.
     let took = wait_for("the tombstone reaped on every replica", Duration::from_secs(30), || {
-        cluster.nodes.iter().all(|n| stat_u64(n, "curr_items") == 20) && cluster.nodes.iter().all(|n| stat_u64(n, "kai_reaped_versions") >= 1)
+        cluster.nodes.iter().all(|n| stat_u64(n, "curr_items") == 20)
+            && cluster.nodes.iter().all(|n| stat_u64(n, "kai_reaped_versions") >= 1)
     });
     println!("delete during an outage: stayed deleted; reaped on all replicas {took:?} after the node returned");
     for node in &cluster.nodes {

@@ -105,7 +105,10 @@ fn replies_are_memcacheds_byte_for_byte() {
         ("set k abc 0 1\r\n", "CLIENT_ERROR bad command line format\r\n"),
         ("set k 0 0 -1\r\n", "CLIENT_ERROR bad command line format\r\n"),
         ("set k 0 0 99999999999999999999\r\n", "CLIENT_ERROR bad command line format\r\n"),
-        ("flush_all\r\n", "CLIENT_ERROR flush_all is disabled on this node; set allow_flush_all = true in its config to enable it\r\n"),
+        (
+            "flush_all\r\n",
+            "CLIENT_ERROR flush_all is disabled on this node; set allow_flush_all = true in its config to enable it\r\n",
+        ),
         // A data block of the wrong length: refused, and the rest of the
         // line read as a command, as memcached does.
         ("set k 0 0 2\r\nabcd\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\n"),
@@ -174,6 +177,48 @@ fn gets_cas_and_gat() {
     let token_after_touch = cas_token(&mut r, "k");
     assert_eq!(gats, format!("VALUE k 4 2 {token_after_touch}\r\nv2\r\nEND\r\n"));
     assert_eq!(r.request("gat x k\r\n", "\r\n"), "CLIENT_ERROR invalid exptime argument\r\n");
+}
+
+/// Tokens every client can hold (below 2^53: doubles in JavaScript, signed
+/// 64-bit integers in libmemcached and PHP), different for keys written
+/// alike, and never handed out again for a key: not after a delete is
+/// reaped and the key written anew, not across a restart.
+#[test]
+fn cas_tokens_are_small_distinct_and_never_come_back() {
+    let mut node = TestNode::start(&["tombstone_grace_secs=1", "reap_interval_secs=1"]);
+    let mut r = node.raw();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..6 {
+        assert_eq!(r.request(&format!("set same{i} 0 0 1\r\nv\r\n"), "\r\n"), "STORED\r\n");
+        let token = cas_token(&mut r, &format!("same{i}"));
+        assert!((1..1u64 << 53).contains(&token), "token {token} out of range");
+        assert!(seen.insert(token), "keys written alike share token {token}");
+    }
+    let mut mine = Vec::new();
+    for life in 0..3 {
+        assert_eq!(r.request("set k 0 0 1\r\nv\r\n", "\r\n"), "STORED\r\n");
+        mine.push(cas_token(&mut r, "k"));
+        assert_eq!(r.request("delete k\r\n", "\r\n"), "DELETED\r\n");
+        // Wait for the tombstone to be reaped: the key's dots start over.
+        let reaped = node.stat("kai_reaped_versions").parse::<u64>().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while node.stat("kai_reaped_versions").parse::<u64>().unwrap() <= reaped {
+            assert!(std::time::Instant::now() < deadline, "tombstone {life} not reaped");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert_eq!(r.request("set k 0 0 1\r\nv\r\n", "\r\n"), "STORED\r\n");
+    let before_restart = cas_token(&mut r, "k");
+    mine.push(before_restart);
+    node.terminate();
+    node.launch();
+    let mut r = node.raw();
+    assert_eq!(cas_token(&mut r, "k"), before_restart, "an unchanged value keeps its token across a restart");
+    assert_eq!(r.request("set k 0 0 1\r\nv\r\n", "\r\n"), "STORED\r\n");
+    mine.push(cas_token(&mut r, "k"));
+    let distinct: std::collections::HashSet<u64> = mine.iter().copied().collect();
+    assert_eq!(distinct.len(), mine.len(), "a token came back: {mine:?}");
+    assert_eq!(r.request(&format!("cas k 0 0 2 {before_restart}\r\nv2\r\n"), "\r\n"), "EXISTS\r\n");
 }
 
 #[test]
@@ -281,10 +326,29 @@ fn stats_has_memcached_and_kai_fields() {
     r.request("get s nope\r\n", "END\r\n");
     let stats = r.request("stats\r\n", "END\r\n");
     for field in [
-        "pid", "uptime", "time", "version", "curr_connections", "total_connections", "cmd_get", "cmd_set",
-        "get_hits", "get_misses", "curr_items", "total_items", "bytes", "bytes_read", "bytes_written", "threads",
-        "kai_node", "kai_quorum", "kai_number_of_buckets", "kai_number_of_virtual_nodes", "kai_store",
-        "kai_curr_nodes", "kai_unreconciled_get",
+        "pid",
+        "uptime",
+        "time",
+        "version",
+        "curr_connections",
+        "total_connections",
+        "cmd_get",
+        "cmd_set",
+        "get_hits",
+        "get_misses",
+        "curr_items",
+        "total_items",
+        "bytes",
+        "bytes_read",
+        "bytes_written",
+        "threads",
+        "kai_node",
+        "kai_quorum",
+        "kai_number_of_buckets",
+        "kai_number_of_virtual_nodes",
+        "kai_store",
+        "kai_curr_nodes",
+        "kai_unreconciled_get",
     ] {
         assert!(stats.contains(&format!("STAT {field} ")), "no {field} in\n{stats}");
     }

@@ -18,9 +18,9 @@
 pub mod api;
 pub mod coordinator;
 pub mod error;
-pub mod memcache;
-pub mod membership;
 pub mod hash;
+pub mod membership;
+pub mod memcache;
 pub mod stats;
 pub mod store;
 pub mod sync;

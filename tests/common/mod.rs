@@ -287,7 +287,12 @@ impl TestNode {
     pub fn wait_for_member(&self, member: &str, up: bool, limit: Duration) {
         let deadline = Instant::now() + limit;
         while self.up_members().iter().any(|m| m == member) != up {
-            assert!(Instant::now() < deadline, "{member} not {} on {} within {limit:?}", if up { "up" } else { "down" }, self.api_addr());
+            assert!(
+                Instant::now() < deadline,
+                "{member} not {} on {} within {limit:?}",
+                if up { "up" } else { "down" },
+                self.api_addr()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -18,31 +18,62 @@ pub const MAX_FRAME: usize = 64 << 20;
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Request {
     /// The first frame on every connection.
-    Hello { protocol_version: u32, number_of_buckets: u32, from: String },
+    Hello {
+        protocol_version: u32,
+        number_of_buckets: u32,
+        from: String,
+    },
     NodeInfo,
-    ReplicaGet { key: Bytes },
+    ReplicaGet {
+        key: Bytes,
+    },
     /// Merge these versions; `hint` names the home node a stand-in holds
     /// them for, when the home node is down.
-    ReplicaPut { key: Bytes, versions: Vec<Version>, hint: Option<String> },
+    ReplicaPut {
+        key: Bytes,
+        versions: Vec<Version>,
+        hint: Option<String>,
+    },
     /// A client request from a node outside the key's replicas.
-    Forward { key: Bytes, op: ForwardOp, hops: u8 },
-    Gossip { members: Vec<Digest> },
+    Forward {
+        key: Bytes,
+        op: ForwardOp,
+        hops: u8,
+    },
+    Gossip {
+        members: Vec<Digest>,
+    },
     /// Contact `node` and merge member lists with it.
-    CheckNode { node: String },
+    CheckNode {
+        node: String,
+    },
     /// A key's preference list.
-    FindNodes { key: Bytes },
+    FindNodes {
+        key: Bytes,
+    },
     /// Bucket ownership across the ring.
     Buckets,
     /// The leaves of a bucket's Merkle tree.
-    Segments { bucket: u32 },
+    Segments {
+        bucket: u32,
+    },
     /// The keys of a bucket in some Merkle leaves.
-    SegmentEntries { bucket: u32, segments: Vec<u32> },
+    SegmentEntries {
+        bucket: u32,
+        segments: Vec<u32>,
+    },
     /// Merge many keys' versions (anti-entropy, bucket transfer).
-    MergeEntries { entries: Vec<(Bytes, Vec<Version>)> },
+    MergeEntries {
+        entries: Vec<(Bytes, Vec<Version>)>,
+    },
     /// Many keys' stored versions.
-    ReadKeys { keys: Vec<Bytes> },
+    ReadKeys {
+        keys: Vec<Bytes>,
+    },
     /// Take a node off the ring for good, re-homing its buckets.
-    RemoveNode { node: String },
+    RemoveNode {
+        node: String,
+    },
     /// Bucket transfers under way on this node.
     Transfers,
     /// One digest over the Merkle roots of every bucket this node is a
@@ -50,10 +81,14 @@ pub enum Request {
     MerkleRoot,
     Stats,
     /// Stops one module's actor so its supervisor starts it afresh.
-    RestartActor { module: String },
+    RestartActor {
+        module: String,
+    },
     /// Test-only fault injection: drop all traffic with these peers.
     /// Refused unless the node allows fault injection.
-    Block { peers: Vec<String> },
+    Block {
+        peers: Vec<String>,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -88,14 +123,19 @@ pub struct NodeInfo {
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Response {
-    Hello { node: String },
+    Hello {
+        node: String,
+    },
     NodeInfo(NodeInfo),
     Versions(Vec<Version>),
     Outcome(WriteOutcome),
     Members(Vec<Digest>),
     Placement(Placement),
     /// Buckets held by each node (home replica of), and this node's.
-    Buckets { held: Vec<u32>, per_node: Vec<(String, usize)> },
+    Buckets {
+        held: Vec<u32>,
+        per_node: Vec<(String, usize)>,
+    },
     Segments(Vec<u64>),
     Entries(Vec<(Bytes, Vec<Version>)>),
     Transfers(TransferProgress),

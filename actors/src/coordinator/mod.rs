@@ -107,7 +107,14 @@ impl Replicas {
     }
 
     /// Hands a request to a node among the key's replicas.
-    fn forward(&self, node: SocketAddrV4, key: Bytes, op: ForwardOp, hops: u8, timeout: Duration) -> LocalBoxFuture<'static, Result<Response>> {
+    fn forward(
+        &self,
+        node: SocketAddrV4,
+        key: Bytes,
+        op: ForwardOp,
+        hops: u8,
+        timeout: Duration,
+    ) -> LocalBoxFuture<'static, Result<Response>> {
         let peers = self.peers.clone();
         Box::pin(async move { peers.call(SocketAddr::V4(node), Request::Forward { key, op, hops: hops + 1 }, timeout).await })
     }
@@ -232,7 +239,7 @@ impl CoordinatorActor {
         needed: usize,
         job: impl FnOnce(oneshot::Sender<Result<T>>) -> Job,
         op: ForwardOp,
-        unpack: fn(Response) -> std::result::Result<T, Response>,
+        unpack: fn(Response) -> std::result::Result<T, Box<Response>>,
     ) -> LocalBoxFuture<'static, Result<T>> {
         match self.route(&key, hops) {
             Route::Here(targets) => match self.admit() {
@@ -261,7 +268,7 @@ impl Handler<ClientGet> for CoordinatorActor {
     fn handle(&mut self, msg: ClientGet, _: &mut Self::Context) -> Self::Result {
         let unpack = |r| match r {
             Response::Versions(versions) => Ok(versions),
-            other => Err(other),
+            other => Err(Box::new(other)),
         };
         let result = self.run(msg.key, msg.hops, self.settings.r, |reply| Job::Read { reply }, ForwardOp::Get, unpack);
         timed(result, |s| &s.get_latency, self.setup.stats.clone())
@@ -274,7 +281,7 @@ impl Handler<ClientWrite> for CoordinatorActor {
     fn handle(&mut self, msg: ClientWrite, _: &mut Self::Context) -> Self::Result {
         let unpack = |r| match r {
             Response::Outcome(outcome) => Ok(outcome),
-            other => Err(other),
+            other => Err(Box::new(other)),
         };
         let op = ForwardOp::Write(msg.write.clone());
         let job = |reply| Job::Write { write: msg.write, reply };
@@ -296,7 +303,10 @@ mod tests {
     fn all_up_takes_the_home_replicas() {
         let pref = [a(1), a(2), a(3), a(4), a(5)];
         let t = choose_targets(&pref, 3, &BTreeSet::new());
-        assert_eq!(t, vec![Target { node: a(1), hint: None }, Target { node: a(2), hint: None }, Target { node: a(3), hint: None }]);
+        assert_eq!(
+            t,
+            vec![Target { node: a(1), hint: None }, Target { node: a(2), hint: None }, Target { node: a(3), hint: None }]
+        );
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct QuorumActor {
     answering: bool,
     /// The deadline passed: no more replies are awaited.
     expired: bool,
+    /// A conditional write refused on this node's copy was tried again
+    /// after catching up from the other replicas.
+    caught_up: bool,
     finishing: bool,
 }
 
@@ -85,6 +88,7 @@ impl QuorumActor {
             last_error: None,
             answering: false,
             expired: false,
+            caught_up: false,
             finishing: false,
         }
     }
@@ -164,7 +168,8 @@ impl QuorumActor {
                 }
                 let replies: Vec<Vec<Version>> = self.read_replies.iter().map(|(_, v)| v.clone()).collect();
                 self.answering = true;
-                self.setup.version
+                self.setup
+                    .version
                     .send(Reconcile(replies))
                     .into_actor(self)
                     .map(move |result, act, ctx| {
@@ -195,7 +200,8 @@ impl QuorumActor {
             return;
         }
         let replies: Vec<Vec<Version>> = self.read_replies.iter().map(|(_, v)| v.clone()).collect();
-        self.setup.version
+        self.setup
+            .version
             .send(Reconcile(replies))
             .into_actor(self)
             .map(|result, act, ctx| {
@@ -222,7 +228,8 @@ impl QuorumActor {
 
     fn start_read(&mut self, ctx: &mut Context<Self>) {
         for node in self.targets.iter().map(|t| t.node).collect::<Vec<_>>() {
-            self.setup.via
+            self.setup
+                .via
                 .get(node, self.key.clone(), self.setup.timeout)
                 .into_actor(self)
                 .map(move |result, act, ctx| match result {
@@ -236,13 +243,44 @@ impl QuorumActor {
         }
     }
 
+    /// Merges what the other replicas hold for the key into this node's
+    /// copy, then runs the write again (once).
+    fn catch_up_and_retry(&mut self, write: Write, ctx: &mut Context<Self>) {
+        self.caught_up = true;
+        let me = self.setup.via.me;
+        let others: Vec<SocketAddrV4> = self.targets.iter().map(|t| t.node).filter(|n| *n != me).collect();
+        let (via, key, timeout) = (self.setup.via.clone(), self.key.clone(), self.setup.timeout);
+        let catch_up = async move {
+            let replies = futures_util::future::join_all(others.iter().map(|n| via.get(*n, key.clone(), timeout))).await;
+            let versions: Vec<Version> = replies.into_iter().filter_map(Result::ok).flatten().collect();
+            if versions.is_empty() {
+                return Ok(());
+            }
+            via.put(&Target { node: me, hint: None }, key, versions, timeout).await
+        };
+        catch_up
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                if let Err(e) = result {
+                    tracing::debug!("catching up before a conditional write failed: {e}");
+                }
+                if act.job.is_none() {
+                    // The deadline answered the client meanwhile.
+                    ctx.stop();
+                    return;
+                }
+                act.start_write(write, ctx);
+            })
+            .spawn(ctx);
+    }
+
     fn start_write(&mut self, write: Write, ctx: &mut Context<Self>) {
         // This node stamps and stores first; then the other replicas receive
         // everything it holds for the key (and a stand-in its hint).
-        let coordinate = self.setup.via.coordinate(self.key.clone(), write);
+        let coordinate = self.setup.via.coordinate(self.key.clone(), write.clone());
         coordinate
             .into_actor(self)
-            .map(|result, act, ctx| match result {
+            .map(move |result, act, ctx| match result {
                 Ok(WriteOutcome::Stored { new, held }) => {
                     act.write_outcome = Some(WriteOutcome::Stored { new, held: held.clone() });
                     let me = act.setup.via.me;
@@ -256,7 +294,8 @@ impl QuorumActor {
                         if target.node == me {
                             acked_here = false;
                         }
-                        act.setup.via
+                        act.setup
+                            .via
                             .put(&target, act.key.clone(), held.clone(), act.setup.timeout)
                             .into_actor(act)
                             .map(|result, act, ctx| match result {
@@ -270,8 +309,16 @@ impl QuorumActor {
                     }
                 }
                 Ok(outcome) => {
-                    // Not stored (add on a present key, stale cas, ...):
-                    // nothing to replicate.
+                    // Refused on this node's copy (add on a present key,
+                    // stale cas, ...). That copy may lag the other replicas
+                    // (a write acked by W of N), so once catch up and try
+                    // again: a token from a quorum read is then honoured
+                    // through any coordinator.
+                    if !act.caught_up && act.targets.iter().any(|t| t.node != act.setup.via.me) {
+                        act.catch_up_and_retry(write, ctx);
+                        return;
+                    }
+                    // Refused for good: nothing to replicate.
                     if let Some(Job::Write { reply, .. }) = act.take_job() {
                         let _ = reply.send(Ok(outcome));
                     }

@@ -125,9 +125,7 @@ impl Ring {
 
     /// The buckets among whose first `n` nodes `node` stands.
     pub fn buckets_of(&self, node: &SocketAddrV4, n: usize) -> Vec<u32> {
-        (0..self.number_of_buckets)
-            .filter(|b| self.preference[*b as usize].iter().take(n).any(|a| a == node))
-            .collect()
+        (0..self.number_of_buckets).filter(|b| self.preference[*b as usize].iter().take(n).any(|a| a == node)).collect()
     }
 
     /// The first `n` nodes of a bucket's preference list: its home.
@@ -202,7 +200,8 @@ mod tests {
     #[test]
     fn golden_preference_lists_from_the_original() {
         let ring = Ring::new(8, (11011..=11014).map(|p| node(p, 2)));
-        let expect: [&[u16]; 8] = [&[3, 2, 1], &[3, 2, 1], &[3, 2, 1], &[2, 1, 4], &[2, 1, 4], &[2, 4, 1], &[1, 3, 2], &[3, 2, 1]];
+        let expect: [&[u16]; 8] =
+            [&[3, 2, 1], &[3, 2, 1], &[3, 2, 1], &[2, 1, 4], &[2, 1, 4], &[2, 4, 1], &[1, 3, 2], &[3, 2, 1]];
         for (b, want) in expect.iter().enumerate() {
             assert_eq!(numbered(&ring.preference_list(b as u32)[..3]), want.to_vec(), "bucket {b}");
         }
@@ -211,7 +210,8 @@ mod tests {
         assert_eq!(ring.bucket_of(b"item-2"), 1);
 
         let (after, replaced) = ring.update_nodes(&[], &[node(11012, 2).addr], 3);
-        let expect: [&[u16]; 8] = [&[3, 1, 4], &[3, 1, 4], &[3, 1, 4], &[1, 4, 3], &[1, 4, 3], &[4, 1, 3], &[1, 3, 4], &[3, 1, 4]];
+        let expect: [&[u16]; 8] =
+            [&[3, 1, 4], &[3, 1, 4], &[3, 1, 4], &[1, 4, 3], &[1, 4, 3], &[4, 1, 3], &[1, 3, 4], &[3, 1, 4]];
         for (b, want) in expect.iter().enumerate() {
             assert_eq!(numbered(after.preference_list(b as u32)), want.to_vec(), "bucket {b} after removal");
         }

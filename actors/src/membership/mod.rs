@@ -142,8 +142,8 @@ impl MembershipActor {
     fn exchange(&self, peer: SocketAddrV4) -> impl ActorFuture<Self, Output = Result<()>> {
         let (peers, timeout) = (self.peers.clone(), self.settings.timeout);
         let request = Request::Gossip { members: self.members.digests() };
-        async move { peers.call(SocketAddr::V4(peer), request, timeout).await }.into_actor(self).map(
-            move |result, act, _| match result {
+        async move { peers.call(SocketAddr::V4(peer), request, timeout).await }.into_actor(self).map(move |result, act, _| {
+            match result {
                 Ok(Response::Members(digests)) => {
                     let now = act.now_ms();
                     let events = act.members.merge(&digests, now);
@@ -152,8 +152,8 @@ impl MembershipActor {
                 }
                 Ok(other) => Err(Error::Protocol(format!("{peer} answered gossip with {other:?}"))),
                 Err(e) => Err(e),
-            },
-        )
+            }
+        })
     }
 }
 

@@ -136,7 +136,13 @@ impl Members {
                     let node = RingNode::new(d.addr, d.virtual_nodes);
                     self.members.insert(
                         d.addr,
-                        Member { node: node.clone(), status: Status::Up, heartbeat: d.heartbeat, left: d.left, last_rise_ms: now_ms },
+                        Member {
+                            node: node.clone(),
+                            status: Status::Up,
+                            heartbeat: d.heartbeat,
+                            left: d.left,
+                            last_rise_ms: now_ms,
+                        },
                     );
                     if !d.left {
                         events.push(Event::Joined(node));

@@ -108,7 +108,14 @@ pub enum Parsed {
     /// A frame that cannot be served: answer `status` for `opcode`/`opaque`,
     /// drop `consumed` bytes now and `skip` more as they arrive (a value
     /// too large is never buffered); close if the stream is not binary.
-    Refused { opcode: u8, opaque: u32, status: u16, consumed: usize, skip: usize, close: bool },
+    Refused {
+        opcode: u8,
+        opaque: u32,
+        status: u16,
+        consumed: usize,
+        skip: usize,
+        close: bool,
+    },
 }
 
 /// Parses one request from the front of `buf`.
@@ -219,7 +226,10 @@ mod tests {
     #[test]
     fn responses_encode_the_header() {
         let mut out = Vec::new();
-        encode(&mut out, &Response { opcode: op::GET, opaque: 3, status: 0, cas: 1, extras: &[0, 0, 0, 5], key: b"", value: b"hi" });
+        encode(
+            &mut out,
+            &Response { opcode: op::GET, opaque: 3, status: 0, cas: 1, extras: &[0, 0, 0, 5], key: b"", value: b"hi" },
+        );
         assert_eq!(out.len(), 24 + 6);
         assert_eq!(&out[..2], &[RESPONSE_MAGIC, op::GET]);
         assert_eq!(&out[8..12], &6u32.to_be_bytes());

@@ -27,15 +27,46 @@ pub enum StoreKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `get`/`gets` (with_cas) and `gat`/`gats` (touch = Some(exptime)).
-    Get { keys: Vec<Bytes>, with_cas: bool, touch: Option<i64> },
-    Store { kind: StoreKind, key: Bytes, flags: u32, exptime: i64, value: Bytes, cas: u64, noreply: bool },
-    Delete { key: Bytes, noreply: bool },
-    Arith { key: Bytes, delta: u64, incr: bool, noreply: bool },
-    Touch { key: Bytes, exptime: i64, noreply: bool },
-    FlushAll { delay: i64, noreply: bool },
-    Stats { args: Vec<String> },
+    Get {
+        keys: Vec<Bytes>,
+        with_cas: bool,
+        touch: Option<i64>,
+    },
+    Store {
+        kind: StoreKind,
+        key: Bytes,
+        flags: u32,
+        exptime: i64,
+        value: Bytes,
+        cas: u64,
+        noreply: bool,
+    },
+    Delete {
+        key: Bytes,
+        noreply: bool,
+    },
+    Arith {
+        key: Bytes,
+        delta: u64,
+        incr: bool,
+        noreply: bool,
+    },
+    Touch {
+        key: Bytes,
+        exptime: i64,
+        noreply: bool,
+    },
+    FlushAll {
+        delay: i64,
+        noreply: bool,
+    },
+    Stats {
+        args: Vec<String>,
+    },
     Version,
-    Verbosity { noreply: bool },
+    Verbosity {
+        noreply: bool,
+    },
     Quit,
 }
 
@@ -139,7 +170,8 @@ pub fn parse(buf: &[u8], max_value_size: usize) -> Parsed {
                 return invalid(ERROR, line_len);
             }
             let Some(key) = key(0) else { return Parsed::Invalid { reply: quiet(BAD_FORMAT), consumed: line_len, close: false } };
-            let (Some(flags), Some(exptime), Some(bytes)) = (num::<u32>(args[1]), num::<i64>(args[2]), num::<i64>(args[3])) else {
+            let (Some(flags), Some(exptime), Some(bytes)) = (num::<u32>(args[1]), num::<i64>(args[2]), num::<i64>(args[3]))
+            else {
                 return Parsed::Invalid { reply: quiet(BAD_FORMAT), consumed: line_len, close: false };
             };
             let cas = if kind == StoreKind::Cas {
@@ -271,11 +303,27 @@ mod tests {
     fn storage_commands() {
         assert_eq!(
             cmd("set k 5 0 3\r\nabc\r\n"),
-            Command::Store { kind: StoreKind::Set, key: Bytes::from("k"), flags: 5, exptime: 0, value: Bytes::from("abc"), cas: 0, noreply: false }
+            Command::Store {
+                kind: StoreKind::Set,
+                key: Bytes::from("k"),
+                flags: 5,
+                exptime: 0,
+                value: Bytes::from("abc"),
+                cas: 0,
+                noreply: false
+            }
         );
         assert_eq!(
             cmd("cas k 0 -1 0 77 noreply\r\n\r\n"),
-            Command::Store { kind: StoreKind::Cas, key: Bytes::from("k"), flags: 0, exptime: -1, value: Bytes::new(), cas: 77, noreply: true }
+            Command::Store {
+                kind: StoreKind::Cas,
+                key: Bytes::from("k"),
+                flags: 0,
+                exptime: -1,
+                value: Bytes::new(),
+                cas: 77,
+                noreply: true
+            }
         );
         assert_eq!(parse(b"set k 0 0 3\r\nab", MAX), Parsed::Incomplete);
         assert_eq!(parse(b"set k 0 0 3\r\nabcXY", MAX), Parsed::Invalid { reply: Some(BAD_CHUNK), consumed: 18, close: false });
@@ -356,7 +404,8 @@ mod tests {
     fn no_input_makes_it_panic() {
         // A cheap deterministic fuzz: every prefix and byte flip of valid
         // commands must parse to something without panicking.
-        let samples: &[&[u8]] = &[b"set k 1 2 3 noreply\r\nabc\r\n", b"gats 5 a b c\r\n", b"cas k 0 0 1 9\r\nx\r\n", b"delete k 0\n"];
+        let samples: &[&[u8]] =
+            &[b"set k 1 2 3 noreply\r\nabc\r\n", b"gats 5 a b c\r\n", b"cas k 0 0 1 9\r\nx\r\n", b"delete k 0\n"];
         for s in samples {
             for i in 0..=s.len() {
                 let _ = parse(&s[..i], MAX);

@@ -10,8 +10,8 @@ use super::SessionEnv;
 use crate::coordinator::{ClientGet, ClientWrite};
 use crate::error::{Error, Result};
 use crate::stats::{report, NodeStats};
-use crate::store::{live_digest, now_secs, Condition, FlushAll, Mutation, Write, WriteOutcome};
-use crate::version::Version;
+use crate::store::{now_secs, Condition, FlushAll, Mutation, Write, WriteOutcome};
+use crate::version::{cas_token, Version};
 use actix::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
 use std::sync::atomic::Ordering::Relaxed;
@@ -142,7 +142,10 @@ impl Session {
                     self.buf.advance(consumed.min(self.buf.len()));
                     let mut frame = Vec::new();
                     let message = if status == binary::status::TOO_LARGE { "Too large." } else { "Invalid arguments" };
-                    binary::encode(&mut frame, &binary::Response { opcode, opaque, status, value: message.as_bytes(), ..Default::default() });
+                    binary::encode(
+                        &mut frame,
+                        &binary::Response { opcode, opaque, status, value: message.as_bytes(), ..Default::default() },
+                    );
                     steps.push(Step::Frame(frame));
                     if close {
                         steps.push(Step::Close);
@@ -304,7 +307,7 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
                     Ok(versions) if versions.is_empty() => NodeStats::incr(&stats.get_misses),
                     Ok(versions) => {
                         NodeStats::incr(&stats.get_hits);
-                        let cas = with_cas.then(|| live_digest(&versions));
+                        let cas = with_cas.then(|| cas_token(key, &versions));
                         for v in &versions {
                             value_block(&mut block, key, v.flags, &v.value, cas);
                         }
@@ -351,9 +354,7 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
             let result = write(env, key, Write { condition: Condition::Present, mutation }).await;
             let text = match &result {
                 Ok(WriteOutcome::Stored { new, .. }) => Ok(String::from_utf8_lossy(&new.value).into_owned()),
-                Ok(WriteOutcome::NonNumeric) => {
-                    Err(Error::Client("cannot increment or decrement non-numeric value".into()))
-                }
+                Ok(WriteOutcome::NonNumeric) => Err(Error::Client("cannot increment or decrement non-numeric value".into())),
                 Ok(_) => Ok("NOT_FOUND".to_string()),
                 Err(e) => Err(e.clone()),
             };
@@ -486,14 +487,17 @@ async fn execute_binary(env: &SessionEnv, req: binary::Request, out: &mut Vec<u8
                         NodeStats::incr(&stats.get_misses);
                         if !quiet {
                             let key: &[u8] = if with_key { &req.key } else { b"" };
-                            binary::encode(out, &Response { status: status::NOT_FOUND, key, value: b"Not found", ..base.clone() });
+                            binary::encode(
+                                out,
+                                &Response { status: status::NOT_FOUND, key, value: b"Not found", ..base.clone() },
+                            );
                         }
                     }
                     Some(newest) => {
                         NodeStats::incr(&stats.get_hits);
                         let flags = newest.flags.to_be_bytes();
                         let key: &[u8] = if with_key { &req.key } else { b"" };
-                        let cas = live_digest(&versions);
+                        let cas = cas_token(&req.key, &versions);
                         binary::encode(out, &Response { cas, extras: &flags, key, value: &newest.value, ..base.clone() });
                     }
                 },
@@ -515,7 +519,7 @@ async fn execute_binary(env: &SessionEnv, req: binary::Request, out: &mut Vec<u8
             let w = Write { condition, mutation: Mutation::Set { value: req.value.clone(), flags, expires_at } };
             // add on a present key is "exists", replace on an absent one "not found".
             let absent = if matches!(req.opcode, op::ADD | op::ADDQ) { status::EXISTS } else { status::NOT_FOUND };
-            respond_binary_write(out, &base, quiet, write(env, req.key.clone(), w).await, absent);
+            respond_binary_write(out, &base, &req.key, quiet, write(env, req.key.clone(), w).await, absent);
         }
         op::APPEND | op::APPENDQ | op::PREPEND | op::PREPENDQ => {
             NodeStats::incr(&stats.cmd_set);
@@ -525,7 +529,7 @@ async fn execute_binary(env: &SessionEnv, req: binary::Request, out: &mut Vec<u8
                 Mutation::Prepend(req.value.clone())
             };
             let w = Write { condition: Condition::Present, mutation };
-            respond_binary_write(out, &base, quiet, write(env, req.key.clone(), w).await, status::NOT_STORED);
+            respond_binary_write(out, &base, &req.key, quiet, write(env, req.key.clone(), w).await, status::NOT_STORED);
         }
         op::DELETE | op::DELETEQ => {
             let condition = if req.cas != 0 { Condition::Context(req.cas) } else { Condition::Present };
@@ -534,7 +538,7 @@ async fn execute_binary(env: &SessionEnv, req: binary::Request, out: &mut Vec<u8
                 // A delete answers no cas: nothing is left to compare with.
                 Ok(WriteOutcome::Stored { .. }) if !quiet => answer(out, status::OK, ""),
                 Ok(WriteOutcome::Stored { .. }) => {}
-                other => respond_binary_write(out, &base, quiet, other, status::NOT_FOUND),
+                other => respond_binary_write(out, &base, &req.key, quiet, other, status::NOT_FOUND),
             }
         }
         op::TOUCH => {
@@ -544,7 +548,7 @@ async fn execute_binary(env: &SessionEnv, req: binary::Request, out: &mut Vec<u8
                 return Flow::Continue;
             };
             let w = Write { condition: Condition::Present, mutation: Mutation::Touch { expires_at } };
-            respond_binary_write(out, &base, false, write(env, req.key.clone(), w).await, status::NOT_FOUND);
+            respond_binary_write(out, &base, &req.key, false, write(env, req.key.clone(), w).await, status::NOT_FOUND);
         }
         op::INCREMENT | op::INCREMENTQ | op::DECREMENT | op::DECREMENTQ => {
             let (Some(delta), Some(initial), Some(raw_exptime)) = (req.extra_u64(0), req.extra_u64(8), req.extra_u32(16)) else {
@@ -557,7 +561,11 @@ async fn execute_binary(env: &SessionEnv, req: binary::Request, out: &mut Vec<u8
             // An absent counter starts at `initial`, unless the client said
             // not to create it (exptime all ones).
             if matches!(result, Ok(WriteOutcome::NotFound)) && raw_exptime != u32::MAX {
-                let set = Mutation::Set { value: Bytes::from(initial.to_string()), flags: 0, expires_at: expires_at(raw_exptime as i64, now) };
+                let set = Mutation::Set {
+                    value: Bytes::from(initial.to_string()),
+                    flags: 0,
+                    expires_at: expires_at(raw_exptime as i64, now),
+                };
                 result = write(env, req.key.clone(), Write { condition: Condition::Absent, mutation: set }).await;
                 if matches!(result, Ok(WriteOutcome::NotStored)) {
                     result = Ok(WriteOutcome::NotFound);
@@ -567,7 +575,7 @@ async fn execute_binary(env: &SessionEnv, req: binary::Request, out: &mut Vec<u8
                 Ok(WriteOutcome::Stored { new, .. }) => {
                     if !quiet {
                         let value: u64 = std::str::from_utf8(&new.value).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-                        let cas = live_digest(std::slice::from_ref(&new));
+                        let cas = cas_token(&req.key, std::slice::from_ref(&new));
                         binary::encode(out, &Response { cas, value: &value.to_be_bytes(), ..base.clone() });
                     }
                 }
@@ -610,11 +618,18 @@ async fn execute_binary(env: &SessionEnv, req: binary::Request, out: &mut Vec<u8
 }
 
 /// The response to a store, append, delete or touch.
-fn respond_binary_write(out: &mut Vec<u8>, base: &binary::Response, quiet: bool, result: Result<WriteOutcome>, absent: u16) {
+fn respond_binary_write(
+    out: &mut Vec<u8>,
+    base: &binary::Response,
+    key: &[u8],
+    quiet: bool,
+    result: Result<WriteOutcome>,
+    absent: u16,
+) {
     match result {
         Ok(WriteOutcome::Stored { new, .. }) => {
             if !quiet {
-                let cas = live_digest(std::slice::from_ref(&new));
+                let cas = cas_token(key, std::slice::from_ref(&new));
                 binary::encode(out, &binary::Response { cas, ..base.clone() });
             }
         }

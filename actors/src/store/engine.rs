@@ -66,10 +66,7 @@ pub struct MemoryEngine {
 
 impl MemoryEngine {
     pub fn new(number_of_buckets: u32) -> Self {
-        MemoryEngine {
-            buckets: (0..number_of_buckets).map(|_| Mutex::new(HashMap::new())).collect(),
-            hints: Default::default(),
-        }
+        MemoryEngine { buckets: (0..number_of_buckets).map(|_| Mutex::new(HashMap::new())).collect(), hints: Default::default() }
     }
 
     fn bucket(&self, bucket: u32) -> std::sync::MutexGuard<'_, HashMap<Bytes, Vec<Version>>> {

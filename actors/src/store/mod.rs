@@ -37,11 +37,6 @@ pub fn live_versions(versions: &[Version], now_secs: u64) -> Vec<Version> {
     versions.iter().filter(|v| v.is_live(now_secs)).cloned().collect()
 }
 
-/// The `cas` token of what a reader sees.
-pub fn live_digest(live: &[Version]) -> u64 {
-    version::context(live).digest()
-}
-
 pub struct StoreSettings {
     /// This node's name: the node part of the dots it stamps.
     pub node: String,
@@ -150,7 +145,7 @@ impl Store {
         let current = self.engine.read(bucket, key)?;
         let now_ms = now_millis();
         let live = live_versions(&current, now_ms / 1000);
-        let payload = match plan(write, &live, live_digest(&live)) {
+        let payload = match plan(write, &live, version::cas_token(key, &live)) {
             Ok(payload) => payload,
             Err(outcome) => return Ok(outcome),
         };
@@ -706,8 +701,11 @@ mod tests {
             assert_eq!(held.len(), 2);
             assert!(held.contains(&mine) && held.contains(&other));
             // A cas with the context of both replaces both.
-            let token = live_digest(&held);
-            let cas = Write { condition: Condition::Context(token), mutation: Mutation::Set { value: Bytes::from("c"), flags: 0, expires_at: 0 } };
+            let token = version::cas_token(b"k", &held);
+            let cas = Write {
+                condition: Condition::Context(token),
+                mutation: Mutation::Set { value: Bytes::from("c"), flags: 0, expires_at: 0 },
+            };
             let resolved = stored(s.coordinate(b"k", &cas).unwrap());
             assert_eq!(s.read(b"k").unwrap(), vec![resolved]);
         }

@@ -32,10 +32,10 @@ use crate::store::merkle::{differing, SEGMENTS};
 use crate::store::{
     DropHint, Entry, GetSegments, Hints, MergeEntries, ReapCandidates, RemoveIfUnchanged, SegmentEntries, StoreAddr,
 };
-use actix::prelude::*;
-use futures_util::stream::{self, StreamExt};
 use crate::version::Version;
+use actix::prelude::*;
 use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
 use rand::seq::SliceRandom;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{SocketAddr, SocketAddrV4};

@@ -13,9 +13,8 @@ use std::net::SocketAddrV4;
 /// one side lacks). The receiving store merges by clock, so moving a key
 /// both ways is safe and makes both sides equal.
 pub fn entries_to_move(mine: &[Entry], theirs: &[Entry]) -> (Vec<Entry>, Vec<Entry>) {
-    let digests = |entries: &[Entry]| -> HashMap<Bytes, u64> {
-        entries.iter().map(|(k, vs)| (k.clone(), key_digest(k, vs))).collect()
-    };
+    let digests =
+        |entries: &[Entry]| -> HashMap<Bytes, u64> { entries.iter().map(|(k, vs)| (k.clone(), key_digest(k, vs))).collect() };
     let (my_digests, their_digests) = (digests(mine), digests(theirs));
     let pull = theirs.iter().filter(|(k, vs)| my_digests.get(k) != Some(&key_digest(k, vs))).cloned().collect();
     let push = mine.iter().filter(|(k, vs)| their_digests.get(k) != Some(&key_digest(k, vs))).cloned().collect();

@@ -141,22 +141,6 @@ impl VClock {
             }
         }
     }
-
-    /// A 64-bit digest of the clock's counters: the memcache `cas` token.
-    /// Timestamps are left out so equal causal histories give equal tokens.
-    pub fn digest(&self) -> u64 {
-        let mut md5 = Md5::new();
-        for e in &self.entries {
-            md5.update((e.node.len() as u32).to_be_bytes());
-            md5.update(e.node.as_bytes());
-            md5.update(e.counter.to_be_bytes());
-        }
-        let out = md5.finalize();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&out[..8]);
-        // 0 means "no token" to some clients; never hand it out.
-        u64::from_be_bytes(first).max(1)
-    }
 }
 
 /// One stored version of a key's value.
@@ -215,11 +199,8 @@ pub fn sync(a: &[Version], b: &[Version]) -> Vec<Version> {
     let mut all: Vec<&Version> = a.iter().chain(b.iter()).collect();
     all.sort_by(|x, y| x.dot.cmp(&y.dot));
     all.dedup_by(|x, y| x.dot == y.dot);
-    let mut kept: Vec<Version> = all
-        .iter()
-        .filter(|v| !all.iter().any(|other| other.supersedes(v)))
-        .map(|v| (*v).clone())
-        .collect();
+    let mut kept: Vec<Version> =
+        all.iter().filter(|v| !all.iter().any(|other| other.supersedes(v))).map(|v| (*v).clone()).collect();
     sort_siblings(&mut kept);
     kept
 }
@@ -239,24 +220,45 @@ pub fn context(versions: &[Version]) -> VClock {
     versions.iter().fold(VClock::new(), |acc, v| acc.merge(&v.history()))
 }
 
+/// The largest token handed out, plus one: 2^53, so JavaScript clients
+/// (numbers are doubles) and every client that holds a signed 64-bit
+/// integer can keep it exactly.
+pub const CAS_TOKEN_LIMIT: u64 = 1 << 53;
+
+/// The memcache `cas` token of a key's live versions: a digest of the key
+/// and of each version's dot and stamp time, in [1, 2^53).
+///
+/// A function of what is stored, so every replica gives the same token
+/// without coordination. The key is in it, so keys written alike get
+/// different tokens; the stamp time is in it, so a key deleted, reaped and
+/// written again (its dots start over) never gets back an old token. The
+/// dots name the sibling set exactly, so a `cas` holding this token can
+/// only replace the versions its client saw. Sibling order does not count.
+pub fn cas_token(key: &[u8], live: &[Version]) -> u64 {
+    let mut stamps: Vec<(&Dot, u64)> = live.iter().map(|v| (&v.dot, v.timestamp)).collect();
+    stamps.sort_unstable();
+    let mut md5 = Md5::new();
+    md5.update((key.len() as u32).to_be_bytes());
+    md5.update(key);
+    for (dot, timestamp) in stamps {
+        md5.update((dot.node.len() as u32).to_be_bytes());
+        md5.update(dot.node.as_bytes());
+        md5.update(dot.counter.to_be_bytes());
+        md5.update(timestamp.to_be_bytes());
+    }
+    let out = md5.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&out[..8]);
+    // 0 means "no token" to memcached clients: never hand it out.
+    (u64::from_be_bytes(first) % CAS_TOKEN_LIMIT).max(1)
+}
+
 /// Stamps a new version at coordinator `node`. `seen` is every version the
 /// coordinator holds for the key (so the new counter is fresh) and `context`
 /// what the writer saw (so the write replaces exactly that).
-pub fn stamp(
-    node: &str,
-    seen: &[Version],
-    context: &VClock,
-    payload: Payload,
-    now_ms: u64,
-    max_clock_entries: usize,
-) -> Version {
-    let counter = seen
-        .iter()
-        .map(|v| v.history().counter(node))
-        .chain(std::iter::once(context.counter(node)))
-        .max()
-        .unwrap_or(0)
-        + 1;
+pub fn stamp(node: &str, seen: &[Version], context: &VClock, payload: Payload, now_ms: u64, max_clock_entries: usize) -> Version {
+    let counter =
+        seen.iter().map(|v| v.history().counter(node)).chain(std::iter::once(context.counter(node))).max().unwrap_or(0) + 1;
     let mut clock = context.clone();
     clock.prune(max_clock_entries, node);
     Version {
@@ -325,16 +327,54 @@ mod tests {
         assert_eq!(nodes, vec!["a", "d"]);
     }
 
+    fn tokens(key: &[u8], vs: &[Version]) -> u64 {
+        let t = cas_token(key, vs);
+        assert!((1..CAS_TOKEN_LIMIT).contains(&t), "token {t} out of range");
+        t
+    }
+
     #[test]
-    fn digest_ignores_timestamps_and_is_never_zero() {
-        let mut a = VClock::new();
-        a.advance("n", 3, 1);
-        let mut b = VClock::new();
-        b.advance("n", 3, 99);
-        assert_eq!(a.digest(), b.digest());
-        b.advance("m", 1, 1);
-        assert_ne!(a.digest(), b.digest());
-        assert_ne!(VClock::new().digest(), 0);
+    fn keys_written_alike_get_different_tokens() {
+        let v = write("a", &[], &VClock::new(), "same", 1);
+        let all: std::collections::HashSet<u64> = (0..1000).map(|i| tokens(format!("k{i}").as_bytes(), &[v.clone()])).collect();
+        assert_eq!(all.len(), 1000);
+    }
+
+    #[test]
+    fn replicas_agree_and_sibling_order_does_not_count() {
+        let x = write("a", &[], &VClock::new(), "x", 5);
+        let y = write("b", &[], &VClock::new(), "y", 3);
+        assert_eq!(tokens(b"k", &[x.clone(), y.clone()]), tokens(b"k", &[y.clone(), x.clone()]));
+        assert_eq!(tokens(b"k", &[x.clone()]), tokens(b"k", &[x.clone()]));
+        assert_ne!(tokens(b"k", &[x.clone(), y]), tokens(b"k", &[x]));
+    }
+
+    #[test]
+    fn a_key_never_gets_back_a_token_it_had() {
+        // Written, overwritten, deleted and reaped (the set starts empty
+        // again, dots start over) many times: every token is new.
+        let mut seen = std::collections::HashSet::new();
+        let mut t = 1_700_000_000_000;
+        for _life in 0..50 {
+            let mut held: Vec<Version> = Vec::new();
+            for i in 0..20 {
+                t += 1;
+                held = vec![write("a", &held, &context(&held), &i.to_string(), t)];
+                assert!(seen.insert(tokens(b"k", &held)), "token repeated");
+            }
+            assert_eq!(held[0].dot.counter, 20);
+        }
+        assert_eq!(seen.len(), 1000);
+    }
+
+    #[test]
+    fn tokens_fill_the_range_below_the_limit() {
+        // The digest is spread over [1, 2^53): some tokens land in the top
+        // half, none at or above the limit.
+        let v = write("a", &[], &VClock::new(), "v", 1);
+        let top = (0..1000).filter(|i| tokens(format!("k{i}").as_bytes(), &[v.clone()]) >= CAS_TOKEN_LIMIT / 2).count();
+        assert!((300..700).contains(&top), "{top} of 1000 in the top half");
+        assert_ne!(cas_token(b"", &[]), 0);
     }
 
     fn arb_clock() -> impl Strategy<Value = VClock> {

@@ -3,7 +3,10 @@
 
 mod clock;
 
-pub use clock::{context, sort_siblings, stamp, sync, Causality, ClockEntry, Dot, NodeName, Payload, VClock, Version};
+pub use clock::{
+    cas_token, context, sort_siblings, stamp, sync, Causality, ClockEntry, Dot, NodeName, Payload, VClock, Version,
+    CAS_TOKEN_LIMIT,
+};
 
 use actix::prelude::*;
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the test suite drives a node with, when it is missing:
+# libmemcached's conformance tester, and the memcached clients of
+# tests/clients.rs — pylibmc and pymemcache (Debian's python3 packages, for
+# /usr/bin/python3), PHP's memcached extension, Perl's
+# Cache::Memcached::Fast, and the Node.js clients memcached and memjs (npm,
+# pinned in node/package-lock.json). Safe to run again: it installs only
+# what is not there.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+command -v memccapable >/dev/null || missing+=(libmemcached-tools)
+/usr/bin/python3 -c 'import pylibmc' 2>/dev/null || missing+=(python3-pylibmc)
+/usr/bin/python3 -c 'import pymemcache' 2>/dev/null || missing+=(python3-pymemcache)
+{ command -v php >/dev/null && php -r 'exit(class_exists("Memcached") ? 0 : 1);'; } || missing+=(php-cli php-memcached)
+perl -MCache::Memcached::Fast -e 1 2>/dev/null || missing+=(libcache-memcached-fast-perl)
+command -v node >/dev/null || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d "$here/node/node_modules/memjs" ] || [ ! -d "$here/node/node_modules/memcached" ]; then
+  echo "installing the Node.js clients"
+  (cd "$here/node" && npm ci --no-audit --no-fund --loglevel=error)
+fi
