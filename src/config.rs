@@ -224,8 +224,11 @@ impl Config {
         if self.port == self.memcache_port {
             return refuse("memcache_port", format!("clashes with port ({})", self.port));
         }
-        if self.number_of_buckets == 0 || self.number_of_buckets > 65536 {
-            return refuse("number_of_buckets", "must be between 1 and 65536");
+        if !kai_actors::hash::is_valid_bucket_count(self.number_of_buckets) {
+            return refuse(
+                "number_of_buckets",
+                format!("must be a power of two from 1 to {} (so buckets cut the ring evenly)", kai_actors::hash::MAX_BUCKETS),
+            );
         }
         if self.number_of_virtual_nodes == 0 {
             return refuse("number_of_virtual_nodes", "must be at least 1");
@@ -324,6 +327,9 @@ mod tests {
         assert_eq!(refused_key(&["memcache_port=11011"]), "memcache_port");
         assert_eq!(refused_key(&["bogus=1"]), "bogus");
         assert_eq!(refused_key(&["number_of_buckets=0"]), "number_of_buckets");
+        assert_eq!(refused_key(&["number_of_buckets=3000"]), "number_of_buckets");
+        assert_eq!(refused_key(&["number_of_buckets=131072"]), "number_of_buckets");
+        assert!(with(&["number_of_buckets=1"]).is_ok() && with(&["number_of_buckets=65536"]).is_ok());
         assert_eq!(refused_key(&["hostname=no.such.host.invalid"]), "hostname");
         assert!(with(&["n=\"three\""]).is_err());
         assert!(with(&["nokey"]).is_err());

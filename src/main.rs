@@ -10,6 +10,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod config;
 mod node;
+mod ring_shape;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -246,6 +246,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
     let engine: Box<dyn Engine> = match config.store {
         StoreKind::Memory => Box::new(MemoryEngine::new(config.number_of_buckets)),
         StoreKind::Disk => {
+            crate::ring_shape::check_or_record(&config.data_dir, config.number_of_buckets)?;
             Box::new(DiskEngine::open(&config.data_dir).map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?)
         }
     };

@@ -448,6 +448,22 @@ fn a_config_that_makes_no_sense_is_refused_at_start() {
     }
 }
 
+/// Keys are stored by bucket: a start on existing data with another bucket
+/// count would read them as missing, so it is refused, and so is a count
+/// that does not cut the ring evenly.
+#[test]
+fn the_rings_shape_is_kept_with_the_data() {
+    let mut node = TestNode::start(&[]);
+    node.client().set("shaped", "v", 0).unwrap();
+    node.terminate();
+    let said = node.refused_start(&["number_of_buckets=512"]);
+    assert!(said.contains("`number_of_buckets`") && said.contains("= 1024") && said.contains("gives 512"), "{said}");
+    let said = node.refused_start(&["number_of_buckets=3000"]);
+    assert!(said.contains("`number_of_buckets`") && said.contains("power of two"), "{said}");
+    node.launch();
+    assert_eq!(node.client().get::<String>("shaped").unwrap().as_deref(), Some("v"));
+}
+
 #[test]
 fn the_memory_engine_serves_the_same() {
     let node = TestNode::start(&["store=\"memory\""]);

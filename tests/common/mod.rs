@@ -49,14 +49,34 @@ impl TestNode {
         std::fs::read_to_string(self.dir.path().join("kai.log")).unwrap_or_default()
     }
 
+    fn command(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kai"));
+        cmd.arg("--config").arg(repo_config());
+        for o in self.overrides.iter().map(String::as_str).chain(extra.iter().copied()) {
+            cmd.arg("--set").arg(o);
+        }
+        cmd
+    }
+
+    /// Starts the process on this node's data with `extra` overrides, which
+    /// must make it refuse to start; answers what it said.
+    pub fn refused_start(&self, extra: &[&str]) -> String {
+        assert!(self.child.is_none(), "already running");
+        let out = Command::new("timeout")
+            .arg("20")
+            .arg(self.command(extra).get_program())
+            .args(self.command(extra).get_args())
+            .output()
+            .expect("run kai");
+        assert!(!out.status.success(), "kai started with {extra:?}");
+        assert_ne!(out.status.code(), Some(124), "kai neither started nor refused within 20 s");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// Starts the process (again) with the same config and data.
     pub fn launch(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kai"));
-        cmd.arg("--config").arg(repo_config());
-        for o in &self.overrides {
-            cmd.arg("--set").arg(o);
-        }
+        let mut cmd = self.command(&[]);
         // If this test process dies without running its destructors (killed,
         // or aborted), the node dies with it rather than linger.
         use std::os::unix::process::CommandExt;

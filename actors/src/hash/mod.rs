@@ -4,7 +4,7 @@
 
 mod ring;
 
-pub use ring::{bucket_of, hash_bytes, virtual_node_position, Ring, RingNode};
+pub use ring::{bucket_of, hash_bytes, is_valid_bucket_count, virtual_node_position, Ring, RingNode, MAX_BUCKETS};
 
 use actix::prelude::*;
 use std::net::SocketAddrV4;

@@ -38,6 +38,16 @@ pub fn virtual_node_position(addr: &SocketAddrV4, v: u16) -> u32 {
     hash_bytes(&[a, b, c, d, port[0], port[1], v[0], v[1]])
 }
 
+/// The most buckets a ring may be cut into.
+pub const MAX_BUCKETS: u32 = 1 << 16;
+
+/// Whether a ring may be cut into `number_of_buckets`: a power of two up to
+/// 65536, so buckets cut 2^32 positions evenly (as in the original) and
+/// every hash falls in one of them.
+pub fn is_valid_bucket_count(number_of_buckets: u32) -> bool {
+    number_of_buckets.is_power_of_two() && number_of_buckets <= MAX_BUCKETS
+}
+
 /// The width of one bucket on a ring of `number_of_buckets`.
 fn bucket_width(number_of_buckets: u32) -> u64 {
     (1u64 << 32) / number_of_buckets as u64
@@ -261,5 +271,32 @@ mod tests {
         let (_, replaced) = ring.update_nodes(&[node(11015, 128)], &[], 1);
         // About 1/5 of the buckets change primary owner.
         assert!(replaced.len() > 100 && replaced.len() < 350, "{} moved", replaced.len());
+    }
+
+    #[test]
+    fn only_powers_of_two_up_to_65536_cut_a_ring() {
+        let valid: Vec<u32> = (0..=20).map(|e| 1u32 << e).filter(|n| is_valid_bucket_count(*n)).collect();
+        assert_eq!(valid.len(), 17);
+        assert!(!is_valid_bucket_count(0) && !is_valid_bucket_count(3000) && !is_valid_bucket_count(1 << 17));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_hash_falls_in_a_bucket_for_every_allowed_count(
+            key in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            exponent in 0..=16u32,
+        ) {
+            let buckets = 1u32 << exponent;
+            proptest::prop_assert!(bucket_of(&key, buckets) < buckets);
+        }
+    }
+
+    #[test]
+    fn the_extreme_hashes_fall_in_the_first_and_last_bucket() {
+        for exponent in 0..=16 {
+            let buckets = 1u32 << exponent;
+            let width = bucket_width(buckets);
+            assert_eq!(((u32::MAX as u64) / width) as u32, buckets - 1);
+        }
     }
 }
