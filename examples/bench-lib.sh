@@ -20,7 +20,7 @@ start_cluster() {
     p=$(port); a=$(port)
     ./target/release/kai --config kai.config.toml --set n=3 --set r=2 --set w=2 \
       --set data_dir="\"$dir/$name$i\"" --set port="$a" --set memcache_port="$p" --set logfile="\"$dir/$name$i.log\"" \
-      --set worker_threads=1 --set store_threads=1 --set gossip_interval_ms=500 --set down_after_ms=2000 "$@" & pids+=($!); node_pids+=($!)
+      --set worker_threads=1 --set store_threads=1 --set gossip_interval_ms=500 "$@" & pids+=($!); node_pids+=($!)
     wait_port "$p"; wait_port "$a"
     servers+=("127.0.0.1:$p"); apis+=("127.0.0.1:$a")
   done

@@ -3,7 +3,7 @@
 //! terminal; one command per line from a pipe; or `-e` for scripts.
 
 use bytes::Bytes;
-use kai_actors::api::{ApiClient, Placement, Request, Response, TransferProgress, ADMIN_BUCKETS};
+use kai_actors::api::{ApiClient, MemberRow, MemberState, Placement, Request, Response, TransferProgress, ADMIN_BUCKETS};
 use kai_actors::version::Version;
 use std::io::{BufRead, IsTerminal};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -16,7 +16,9 @@ const HELP: &str = "\
 commands:
   check_node A B            tell node A about node B: A contacts B and they
                             merge member lists (how nodes are linked)
-  node_list                 this node's members: up or down, virtual nodes
+  node_list                 every member: state (joining up down leaving
+                            removed), vnodes, buckets, keys, bytes, hints held
+                            here, buckets moving, last heartbeat, phi
   node_info [NODE]          a node's identity and quorum
   find_nodes KEY            the key's preference list, home replicas first
   buckets                   the buckets this node holds, and the balance
@@ -67,7 +69,10 @@ impl Admin {
             let client = ApiClient::connect(node, ADMIN_NAME, ADMIN_BUCKETS, TIMEOUT)
                 .await
                 .map_err(|e| format!("node {node} unreachable: {e}"))?;
-            client.call(request, TIMEOUT).await.map_err(|e| e.to_string())
+            match client.call(request, TIMEOUT).await.map_err(|e| e.to_string())? {
+                Response::Error(why) => Err(why),
+                answer => Ok(answer),
+            }
         })
     }
 
@@ -81,8 +86,8 @@ impl Admin {
         match words.as_slice() {
             [] => Ok(String::new()),
             ["help"] => Ok(HELP.to_string()),
-            ["node_list"] => match self.ask(self.node, Request::NodeInfo)? {
-                Response::NodeInfo(info) => Ok(info.members.join("\n")),
+            ["node_list"] => match self.ask(self.node, Request::MemberStatus)? {
+                Response::MemberStatus(rows) => Ok(self.status_table(&rows)),
                 other => Err(format!("unexpected answer: {other:?}")),
             },
             ["node_info"] | ["node_info", _] => match self.ask(self.target(words.get(1).copied())?, Request::NodeInfo)? {
@@ -123,7 +128,9 @@ impl Admin {
             ["remove_node", node] => {
                 let addr = resolve(node)?;
                 match self.ask(self.node, Request::RemoveNode { node: addr.to_string() })? {
-                    Response::Done => Ok(format!("{addr} leaves the ring; its buckets move to their new homes")),
+                    Response::Done => Ok(format!(
+                        "{addr} leaves the ring: its buckets move to their new homes (node_list shows it leaving, then removed)"
+                    )),
                     other => Err(format!("unexpected answer: {other:?}")),
                 }
             }
@@ -153,7 +160,67 @@ impl Admin {
     }
 }
 
+/// A member's state as an operator reads it: down when the failure
+/// detector suspects a member that should be serving.
+fn shown_state(row: &MemberRow) -> String {
+    match (row.state, row.suspected) {
+        (MemberState::Joining | MemberState::Up, true) => "down".into(),
+        (MemberState::Leaving, true) => "leaving,down".into(),
+        (state, _) => state.name().into(),
+    }
+}
+
 impl Admin {
+    /// `node_list`: every member as the asked node sees it, with what each
+    /// member says of its own keys, bytes and transfers ("-" when it does
+    /// not answer).
+    fn status_table(&self, rows: &[MemberRow]) -> String {
+        let header = ["address", "state", "vnodes", "first", "home", "keys", "bytes", "hints", "moving", "heard", "phi"];
+        let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+        for row in rows {
+            let stats = match (row.state, resolve(&row.addr)) {
+                (MemberState::Removed, _) | (_, Err(_)) => None,
+                (_, Ok(addr)) => match self.ask(addr, Request::Stats) {
+                    Ok(Response::Stats(lines)) => Some(lines),
+                    _ => None,
+                },
+            };
+            let stat = |name: &str| {
+                stats
+                    .as_ref()
+                    .and_then(|lines| lines.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let heard = match row.heartbeat_age_ms {
+                Some(ms) => format!("{:.1}s", ms as f64 / 1000.0),
+                None => "never".into(),
+            };
+            let phi = if row.phi.is_finite() { format!("{:.1}", row.phi) } else { "inf".into() };
+            let bytes = stat("bytes").parse::<u64>().map(human_bytes).unwrap_or_else(|_| "-".into());
+            table.push(vec![
+                row.addr.clone(),
+                shown_state(row),
+                row.virtual_nodes.to_string(),
+                row.buckets_first.to_string(),
+                row.buckets_home.to_string(),
+                stat("curr_items"),
+                bytes,
+                row.hints_held.to_string(),
+                stat("kai_buckets_pending"),
+                heard,
+                phi,
+            ]);
+        }
+        let widths: Vec<usize> = (0..header.len()).map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+        table
+            .iter()
+            .map(|r| {
+                r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// `get KEY`: asks each of the key's home replicas for its versions.
     fn versions_on_replicas(&self, key: &str) -> Result<String, String> {
         let key = Bytes::from(key.to_string());
@@ -207,15 +274,29 @@ fn progress_line(p: &TransferProgress) -> String {
     const WIDTH: u64 = 30;
     let filled = (p.buckets_done * WIDTH).checked_div(p.buckets_total).unwrap_or(WIDTH);
     let bar: String = (0..WIDTH).map(|i| if i < filled { '#' } else { '.' }).collect();
-    let mib = |b: u64| match b {
-        0..1024 => format!("{b} B"),
-        1024..1048576 => format!("{:.1} KiB", b as f64 / 1024.0),
-        _ => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
-    };
     if p.buckets_total == 0 {
         return "no bucket transfers since this node started".to_string();
     }
-    format!("[{bar}] {}/{} buckets, {} in, {} out", p.buckets_done, p.buckets_total, mib(p.bytes_in), mib(p.bytes_out))
+    let eta = match p.eta_secs {
+        _ if p.buckets_done == p.buckets_total => ", done".to_string(),
+        Some(secs) => format!(", about {secs} s to go"),
+        None => String::new(),
+    };
+    format!(
+        "[{bar}] {}/{} buckets, {} in, {} out{eta}",
+        p.buckets_done,
+        p.buckets_total,
+        human_bytes(p.bytes_in),
+        human_bytes(p.bytes_out)
+    )
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        0..1024 => format!("{b} B"),
+        1024..1048576 => format!("{:.1} KiB", b as f64 / 1024.0),
+        _ => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+    }
 }
 
 /// Bucket numbers as ranges: 0-3 7 9-10.

@@ -58,8 +58,9 @@ pub struct Config {
     /// Nodes (internal API addresses) to link with at start.
     pub seeds: Vec<String>,
     pub gossip_interval_ms: u64,
-    /// A member whose heartbeat has not risen for this long is down.
-    pub down_after_ms: u64,
+    /// The phi accrual failure detector suspects a member (marks it down)
+    /// once phi passes this: 8 is a one in 10^8 chance of being wrong.
+    pub phi_threshold: f64,
     /// How often held hints are offered to their home nodes again.
     pub hint_interval_ms: u64,
     /// Lets the admin tool cut this node off from chosen peers (tests).
@@ -103,7 +104,7 @@ impl Default for Config {
             reap_interval_secs: 60,
             seeds: Vec::new(),
             gossip_interval_ms: 1000,
-            down_after_ms: 5000,
+            phi_threshold: 8.0,
             hint_interval_ms: 5000,
             allow_fault_injection: false,
             anti_entropy_interval_ms: 1000,
@@ -269,8 +270,8 @@ impl Config {
         if self.anti_entropy_interval_ms == 0 || self.anti_entropy_buckets_per_round == 0 {
             return refuse("anti_entropy_interval_ms", "anti-entropy needs an interval and buckets per round above 0");
         }
-        if self.down_after_ms <= self.gossip_interval_ms {
-            return refuse("down_after_ms", "must be longer than gossip_interval_ms");
+        if !(self.phi_threshold.is_finite() && self.phi_threshold >= 1.0) {
+            return refuse("phi_threshold", "must be a number of at least 1 (8 is usual)");
         }
         self.seed_addrs()?;
         self.node_addr()?;

@@ -11,15 +11,16 @@ use kai_actors::api::{
 use kai_actors::coordinator::{ClientGet, ClientWrite, CoordinatorActor, CoordinatorSettings, QuorumSetup, Replicas};
 use kai_actors::hash::{HashActor, Ring, RingHandle, RingNode};
 use kai_actors::membership::{
-    CheckNode, Liveness, MemberList, MembershipActor, MembershipSettings, ReceiveGossip, RemoveNode, Status,
+    load_saved, CheckNode, Liveness, MemberList, MemberStatus, MembershipActor, MembershipSettings, PhiSettings, ReceiveGossip,
+    RemoveNode,
 };
 use kai_actors::memcache::{MemcacheActor, MemcacheSettings, SessionEnv, Worker};
 use kai_actors::stats::{report, Identity, NodeStats};
 use kai_actors::store::{
-    CombinedRoot, DiskEngine, Engine, GetSegments, LocalStoreActor, MemoryEngine, MergeEntries, ReadKeys, ReplicaGet, ReplicaPut,
-    SegmentEntries, Store, StoreActor, StoreAddr, StoreSettings,
+    BucketRoots, CombinedRoot, DiskEngine, Engine, GetSegments, HintCounts, LocalStoreActor, MemoryEngine, MergeEntries,
+    ReadKeys, ReplicaGet, ReplicaPut, SegmentEntries, Store, StoreActor, StoreAddr, StoreSettings,
 };
-use kai_actors::sync::{GetTransfers, SyncActor, SyncSettings};
+use kai_actors::sync::{GetTransfers, NotifySettled, SyncActor, SyncSettings};
 use kai_actors::version::VersionActor;
 use kai_actors::Restart;
 use std::net::SocketAddrV4;
@@ -145,6 +146,32 @@ impl Handler<ApiCall> for Router {
                 Box::pin(async move { segments.await.map(|s| Response::Segments(s.to_vec())).unwrap_or_else(failed) })
             }
             Request::Segments { bucket } => refuse(format!("no bucket {bucket}")),
+            Request::BucketRoots { buckets } if buckets.iter().all(|b| *b < self.identity.number_of_buckets) => {
+                let roots = self.store.send(BucketRoots(buckets));
+                Box::pin(async move { roots.await.map(Response::Roots).unwrap_or_else(failed) })
+            }
+            Request::BucketRoots { .. } => refuse(format!("buckets run from 0 to {}", self.identity.number_of_buckets - 1)),
+            Request::MemberStatus => {
+                let rows = self.membership.send(MemberStatus);
+                let hints = self.store.send(HintCounts);
+                let (ring, n) = (self.ring.snapshot(), self.identity.n);
+                Box::pin(async move {
+                    let Ok(mut rows) = rows.await else { return Response::Error("membership is restarting".into()) };
+                    let hints = match hints.await {
+                        Ok(Ok(hints)) => hints,
+                        _ => Default::default(),
+                    };
+                    let (first, home) = ring.bucket_counts(n);
+                    for row in &mut rows {
+                        if let Ok(addr) = row.addr.parse::<SocketAddrV4>() {
+                            row.buckets_first = first.get(&addr).copied().unwrap_or(0);
+                            row.buckets_home = home.get(&addr).copied().unwrap_or(0);
+                        }
+                        row.hints_held = hints.get(&row.addr).copied().unwrap_or(0);
+                    }
+                    Response::MemberStatus(rows)
+                })
+            }
             Request::SegmentEntries { bucket, segments } if bucket < self.identity.number_of_buckets => {
                 let segments = segments.into_iter().map(|s| s as usize).collect();
                 reply(self.store.send(SegmentEntries { bucket, segments }), Response::Entries)
@@ -191,9 +218,9 @@ impl Handler<ApiCall> for Router {
                         store: id.store.to_string(),
                         members: members
                             .iter()
-                            .filter(|m| !m.left)
+                            .filter(|m| m.state.on_ring())
                             .map(|m| {
-                                let status = if m.status == Status::Up { "up" } else { "down" };
+                                let status = if m.suspected { "down" } else { m.state.name() };
                                 format!("{} {status} {} virtual nodes", m.node.name(), m.node.virtual_nodes)
                             })
                             .collect(),
@@ -273,8 +300,18 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         threads: config.worker_threads,
         started: Instant::now(),
     };
+    // The member table as this node left it (a node comes back knowing its
+    // cluster, and a removed node stays removed), or this node alone.
     let me_on_ring = RingNode::new(me, config.number_of_virtual_nodes);
-    let ring = RingHandle::new(Ring::new(config.number_of_buckets, [me_on_ring.clone()]));
+    let members_file = (config.store == StoreKind::Disk).then(|| config.data_dir.join("members"));
+    let saved = match &members_file {
+        Some(path) => load_saved(path).map_err(|e| format!("cannot read the member table {}: {e}", path.display()))?,
+        None => None,
+    };
+    let phi = PhiSettings::for_interval(config.phi_threshold, config.gossip_interval_ms);
+    let seeds = config.seed_addrs().map_err(|e| e.to_string())?;
+    let members = MembershipActor::initial_members(me_on_ring, saved.as_ref(), !seeds.is_empty(), phi);
+    let ring = RingHandle::new(Ring::new(config.number_of_buckets, members.ring_nodes()));
     let timeout = Duration::from_millis(config.request_timeout_ms);
 
     let hash = Supervisor::start({
@@ -349,23 +386,26 @@ pub async fn start(config: &Config) -> Result<Node, String> {
     let membership = Supervisor::start({
         let settings = MembershipSettings {
             gossip_interval: Duration::from_millis(config.gossip_interval_ms),
-            down_after: Duration::from_millis(config.down_after_ms),
+            phi,
             timeout,
-            seeds: config.seed_addrs().map_err(|e| e.to_string())?,
+            seeds,
+            state_file: members_file,
         };
-        let (peers, hash, liveness) = (peers.clone(), hash.clone(), liveness.clone());
+        let (peers, hash, liveness, stats) = (peers.clone(), hash.clone(), liveness.clone(), stats.clone());
         let up_listeners = vec![sync.clone().recipient()];
         move |_| {
             MembershipActor::new(
-                me_on_ring.clone(),
+                members.clone(),
                 settings.clone(),
                 peers.clone(),
                 hash.clone(),
                 liveness.clone(),
+                stats.clone(),
                 up_listeners.clone(),
             )
         }
     });
+    sync.do_send(NotifySettled(membership.clone().recipient()));
 
     let router = Router {
         identity: identity.clone(),

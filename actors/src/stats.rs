@@ -70,6 +70,13 @@ pub struct NodeStats {
     pub ae_compared: AtomicU64,
     pub ae_repaired: AtomicU64,
     pub buckets_pending: AtomicI64,
+    // membership: members by state, as this node sees them (down counts
+    // members on the ring that the failure detector suspects)
+    pub members_joining: AtomicI64,
+    pub members_up: AtomicI64,
+    pub members_down: AtomicI64,
+    pub members_leaving: AtomicI64,
+    pub members_removed: AtomicI64,
     // coordinator
     pub siblings_served: AtomicU64,
     pub unreconciled_get: AtomicU64,
@@ -165,7 +172,14 @@ pub fn report(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Vec
         ("kai_number_of_buckets", id.number_of_buckets.to_string()),
         ("kai_number_of_virtual_nodes", id.virtual_nodes.to_string()),
         ("kai_store", id.store.to_string()),
-        ("kai_curr_nodes", ring.len().to_string()),
+        // Live members only: on the ring and not suspected down.
+        ("kai_curr_nodes", (stats.members_joining.load(Relaxed) + stats.members_up.load(Relaxed)).to_string()),
+        ("kai_ring_nodes", ring.len().to_string()),
+        ("kai_members_joining", stats.members_joining.load(Relaxed).to_string()),
+        ("kai_members_up", stats.members_up.load(Relaxed).to_string()),
+        ("kai_members_down", stats.members_down.load(Relaxed).to_string()),
+        ("kai_members_leaving", stats.members_leaving.load(Relaxed).to_string()),
+        ("kai_members_removed", stats.members_removed.load(Relaxed).to_string()),
         ("kai_buckets_held", held.to_string()),
         ("kai_unreconciled_get", get(&stats.unreconciled_get)),
         ("kai_read_repairs", get(&stats.read_repairs)),

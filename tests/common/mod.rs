@@ -249,7 +249,6 @@ pub const CLUSTER: &[&str] = &[
     "r=2",
     "w=2",
     "gossip_interval_ms=200",
-    "down_after_ms=1500",
     "hint_interval_ms=500",
     "request_timeout_ms=1000",
     "allow_fault_injection=true",
@@ -296,11 +295,27 @@ impl TestCluster {
 impl TestNode {
     /// The members this node lists as up.
     pub fn up_members(&self) -> Vec<String> {
+        self.members_in("up")
+    }
+
+    /// The members `node_list` shows in `state` (its second column).
+    pub fn members_in(&self, state: &str) -> Vec<String> {
+        self.member_states().into_iter().filter(|(_, s)| s == state).map(|(m, _)| m).collect()
+    }
+
+    /// Every member `node_list` shows, with its state.
+    pub fn member_states(&self) -> Vec<(String, String)> {
         let (ok, out, _) = self.admin(&["node_list"]);
         if !ok {
             return Vec::new();
         }
-        out.lines().filter(|l| l.contains(" up ")).map(|l| l.split(' ').next().unwrap().to_string()).collect()
+        out.lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut cells = l.split_whitespace();
+                Some((cells.next()?.to_string(), cells.next()?.to_string()))
+            })
+            .collect()
     }
 
     /// Waits until this node lists `member` as down (or up).

@@ -2,14 +2,14 @@
 //! length, then a MessagePack body. Pure: encode and decode only.
 
 use crate::error::{Error, Result};
-use crate::membership::Digest;
 use crate::store::{Write, WriteOutcome};
 use crate::version::Version;
 use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddrV4;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// No frame may claim more than this; a peer that does is cut off.
 pub const MAX_FRAME: usize = 64 << 20;
@@ -41,8 +41,10 @@ pub enum Request {
         hops: u8,
     },
     Gossip {
-        members: Vec<Digest>,
+        members: Vec<MemberDigest>,
     },
+    /// Every member as this node sees it, for `node_list`.
+    MemberStatus,
     /// Contact `node` and merge member lists with it.
     CheckNode {
         node: String,
@@ -56,6 +58,11 @@ pub enum Request {
     /// The leaves of a bucket's Merkle tree.
     Segments {
         bucket: u32,
+    },
+    /// The Merkle roots of these buckets (0 for an empty one): buckets
+    /// whose roots agree need nothing more.
+    BucketRoots {
+        buckets: Vec<u32>,
     },
     /// The keys of a bucket in some Merkle leaves.
     SegmentEntries {
@@ -89,6 +96,67 @@ pub enum Request {
     Block {
         peers: Vec<String>,
     },
+}
+
+/// A member's place in the cluster, as gossip spreads it. A member only
+/// ever moves forward through these (the order below), so gossip merges
+/// two views of a member by taking the later state; `Removed` is final.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemberState {
+    /// Started with a cluster to join, and not yet holding its buckets.
+    Joining,
+    Up,
+    /// Taken off the ring by `remove_node`, still handing its data over.
+    Leaving,
+    /// Off the ring for good, its data handed over (or lost with it).
+    Removed,
+}
+
+impl MemberState {
+    pub fn name(self) -> &'static str {
+        match self {
+            MemberState::Joining => "joining",
+            MemberState::Up => "up",
+            MemberState::Leaving => "leaving",
+            MemberState::Removed => "removed",
+        }
+    }
+
+    /// Whether a member in this state holds buckets on the ring.
+    pub fn on_ring(self) -> bool {
+        matches!(self, MemberState::Joining | MemberState::Up)
+    }
+}
+
+/// One member as gossip carries it (membership's wire message).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MemberDigest {
+    pub addr: SocketAddrV4,
+    pub virtual_nodes: u16,
+    /// Bumped at every start of the member's process, so its news wins
+    /// over what others remember of its last life.
+    pub incarnation: u64,
+    pub heartbeat: u64,
+    pub state: MemberState,
+}
+
+/// One member as `node_list` shows it, from the answering node's view.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MemberRow {
+    pub addr: String,
+    pub state: MemberState,
+    /// The failure detector suspects it: shown as down.
+    pub suspected: bool,
+    pub virtual_nodes: u16,
+    pub incarnation: u64,
+    /// Buckets it is the first replica of, and a home replica of at all.
+    pub buckets_first: u32,
+    pub buckets_home: u32,
+    /// Hints this node holds for it.
+    pub hints_held: u64,
+    /// Milliseconds since its heartbeat last rose here (None: never heard).
+    pub heartbeat_age_ms: Option<u64>,
+    pub phi: f64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -129,7 +197,8 @@ pub enum Response {
     NodeInfo(NodeInfo),
     Versions(Vec<Version>),
     Outcome(WriteOutcome),
-    Members(Vec<Digest>),
+    Members(Vec<MemberDigest>),
+    MemberStatus(Vec<MemberRow>),
     Placement(Placement),
     /// Buckets held by each node (home replica of), and this node's.
     Buckets {
@@ -137,6 +206,7 @@ pub enum Response {
         per_node: Vec<(String, usize)>,
     },
     Segments(Vec<u64>),
+    Roots(Vec<u64>),
     Entries(Vec<(Bytes, Vec<Version>)>),
     Transfers(TransferProgress),
     Root(u64),
@@ -148,9 +218,12 @@ pub enum Response {
 /// Bucket movement after a membership change, as the admin tool shows it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct TransferProgress {
-    /// Buckets to move since the last membership change, and done of them.
+    /// Buckets to move since the work began (never more than the ring's
+    /// buckets), and done of them; equal once nothing is left to move.
     pub buckets_total: u64,
     pub buckets_done: u64,
+    /// Seconds until done at the pace so far (None before any is done).
+    pub eta_secs: Option<u64>,
     /// Bytes of values moved in so far, and of values handed off.
     pub bytes_in: u64,
     pub bytes_out: u64,

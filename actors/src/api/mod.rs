@@ -5,7 +5,8 @@
 mod frame;
 
 pub use frame::{
-    decode, encode, ForwardOp, Frame, NodeInfo, Placement, Request, Response, TransferProgress, MAX_FRAME, PROTOCOL_VERSION,
+    decode, encode, ForwardOp, Frame, MemberDigest, MemberRow, MemberState, NodeInfo, Placement, Request, Response,
+    TransferProgress, MAX_FRAME, PROTOCOL_VERSION,
 };
 
 use crate::error::{Error, Result};

@@ -3,7 +3,7 @@
 //! lists of distinct physical nodes walking clockwise. Pure.
 
 use md5::{Digest, Md5};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 
@@ -136,6 +136,22 @@ impl Ring {
     /// The buckets among whose first `n` nodes `node` stands.
     pub fn buckets_of(&self, node: &SocketAddrV4, n: usize) -> Vec<u32> {
         (0..self.number_of_buckets).filter(|b| self.preference[*b as usize].iter().take(n).any(|a| a == node)).collect()
+    }
+
+    /// Per node: the buckets it is the first replica of, and the buckets it
+    /// is a home replica of at all.
+    pub fn bucket_counts(&self, n: usize) -> (HashMap<SocketAddrV4, u32>, HashMap<SocketAddrV4, u32>) {
+        let (mut first, mut home) = (HashMap::new(), HashMap::new());
+        for b in 0..self.number_of_buckets {
+            let nodes = self.home(b, n);
+            if let Some(a) = nodes.first() {
+                *first.entry(*a).or_default() += 1;
+            }
+            for a in nodes {
+                *home.entry(*a).or_default() += 1;
+            }
+        }
+        (first, home)
     }
 
     /// The first `n` nodes of a bucket's preference list: its home.

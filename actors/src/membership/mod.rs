@@ -1,20 +1,31 @@
-//! membership: who is in the cluster and whether each member is up. The
-//! pure member table and its gossip rules are in `table`; the actor gossips
-//! with one random peer every interval, tells hash when the ring changes,
-//! and publishes which nodes are down for request paths to read.
+//! membership: who is in the cluster and in what state. The pure member
+//! table and its gossip rules are in `table`, the failure detector in
+//! `phi`; the actor gossips with one random peer every interval, keeps the
+//! table in `data_dir` across restarts, retries its seeds (and every known
+//! member) with backoff while it is alone, tells hash when the ring
+//! changes, and publishes which nodes are down for request paths to read.
 
+mod phi;
 mod table;
 
-pub use table::{Digest, Event, Member, Members, Status};
+pub use crate::api::{MemberDigest, MemberRow, MemberState};
+pub use phi::{PhiDetector, PhiSettings};
+pub use table::{Event, Member, Members, SavedMembers};
 
 use crate::api::{Peers, Request, Response};
 use crate::error::{Error, Result};
 use crate::hash::{HashActor, RingNode, UpdateNodes};
+use crate::stats::NodeStats;
 use actix::prelude::*;
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+
+/// The longest wait between two rounds of contacting seeds while alone.
+const MAX_CONTACT_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The nodes on the ring that are down now: read by every request, so
 /// published as an immutable snapshot like the ring.
@@ -31,6 +42,24 @@ impl Liveness {
     }
 }
 
+/// The member table kept in `data_dir`, if there is one.
+pub fn load_saved(path: &Path) -> Result<Option<SavedMembers>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(rmp_serde::from_slice(&bytes)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the table whole, then renames it over the old one, so a crash
+/// leaves the old table or the new, never half of one.
+fn save(path: &Path, saved: &SavedMembers) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, rmp_serde::to_vec(saved)?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
 /// Told when a member comes back up (hints are waiting for it).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -39,11 +68,13 @@ pub struct MemberUp(pub SocketAddrV4);
 #[derive(Clone)]
 pub struct MembershipSettings {
     pub gossip_interval: Duration,
-    /// A member silent this long is marked down.
-    pub down_after: Duration,
+    pub phi: PhiSettings,
     pub timeout: Duration,
-    /// Nodes to link with at start (as `check_node` would).
+    /// Nodes to link with at start (as `check_node` would), retried with
+    /// backoff while this node is alone.
     pub seeds: Vec<SocketAddrV4>,
+    /// Where the member table is kept across restarts (None: not kept).
+    pub state_file: Option<PathBuf>,
 }
 
 /// Every member and its state.
@@ -51,21 +82,36 @@ pub struct MembershipSettings {
 #[rtype(result = "Vec<Member>")]
 pub struct MemberList;
 
+/// Every member as `node_list` shows it (buckets and hints left for the
+/// caller, which holds the ring and the store).
+#[derive(Message)]
+#[rtype(result = "Vec<MemberRow>")]
+pub struct MemberStatus;
+
 /// Gossip from a peer: merge it and answer with our table.
 #[derive(Message)]
-#[rtype(result = "Vec<Digest>")]
-pub struct ReceiveGossip(pub Vec<Digest>);
+#[rtype(result = "Vec<MemberDigest>")]
+pub struct ReceiveGossip(pub Vec<MemberDigest>);
 
 /// `check_node`: contact a node and merge member lists with it.
 #[derive(Message)]
 #[rtype(result = "Result<()>")]
 pub struct CheckNode(pub SocketAddrV4);
 
-/// `remove_node`: takes a node off the ring for good; its buckets are
-/// re-homed (moved by sync) and the news spreads by gossip.
+/// `remove_node`: takes a node off the ring for good; it hands its data to
+/// the buckets' new homes (moved by sync) and the news spreads by gossip.
 #[derive(Message)]
 #[rtype(result = "Result<()>")]
 pub struct RemoveNode(pub SocketAddrV4);
+
+/// From sync: this node has no bucket left to pull or hand off, on a ring
+/// of `ring_nodes` nodes that does (or does not) include this node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Settled {
+    pub ring_nodes: usize,
+    pub ring_has_me: bool,
+}
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -77,28 +123,48 @@ pub struct MembershipActor {
     peers: Peers,
     hash: Addr<HashActor>,
     liveness: Liveness,
+    stats: Arc<NodeStats>,
     up_listeners: Vec<Recipient<MemberUp>>,
     epoch: Instant,
+    /// While alone: when to contact seeds next, and the wait after that.
+    next_contact_ms: u64,
+    contact_backoff: Duration,
 }
 
 impl MembershipActor {
     pub fn new(
-        me: RingNode,
+        members: Members,
         settings: MembershipSettings,
         peers: Peers,
         hash: Addr<HashActor>,
         liveness: Liveness,
+        stats: Arc<NodeStats>,
         up_listeners: Vec<Recipient<MemberUp>>,
     ) -> Self {
-        let down_after = settings.down_after.as_millis() as u64;
+        let backoff = settings.gossip_interval;
         MembershipActor {
-            members: Members::new(me, down_after, 0),
+            members,
             settings,
             peers,
             hash,
             liveness,
+            stats,
             up_listeners,
             epoch: Instant::now(),
+            next_contact_ms: 0,
+            contact_backoff: backoff,
+        }
+    }
+
+    /// The table a node starts with: as saved in `data_dir` (at the next
+    /// incarnation), or new, joining if it has seeds to join through.
+    pub fn initial_members(me: RingNode, saved: Option<&SavedMembers>, has_seeds: bool, phi: PhiSettings) -> Members {
+        match saved {
+            Some(saved) => Members::restore(me, saved, phi, 0),
+            None => {
+                let state = if has_seeds { MemberState::Joining } else { MemberState::Up };
+                Members::new(me, state, 1, phi, 0)
+            }
         }
     }
 
@@ -106,28 +172,78 @@ impl MembershipActor {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Acts on what changed: ring changes go to hash, up/down is published.
+    fn persist(&self) {
+        if let Some(path) = &self.settings.state_file {
+            if let Err(e) = save(path, &self.members.save()) {
+                tracing::error!(path = %path.display(), "cannot keep the member table: {e}");
+            }
+        }
+    }
+
+    fn count_states(&self) {
+        let mut counts = [0i64; 5];
+        for m in self.members.list() {
+            let i = match (m.state, m.suspected) {
+                (MemberState::Joining | MemberState::Up, true) if m.node.addr != self.members.me() => 2,
+                (MemberState::Joining, _) => 0,
+                (MemberState::Up, _) => 1,
+                (MemberState::Leaving, _) => 3,
+                (MemberState::Removed, _) => 4,
+            };
+            counts[i] += 1;
+        }
+        let s = &self.stats;
+        for (counter, n) in
+            [&s.members_joining, &s.members_up, &s.members_down, &s.members_leaving, &s.members_removed].into_iter().zip(counts)
+        {
+            counter.store(n, Relaxed);
+        }
+    }
+
+    /// Acts on what changed: ring changes go to hash, up/down is published,
+    /// and a change of anyone's state is kept on disk.
     fn apply(&mut self, events: Vec<Event>) {
         if events.is_empty() {
             return;
         }
         let mut added = Vec::new();
         let mut removed = Vec::new();
+        let mut keep = false;
+        let me = self.members.me();
         for event in &events {
             match event {
                 Event::Joined(node) => {
-                    tracing::info!(node = %node.addr, "member joined");
+                    tracing::info!(node = %node.addr, vnodes = node.virtual_nodes, "member on the ring");
                     added.push(node.clone());
+                    keep = true;
                 }
                 Event::Left(addr) => {
-                    tracing::info!(node = %addr, "member left");
+                    tracing::info!(node = %addr, "member left the ring");
                     removed.push(*addr);
+                    keep = true;
                 }
-                Event::Down(addr) => tracing::warn!(node = %addr, "member down"),
+                Event::Down(addr) => tracing::warn!(node = %addr, "member down (suspected by the failure detector)"),
                 Event::Up(addr) => {
                     tracing::info!(node = %addr, "member up");
                     for listener in &self.up_listeners {
                         listener.do_send(MemberUp(*addr));
+                    }
+                }
+                Event::MyState(state) => {
+                    keep = true;
+                    match state {
+                        MemberState::Leaving => {
+                            tracing::warn!("this node was removed from the ring: handing its data to the new homes");
+                            removed.push(me);
+                        }
+                        MemberState::Removed => {
+                            tracing::warn!(
+                                "this node is removed from the cluster and holds nothing it must hand over: safe to stop"
+                            );
+                            removed.push(me);
+                        }
+                        MemberState::Up => tracing::info!("this node holds its buckets: up"),
+                        MemberState::Joining => {}
                     }
                 }
             }
@@ -136,6 +252,10 @@ impl MembershipActor {
             self.hash.do_send(UpdateNodes { added, removed });
         }
         self.liveness.publish(self.members.down_nodes().into_iter().collect());
+        self.count_states();
+        if keep {
+            self.persist();
+        }
     }
 
     /// One push-pull exchange with `peer`, run outside the message loop.
@@ -150,10 +270,39 @@ impl MembershipActor {
                     act.apply(events);
                     Ok(())
                 }
+                Ok(Response::Error(why)) => Err(Error::Unavailable(why)),
                 Ok(other) => Err(Error::Protocol(format!("{peer} answered gossip with {other:?}"))),
                 Err(e) => Err(e),
             }
         })
+    }
+
+    /// While this node hears from no other member: contact every seed and
+    /// every member it knows of, then wait longer before the next try.
+    fn contact_if_alone(&mut self, ctx: &mut Context<Self>) {
+        let now = self.now_ms();
+        if self.members.live_peers() > 0 {
+            self.contact_backoff = self.settings.gossip_interval;
+            return;
+        }
+        if now < self.next_contact_ms {
+            return;
+        }
+        let mut targets: BTreeSet<SocketAddrV4> = self.settings.seeds.iter().copied().collect();
+        targets.extend(self.members.contacts());
+        targets.remove(&self.members.me());
+        if targets.is_empty() {
+            return;
+        }
+        self.next_contact_ms = now + self.contact_backoff.as_millis() as u64;
+        self.contact_backoff = (self.contact_backoff * 2).min(MAX_CONTACT_BACKOFF);
+        for target in targets {
+            ctx.spawn(self.exchange(target).map(move |result, _, _| {
+                if let Err(e) = result {
+                    tracing::debug!(%target, "not reached (will retry): {e}");
+                }
+            }));
+        }
     }
 }
 
@@ -162,15 +311,12 @@ impl Actor for MembershipActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(self.settings.gossip_interval, |_, ctx| ctx.notify(GossipTick));
-        for seed in self.settings.seeds.clone() {
-            if seed != self.members.me() {
-                ctx.spawn(self.exchange(seed).map(move |result, _, _| {
-                    if let Err(e) = result {
-                        tracing::warn!(%seed, "seed not reached: {e}");
-                    }
-                }));
-            }
-        }
+        self.count_states();
+        // Members restored from disk are suspected until heard from.
+        self.liveness.publish(self.members.down_nodes().into_iter().collect());
+        // Record this start's incarnation before anyone hears of it.
+        self.persist();
+        self.contact_if_alone(ctx);
     }
 }
 
@@ -183,6 +329,7 @@ impl Handler<GossipTick> for MembershipActor {
         let now = self.now_ms();
         let events = self.members.tick(now);
         self.apply(events);
+        self.count_states();
         if let Some(peer) = self.members.gossip_target(&mut rand::thread_rng()) {
             ctx.spawn(self.exchange(peer).map(move |result, _, _| {
                 if let Err(e) = result {
@@ -190,6 +337,7 @@ impl Handler<GossipTick> for MembershipActor {
                 }
             }));
         }
+        self.contact_if_alone(ctx);
     }
 }
 
@@ -204,14 +352,37 @@ impl Handler<ReceiveGossip> for MembershipActor {
     }
 }
 
+/// What an operator is told when a removed address is linked again.
+fn removed_error(addr: SocketAddrV4) -> Error {
+    Error::Client(format!(
+        "{addr} was removed from this cluster, and a removed address never rejoins (so no stale copy of its data \
+         can come back): start the node on another port or hostname with an empty data_dir, then check_node it"
+    ))
+}
+
 impl Handler<CheckNode> for MembershipActor {
     type Result = ResponseActFuture<Self, Result<()>>;
 
-    fn handle(&mut self, msg: CheckNode, _: &mut Self::Context) -> Self::Result {
-        if msg.0 == self.members.me() {
+    fn handle(&mut self, CheckNode(peer): CheckNode, _: &mut Self::Context) -> Self::Result {
+        let me = self.members.me();
+        if self.members.my_state() == MemberState::Removed {
+            return Box::pin(async move { Err(removed_error(me)) }.into_actor(self));
+        }
+        if peer == me {
             return Box::pin(async { Ok(()) }.into_actor(self));
         }
-        Box::pin(self.exchange(msg.0))
+        // Linked means both ends are members afterwards: say so if either
+        // turns out to be removed, never "linked" with no effect.
+        Box::pin(self.exchange(peer).map(move |result, act, _| {
+            result?;
+            if act.members.my_state() == MemberState::Removed {
+                return Err(removed_error(me));
+            }
+            if act.members.get(&peer).is_some_and(|m| m.state == MemberState::Removed) {
+                return Err(removed_error(peer));
+            }
+            Ok(())
+        }))
     }
 }
 
@@ -223,18 +394,66 @@ impl Handler<MemberList> for MembershipActor {
     }
 }
 
+impl Handler<MemberStatus> for MembershipActor {
+    type Result = MessageResult<MemberStatus>;
+
+    fn handle(&mut self, _: MemberStatus, _: &mut Self::Context) -> Self::Result {
+        let now = self.now_ms();
+        let me = self.members.me();
+        let rows = self
+            .members
+            .list()
+            .into_iter()
+            .map(|m| MemberRow {
+                addr: m.node.addr.to_string(),
+                state: m.state,
+                suspected: m.suspected && m.node.addr != me,
+                virtual_nodes: m.node.virtual_nodes,
+                incarnation: m.incarnation,
+                buckets_first: 0,
+                buckets_home: 0,
+                hints_held: 0,
+                heartbeat_age_ms: m.last_heard_ms().map(|t| now.saturating_sub(t)),
+                phi: self.members.phi(&m.node.addr, now),
+            })
+            .collect();
+        MessageResult(rows)
+    }
+}
+
 impl Handler<RemoveNode> for MembershipActor {
     type Result = Result<()>;
 
     fn handle(&mut self, RemoveNode(node): RemoveNode, _: &mut Self::Context) -> Self::Result {
-        if !self.members.ring_nodes().iter().any(|n| n.addr == node) {
-            return Err(Error::Client(format!("{node} is not on the ring")));
+        match self.members.get(&node).map(|m| (m.state, m.suspected)) {
+            None => return Err(Error::Client(format!("{node} is not a member"))),
+            Some((MemberState::Removed, _)) => return Err(Error::Client(format!("{node} is removed already"))),
+            // A leaving node that went down cannot finish handing over:
+            // removing it again removes it at once.
+            Some((MemberState::Leaving, false)) => {
+                return Err(Error::Client(format!("{node} is leaving already (handing its data over)")));
+            }
+            _ => {}
         }
-        if self.members.ring_nodes().len() == 1 {
+        if self.members.ring_nodes().iter().all(|n| n.addr == node) {
             return Err(Error::Client("the last node of a cluster cannot be removed".into()));
         }
-        let events = self.members.leave(node);
+        let events = self.members.remove(node);
         self.apply(events);
         Ok(())
+    }
+}
+
+impl Handler<Settled> for MembershipActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Settled, _: &mut Self::Context) {
+        let next = match self.members.my_state() {
+            MemberState::Joining if msg.ring_has_me && msg.ring_nodes >= 2 => MemberState::Up,
+            MemberState::Leaving if !msg.ring_has_me => MemberState::Removed,
+            _ => return,
+        };
+        let events = self.members.advance_me(next);
+        self.apply(events);
     }
 }

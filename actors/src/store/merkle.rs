@@ -41,8 +41,12 @@ pub fn segment_of(key: &[u8]) -> usize {
     hash_bytes(key) as usize % SEGMENTS
 }
 
-/// The root of a bucket's tree.
+/// The root of a bucket's tree; 0 for a bucket holding nothing, so an
+/// empty bucket is known without listing it.
 pub fn root(segments: &Segments) -> u64 {
+    if segments.iter().all(|&s| s == 0) {
+        return 0;
+    }
     root_of_roots(segments)
 }
 

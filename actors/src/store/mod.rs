@@ -124,15 +124,31 @@ impl Store {
             .collect()
     }
 
+    pub fn hint_counts(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let mut counts = std::collections::BTreeMap::new();
+        for (home, _) in self.engine.hints()? {
+            *counts.entry(home).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
     /// Drops a delivered hint, unless the key changed since it was read
     /// (then the newer versions still need delivering).
-    pub fn drop_hint(&self, home: &str, key: &[u8], delivered: &[Version]) -> Result<bool> {
+    /// With `drop_copy` (this node is not a home replica of the key, and no
+    /// other hint is held for it), the stand-in's copy goes too: the key is
+    /// then on exactly its N homes. A write that arrived meanwhile changed
+    /// the key, so then neither hint nor copy is dropped.
+    pub fn drop_hint(&self, home: &str, key: &[u8], delivered: &[Version], drop_copy: bool) -> Result<bool> {
         let bucket = self.bucket(key);
         let _guard = self.lock(bucket);
-        if self.engine.read(bucket, key)? != delivered {
+        let current = self.engine.read(bucket, key)?;
+        if current != delivered {
             return Ok(false);
         }
         self.engine.remove_hint(home, key)?;
+        if drop_copy && !current.is_empty() {
+            self.replace(bucket, key, &current, &[])?;
+        }
         Ok(true)
     }
 
@@ -207,6 +223,11 @@ impl Store {
     /// The leaves of a bucket's Merkle tree.
     pub fn segments(&self, bucket: u32) -> Segments {
         self.merkle.segments(bucket)
+    }
+
+    /// Each bucket's Merkle root (0 for a bucket holding nothing).
+    pub fn bucket_roots(&self, buckets: &[u32]) -> Vec<u64> {
+        buckets.iter().map(|&b| merkle::root(&self.segments(b))).collect()
     }
 
     /// One digest over the Merkle roots of these buckets.
@@ -314,6 +335,11 @@ pub struct ReplicaPut {
 #[rtype(result = "Result<Vec<(String, Bytes, Vec<Version>)>>")]
 pub struct Hints;
 
+/// How many hints are held for each home node.
+#[derive(Message)]
+#[rtype(result = "Result<std::collections::BTreeMap<String, u64>>")]
+pub struct HintCounts;
+
 /// Drops a delivered hint if the key is unchanged since delivery.
 #[derive(Message)]
 #[rtype(result = "Result<bool>")]
@@ -321,7 +347,14 @@ pub struct DropHint {
     pub home: String,
     pub key: Bytes,
     pub delivered: Vec<Version>,
+    /// Drop this node's copy too: it is not a home replica of the key.
+    pub drop_copy: bool,
 }
+
+/// Each bucket's Merkle root (0 for a bucket holding nothing).
+#[derive(Message)]
+#[rtype(result = "Vec<u64>")]
+pub struct BucketRoots(pub Vec<u32>);
 
 /// Runs a client write at its coordinator.
 #[derive(Message)]
@@ -458,6 +491,13 @@ macro_rules! store_handlers {
             }
         }
 
+        impl Handler<BucketRoots> for $actor {
+            type Result = MessageResult<BucketRoots>;
+            fn handle(&mut self, msg: BucketRoots, _: &mut Self::Context) -> Self::Result {
+                MessageResult(self.store.bucket_roots(&msg.0))
+            }
+        }
+
         impl Handler<CombinedRoot> for $actor {
             type Result = u64;
             fn handle(&mut self, msg: CombinedRoot, _: &mut Self::Context) -> Self::Result {
@@ -507,10 +547,17 @@ macro_rules! store_handlers {
             }
         }
 
+        impl Handler<HintCounts> for $actor {
+            type Result = Result<std::collections::BTreeMap<String, u64>>;
+            fn handle(&mut self, _: HintCounts, _: &mut Self::Context) -> Self::Result {
+                self.store.hint_counts()
+            }
+        }
+
         impl Handler<DropHint> for $actor {
             type Result = Result<bool>;
             fn handle(&mut self, msg: DropHint, _: &mut Self::Context) -> Self::Result {
-                self.store.drop_hint(&msg.home, &msg.key, &msg.delivered)
+                self.store.drop_hint(&msg.home, &msg.key, &msg.delivered, msg.drop_copy)
             }
         }
 
@@ -577,6 +624,9 @@ impl StoreRequest for ListBucket {
 impl StoreRequest for GetSegments {
     const COST: Cost = Cost::Read;
 }
+impl StoreRequest for BucketRoots {
+    const COST: Cost = Cost::Read;
+}
 impl StoreRequest for CombinedRoot {
     const COST: Cost = Cost::Read;
 }
@@ -596,6 +646,9 @@ impl StoreRequest for ReapCandidates {
     const COST: Cost = Cost::Scan;
 }
 impl StoreRequest for Hints {
+    const COST: Cost = Cost::Scan;
+}
+impl StoreRequest for HintCounts {
     const COST: Cost = Cost::Scan;
 }
 impl StoreRequest for DropHint {
@@ -806,9 +859,16 @@ mod tests {
             assert_eq!(hints, vec![("10.0.0.9:11011".to_string(), Bytes::from("k"), vec![v.clone()])]);
             // The key changed after delivery was read: the hint stays.
             let newer = stored(s.coordinate(b"k", &set("b")).unwrap());
-            assert!(!s.drop_hint("10.0.0.9:11011", b"k", &[v]).unwrap());
-            assert!(s.drop_hint("10.0.0.9:11011", b"k", &[newer]).unwrap());
+            assert!(!s.drop_hint("10.0.0.9:11011", b"k", &[v], true).unwrap());
+            assert!(s.read(b"k").unwrap() == vec![newer.clone()], "the newer write is kept");
+            assert!(s.drop_hint("10.0.0.9:11011", b"k", &[newer.clone()], false).unwrap());
             assert!(s.hints().unwrap().is_empty());
+            assert_eq!(s.read(b"k").unwrap(), vec![newer], "a home replica keeps its copy");
+            // A stand-in drops its copy with the hint.
+            let w = stored(s.coordinate(b"j", &set("c")).unwrap());
+            s.merge(b"j", &[w.clone()], Some("10.0.0.9:11011")).unwrap();
+            assert!(s.drop_hint("10.0.0.9:11011", b"j", &[w], true).unwrap());
+            assert!(s.read(b"j").unwrap().is_empty());
         }
     }
 

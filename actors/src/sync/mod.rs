@@ -25,23 +25,24 @@ pub use plan::{confirmed_reaps, entries_to_move};
 
 use crate::api::{Peers, Request, Response, TransferProgress};
 use crate::error::{Error, Result};
+use crate::hash::RingNode;
 use crate::hash::{Ring, RingHandle};
-use crate::membership::{Liveness, MemberUp};
+use crate::membership::{Liveness, MemberUp, Settled};
 use crate::stats::NodeStats;
 use crate::store::merkle::{differing, SEGMENTS};
 use crate::store::{
-    DropHint, Entry, GetSegments, Hints, MergeEntries, ReapCandidates, RemoveIfUnchanged, SegmentEntries, StoreAddr,
+    BucketRoots, DropHint, Entry, GetSegments, Hints, MergeEntries, ReapCandidates, RemoveIfUnchanged, SegmentEntries, StoreAddr,
 };
 use crate::version::Version;
 use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use rand::seq::SliceRandom;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Keys sent in one merge request during a transfer.
 const TRANSFER_CHUNK: usize = 256;
@@ -146,6 +147,51 @@ impl Remote {
         Ok((moved, bytes_in, bytes_out))
     }
 
+    /// Settles at once, in one exchange per fellow replica, the pending
+    /// buckets that need nothing moved: gained buckets whose Merkle roots
+    /// every other home replica shares, and lost buckets holding nothing.
+    /// Answers the pending buckets that are left.
+    async fn settle_quickly(
+        &self,
+        gained: Vec<Pending>,
+        lost: Vec<Pending>,
+        report: &mut Report,
+    ) -> (Vec<Pending>, Vec<Pending>) {
+        let buckets: Vec<u32> = gained.iter().chain(&lost).map(|(b, _)| *b).collect();
+        if buckets.is_empty() {
+            return (gained, lost);
+        }
+        let Ok(roots) = self.store.send(BucketRoots(buckets.clone())).await else { return (gained, lost) };
+        let mine: HashMap<u32, u64> = buckets.into_iter().zip(roots).collect();
+        let (empty, lost): (Vec<Pending>, Vec<Pending>) = lost.into_iter().partition(|(b, _)| mine.get(b) == Some(&0));
+        report.handed_off.extend(empty.iter().map(|(b, _)| *b));
+        let mut shared: BTreeMap<SocketAddrV4, Vec<u32>> = BTreeMap::new();
+        for (b, peers) in &gained {
+            for peer in peers {
+                shared.entry(*peer).or_default().push(*b);
+            }
+        }
+        let mut agreeing: HashMap<u32, usize> = HashMap::new();
+        for (peer, buckets) in shared {
+            match self.call(peer, Request::BucketRoots { buckets: buckets.clone() }).await {
+                Ok(Response::Roots(theirs)) if theirs.len() == buckets.len() => {
+                    for (b, root) in buckets.into_iter().zip(theirs) {
+                        if mine.get(&b) == Some(&root) {
+                            *agreeing.entry(b).or_default() += 1;
+                        }
+                    }
+                }
+                Ok(other) => tracing::debug!(%peer, "bucket roots answered with {other:?}"),
+                Err(e) => tracing::debug!(%peer, "bucket roots failed: {e}"),
+            }
+        }
+        let (settled, gained): (Vec<Pending>, Vec<Pending>) =
+            gained.into_iter().partition(|(b, peers)| agreeing.get(b).copied().unwrap_or(0) == peers.len());
+        report.compared += settled.len() as u64;
+        report.pulled.extend(settled.iter().map(|(b, _)| *b));
+        (gained, lost)
+    }
+
     /// Hands a lost bucket to every one of its home nodes, then drops
     /// what they all acknowledged (keys written meanwhile stay).
     async fn hand_off(&self, bucket: u32, homes: Vec<SocketAddrV4>) -> Result<u64> {
@@ -163,6 +209,47 @@ impl Remote {
     }
 }
 
+/// A pending bucket and the other home replicas it is moved with.
+type Pending = (u32, Vec<SocketAddrV4>);
+
+/// The bucket movement since the work began: what `transfers` shows.
+#[derive(Default)]
+struct Transfer {
+    started: Option<Instant>,
+    /// Buckets settled since the work began.
+    done: BTreeSet<u32>,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl Transfer {
+    fn begin() -> Self {
+        Transfer { started: Some(Instant::now()), ..Default::default() }
+    }
+
+    /// Progress against what is still pending: distinct buckets, so the
+    /// total never exceeds the ring's, and done equals total exactly when
+    /// nothing is pending.
+    fn progress(&self, pending: &BTreeSet<u32>) -> TransferProgress {
+        let total = self.done.union(pending).count() as u64;
+        let done = self.done.difference(pending).count() as u64;
+        let eta_secs = match (self.started, done) {
+            (Some(started), d) if d > 0 && !pending.is_empty() => {
+                Some((started.elapsed().as_secs_f64() * pending.len() as f64 / d as f64).ceil() as u64)
+            }
+            (_, _) if pending.is_empty() => Some(0),
+            _ => None,
+        };
+        TransferProgress {
+            buckets_total: total,
+            buckets_done: done,
+            eta_secs,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+        }
+    }
+}
+
 fn value_bytes(entries: &[Entry]) -> u64 {
     entries.iter().flat_map(|(_, vs)| vs.iter()).map(|v| v.value.len() as u64).sum()
 }
@@ -174,14 +261,16 @@ pub struct SyncActor {
     remote: Remote,
     stats: Arc<NodeStats>,
     /// The ring the plans below were made for.
-    ring_seen: Option<Arc<Ring>>,
+    ring_seen: Arc<Ring>,
     /// Buckets this node gained, to pull before anything else.
-    gained: VecDeque<u32>,
+    gained: BTreeSet<u32>,
     /// Buckets this node lost, to hand off and then drop.
     lost: BTreeSet<u32>,
     /// Where the round-robin over held buckets goes on.
     cursor: u32,
-    progress: TransferProgress,
+    transfer: Transfer,
+    /// Told whenever nothing is left to pull or hand off.
+    settled_to: Option<Recipient<Settled>>,
     in_round: bool,
     delivering: bool,
     reaping: bool,
@@ -197,10 +286,12 @@ impl SyncActor {
         stats: Arc<NodeStats>,
     ) -> Self {
         let remote = Remote { store, peers, timeout: settings.timeout };
-        // The ring at start (this node alone, until gossip brings the rest):
-        // joining the cluster then counts as gaining its buckets, so a new
-        // or restarted node pulls them first.
-        let ring_seen = Some(ring.snapshot());
+        // Plans start from a ring of this node alone: whatever ring it runs
+        // on then counts as a change, so a new or restarted node pulls its
+        // buckets (settling at once those its fellows already agree on) and
+        // hands off any it holds but is not home to, wherever a transfer
+        // was cut off before.
+        let ring_seen = Arc::new(Ring::new(ring.snapshot().number_of_buckets(), [RingNode::new(settings.me, 1)]));
         SyncActor {
             settings,
             ring,
@@ -208,41 +299,57 @@ impl SyncActor {
             remote,
             stats,
             ring_seen,
-            gained: VecDeque::new(),
+            gained: BTreeSet::new(),
             lost: BTreeSet::new(),
             cursor: 0,
-            progress: TransferProgress::default(),
+            transfer: Transfer::default(),
+            settled_to: None,
             in_round: false,
             delivering: false,
             reaping: false,
         }
     }
 
+    fn pending(&self) -> BTreeSet<u32> {
+        self.gained.union(&self.lost).copied().collect()
+    }
+
+    fn count_pending(&self) {
+        self.stats.buckets_pending.store((self.gained.len() + self.lost.len()) as i64, Relaxed);
+    }
+
     /// Notices a new ring and plans the buckets to move.
     fn follow_ring(&mut self) -> Arc<Ring> {
         let ring = self.ring.snapshot();
-        let changed = self.ring_seen.as_ref().is_none_or(|seen| !Arc::ptr_eq(seen, &ring));
-        if changed {
-            if let Some(seen) = &self.ring_seen {
-                let (gained, lost) = seen.home_changes(&ring, &self.settings.me, self.settings.n);
-                if !gained.is_empty() || !lost.is_empty() {
-                    tracing::info!(gained = gained.len(), lost = lost.len(), "ring changed: moving buckets");
-                    self.progress = TransferProgress {
-                        buckets_total: (gained.len() + lost.len() + self.gained.len() + self.lost.len()) as u64,
-                        ..Default::default()
-                    };
+        if !Arc::ptr_eq(&self.ring_seen, &ring) {
+            let (gained, lost) = self.ring_seen.home_changes(&ring, &self.settings.me, self.settings.n);
+            if !gained.is_empty() || !lost.is_empty() {
+                tracing::info!(gained = gained.len(), lost = lost.len(), "ring changed: moving buckets");
+                if self.gained.is_empty() && self.lost.is_empty() {
+                    self.transfer = Transfer::begin();
                 }
-                for b in &gained {
-                    self.lost.remove(b);
-                }
-                self.gained.retain(|b| !lost.contains(b));
-                self.gained.extend(gained);
-                self.lost.extend(lost);
             }
-            self.ring_seen = Some(ring.clone());
+            for b in gained {
+                self.lost.remove(&b);
+                self.gained.insert(b);
+            }
+            for b in lost {
+                self.gained.remove(&b);
+                self.lost.insert(b);
+            }
+            self.ring_seen = ring.clone();
         }
-        self.stats.buckets_pending.store((self.gained.len() + self.lost.len()) as i64, Relaxed);
+        self.count_pending();
         ring
+    }
+
+    /// Tells membership when nothing is pending (joining becomes up,
+    /// leaving becomes removed), for the ring the plan was made for.
+    fn report_if_settled(&self, ring: &Ring) {
+        if let (true, Some(listener)) = (self.gained.is_empty() && self.lost.is_empty(), &self.settled_to) {
+            let ring_has_me = ring.nodes().any(|n| n.addr == self.settings.me);
+            listener.do_send(Settled { ring_nodes: ring.len(), ring_has_me });
+        }
     }
 
     /// The other home replicas of a bucket that are up.
@@ -257,48 +364,51 @@ impl SyncActor {
         homes.iter().all(|a| !down.contains(a)).then(|| homes.iter().filter(|a| **a != self.settings.me).copied().collect())
     }
 
-    /// One anti-entropy round: gained buckets first, then lost ones, then
-    /// the held buckets in turn.
+    /// One anti-entropy round: pending buckets that need nothing moved
+    /// settle at once; then, within the round's budget, gained buckets are
+    /// pulled, lost ones handed off, and held buckets compared in turn.
     fn round(&mut self, ctx: &mut Context<Self>) {
         if self.in_round {
             return;
         }
         let ring = self.follow_ring();
-        let budget = self.settings.ae_buckets_per_round;
-        let mut pulls: Vec<(u32, Vec<SocketAddrV4>, bool)> = Vec::new();
-        for &b in self.gained.iter().take(budget) {
-            if let Some(others) = self.all_homes_up(&ring, b) {
-                pulls.push((b, others, true));
-            }
-        }
-        let mut handoffs = Vec::new();
-        for &b in self.lost.iter().take(budget.saturating_sub(pulls.len())) {
-            if let Some(homes) = self.all_homes_up(&ring, b) {
-                if !ring.home(b, self.settings.n).contains(&self.settings.me) {
-                    handoffs.push((b, homes));
-                }
-            }
-        }
-        let held = ring.buckets_of(&self.settings.me, self.settings.n);
+        self.report_if_settled(&ring);
+        let (me, n, budget) = (self.settings.me, self.settings.n, self.settings.ae_buckets_per_round);
+        let gained: Vec<Pending> =
+            self.gained.iter().filter_map(|&b| self.all_homes_up(&ring, b).map(|others| (b, others))).collect();
+        let lost: Vec<Pending> = self
+            .lost
+            .iter()
+            .filter(|&&b| !ring.home(b, n).contains(&me))
+            .filter_map(|&b| self.all_homes_up(&ring, b).map(|homes| (b, homes)))
+            .collect();
+        let held = ring.buckets_of(&me, n);
+        let mut sample: Vec<Pending> = Vec::new();
         let mut rng = rand::thread_rng();
-        for _ in 0..budget.saturating_sub(pulls.len() + handoffs.len()).min(held.len()) {
+        for _ in 0..budget.min(held.len()) {
             let b = held[self.cursor as usize % held.len()];
             self.cursor = self.cursor.wrapping_add(1);
             if let Some(&peer) = self.fellows(&ring, b).choose(&mut rng) {
-                pulls.push((b, vec![peer], false));
+                sample.push((b, vec![peer]));
             }
         }
-        if pulls.is_empty() && handoffs.is_empty() {
+        if gained.is_empty() && lost.is_empty() && sample.is_empty() {
             return;
         }
         self.in_round = true;
         let (remote, max_bytes) = (self.remote.clone(), self.settings.ae_max_bytes_per_round);
         let work = async move {
             let mut report = Report::default();
+            let (gained, lost) = remote.settle_quickly(gained, lost, &mut report).await;
+            // Then the real work, pending buckets first, within the budget.
+            let mut pulls: Vec<(Pending, bool)> = gained.into_iter().take(budget).map(|p| (p, true)).collect();
+            let handoffs: Vec<Pending> = lost.into_iter().take(budget - pulls.len()).collect();
+            let room = budget - pulls.len() - handoffs.len();
+            pulls.extend(sample.into_iter().take(room).map(|p| (p, false)));
             // Several buckets at once; a round ends early once its byte
             // budget is spent (what was cut off is simply compared again).
             let mut pulled = stream::iter(pulls)
-                .map(|(bucket, peers, is_gained)| {
+                .map(|((bucket, peers), is_gained)| {
                     let remote = remote.clone();
                     async move {
                         let mut outcome = Report::default();
@@ -355,17 +465,18 @@ impl SyncActor {
             act.in_round = false;
             NodeStats::add(&act.stats.ae_compared, report.compared);
             NodeStats::add(&act.stats.ae_repaired, report.repaired);
-            act.gained.retain(|b| !report.pulled.contains(b));
-            for b in &report.handed_off {
-                act.lost.remove(b);
+            for b in report.pulled.iter().chain(&report.handed_off) {
+                if act.gained.remove(b) || act.lost.remove(b) {
+                    act.transfer.done.insert(*b);
+                }
             }
-            let done = (report.pulled.len() + report.handed_off.len()) as u64;
-            act.progress.buckets_done = (act.progress.buckets_done + done).min(act.progress.buckets_total);
-            if act.progress.buckets_total > 0 {
-                act.progress.bytes_in += report.bytes_in;
-                act.progress.bytes_out += report.bytes_out;
+            if act.transfer.started.is_some() {
+                act.transfer.bytes_in += report.bytes_in;
+                act.transfer.bytes_out += report.bytes_out;
             }
-            act.stats.buckets_pending.store((act.gained.len() + act.lost.len()) as i64, Relaxed);
+            act.count_pending();
+            let ring = act.ring_seen.clone();
+            act.report_if_settled(&ring);
         }));
     }
 
@@ -376,29 +487,47 @@ impl SyncActor {
         }
         self.delivering = true;
         let (remote, liveness, stats) = (self.remote.clone(), self.liveness.clone(), self.stats.clone());
+        let (ring, me, n) = (self.ring.snapshot(), self.settings.me, self.settings.n);
         let work = async move {
             let hints = remote.store.send(Hints).await??;
             stats.hints_pending.store(hints.len() as i64, Relaxed);
+            // By key: a stand-in drops its copy of a key only once every
+            // home it held the key for has it, and only if it is no home
+            // of the key itself.
+            let mut by_key: BTreeMap<Bytes, Vec<(String, Vec<Version>)>> = BTreeMap::new();
+            for (home, key, versions) in hints {
+                by_key.entry(key).or_default().push((home, versions));
+            }
             let down = liveness.down();
             let mut delivered = 0;
-            for (home, key, versions) in hints {
-                let Ok(addr) = home.parse::<SocketAddrV4>() else { continue };
-                if down.contains(&addr) {
-                    continue;
-                }
-                let put = Request::ReplicaPut { key: key.clone(), versions: versions.clone(), hint: None };
-                match remote.call(addr, put).await {
-                    Ok(Response::Done) => {
-                        if remote.store.send(DropHint { home, key, delivered: versions }).await?? {
+            'keys: for (key, homes) in by_key {
+                let stand_in = !ring.home(ring.bucket_of(&key), n).contains(&me);
+                let count = homes.len();
+                for (i, (home, versions)) in homes.into_iter().enumerate() {
+                    let Ok(addr) = home.parse::<SocketAddrV4>() else { continue 'keys };
+                    if down.contains(&addr) {
+                        continue 'keys;
+                    }
+                    let put = Request::ReplicaPut { key: key.clone(), versions: versions.clone(), hint: None };
+                    match remote.call(addr, put).await {
+                        Ok(Response::Done) => {
+                            let drop_copy = stand_in && i + 1 == count;
+                            let drop = DropHint { home, key: key.clone(), delivered: versions, drop_copy };
+                            if !remote.store.send(drop).await?? {
+                                continue 'keys; // written meanwhile: next time
+                            }
                             delivered += 1;
                             stats.hints_pending.fetch_sub(1, Relaxed);
                         }
-                    }
-                    Ok(other) => tracing::debug!(%addr, "hint refused: {other:?}"),
-                    // The home node is unreachable after all: try later.
-                    Err(e) => {
-                        tracing::debug!(%addr, "hint delivery failed: {e}");
-                        break;
+                        Ok(other) => {
+                            tracing::debug!(%addr, "hint refused: {other:?}");
+                            continue 'keys;
+                        }
+                        // The home node is unreachable after all: try later.
+                        Err(e) => {
+                            tracing::debug!(%addr, "hint delivery failed: {e}");
+                            break 'keys;
+                        }
                     }
                 }
             }
@@ -477,6 +606,18 @@ impl SyncActor {
 #[rtype(result = "TransferProgress")]
 pub struct GetTransfers;
 
+/// Whom to tell when nothing is left to move (membership).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NotifySettled(pub Recipient<Settled>);
+
+impl Handler<NotifySettled> for SyncActor {
+    type Result = ();
+    fn handle(&mut self, NotifySettled(listener): NotifySettled, _: &mut Self::Context) {
+        self.settled_to = Some(listener);
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "()")]
 struct AntiEntropyTick;
@@ -537,6 +678,6 @@ impl Handler<GetTransfers> for SyncActor {
     type Result = MessageResult<GetTransfers>;
     fn handle(&mut self, _: GetTransfers, _: &mut Self::Context) -> Self::Result {
         self.follow_ring();
-        MessageResult(self.progress.clone())
+        MessageResult(self.transfer.progress(&self.pending()))
     }
 }
