@@ -66,7 +66,8 @@ pub struct Config {
     /// Lets the admin tool cut this node off from chosen peers (tests).
     pub allow_fault_injection: bool,
     /// Anti-entropy and bucket transfer: a round every interval, at most
-    /// this many buckets and value bytes a round.
+    /// this many value bytes a round, and this many held buckets compared
+    /// in the background (a transfer's buckets are paced by bytes alone).
     pub anti_entropy_interval_ms: u64,
     pub anti_entropy_buckets_per_round: usize,
     pub anti_entropy_max_bytes_per_round: u64,

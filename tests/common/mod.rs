@@ -28,6 +28,13 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a single node (n = r = w = 1) on the disk store with extra overrides.
     pub fn start(extra: &[&str]) -> TestNode {
+        let mut node = TestNode::prepare(extra);
+        node.launch();
+        node
+    }
+
+    /// A node with its ports and data dir chosen, not started yet.
+    pub fn prepare(extra: &[&str]) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let (api_port, memcache_port) = (free_port(), free_port());
         let mut overrides: Vec<String> = vec![
@@ -40,9 +47,18 @@ impl TestNode {
             format!("logfile={:?}", dir.path().join("kai.log").display().to_string()),
         ];
         overrides.extend(extra.iter().map(|s| s.to_string()));
-        let mut node = TestNode { api_port, memcache_port, dir, overrides, child: None };
-        node.launch();
-        node
+        TestNode { api_port, memcache_port, dir, overrides, child: None }
+    }
+
+    /// One more config override, for the next launch.
+    pub fn set(&mut self, setting: String) {
+        self.overrides.push(setting);
+    }
+
+    /// Deletes the node's data dir (while it is stopped).
+    pub fn wipe_data(&self) {
+        assert!(self.child.is_none(), "stop the node first");
+        std::fs::remove_dir_all(self.dir.path().join("data")).unwrap();
     }
 
     pub fn log(&self) -> String {

@@ -401,9 +401,12 @@ impl SyncActor {
             let mut report = Report::default();
             let (gained, lost) = remote.settle_quickly(gained, lost, &mut report).await;
             // Then the real work, pending buckets first, within the budget.
-            let mut pulls: Vec<(Pending, bool)> = gained.into_iter().take(budget).map(|p| (p, true)).collect();
-            let handoffs: Vec<Pending> = lost.into_iter().take(budget - pulls.len()).collect();
-            let room = budget - pulls.len() - handoffs.len();
+            // Pending buckets (a transfer) are throttled by bytes only, so
+            // a join or removal finishes as fast as the byte budget lets
+            // it; the bucket budget paces the background comparisons.
+            let mut pulls: Vec<(Pending, bool)> = gained.into_iter().map(|p| (p, true)).collect();
+            let handoffs: Vec<Pending> = lost;
+            let room = budget.saturating_sub(pulls.len() + handoffs.len());
             pulls.extend(sample.into_iter().take(room).map(|p| (p, false)));
             // Several buckets at once; a round ends early once its byte
             // budget is spent (what was cut off is simply compared again).

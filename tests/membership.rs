@@ -1,0 +1,204 @@
+//! Membership over time, on real processes: clusters restarted whole,
+//! nodes removed and re-added, seeds started in any order, stand-ins giving
+//! back what they held, and transfers that settle fast.
+
+mod common;
+
+use common::{TestCluster, TestNode, CLUSTER};
+use std::time::{Duration, Instant};
+
+/// Polls until `check` holds; returns how long it took.
+fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
+fn stat_u64(node: &TestNode, name: &str) -> u64 {
+    node.stat(name).parse().unwrap_or_else(|_| panic!("{name} is not a number"))
+}
+
+fn state_of(observer: &TestNode, member: &str) -> Option<String> {
+    observer.member_states().into_iter().find(|(m, _)| m == member).map(|(_, s)| s)
+}
+
+#[test]
+fn a_linked_cluster_comes_back_whole_after_every_node_restarts() {
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.nodes[0].client().set("kept", "v", 0).unwrap();
+    for node in cluster.nodes.iter_mut() {
+        node.terminate();
+    }
+    // No seeds: each node finds the others from the member table it kept.
+    for node in cluster.nodes.iter_mut() {
+        node.launch();
+    }
+    cluster.wait_until_all_up(Duration::from_secs(20));
+    for node in &cluster.nodes {
+        assert_eq!(node.client().get::<String>("kept").unwrap().as_deref(), Some("v"));
+        assert_eq!(node.stat("kai_curr_nodes"), "3");
+    }
+}
+
+#[test]
+fn seeds_link_nodes_started_in_either_order() {
+    let mut a = TestNode::prepare(CLUSTER);
+    let mut b = TestNode::prepare(CLUSTER);
+    a.set(format!("seeds=[\"{}\"]", b.api_addr()));
+    b.set(format!("seeds=[\"{}\"]", a.api_addr()));
+    a.launch();
+    // a finds nobody at first and keeps trying.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(a.member_states(), vec![(a.api_addr(), "joining".to_string())], "a node with seeds joins until it has");
+    b.launch();
+    let took =
+        wait_for("both nodes list both", Duration::from_secs(20), || a.up_members().len() == 2 && b.up_members().len() == 2);
+    // Once each holds its buckets it is up, and says so in its stats.
+    wait_for("both up", Duration::from_secs(10), || a.stat("kai_members_joining") == "0" && b.stat("kai_members_joining") == "0");
+    assert_eq!(a.member_states().iter().filter(|(_, s)| s == "up").count(), 2);
+    println!("seeds: linked {took:?} after the second node started");
+}
+
+#[test]
+fn a_removed_node_hands_over_stays_removed_and_cannot_rejoin() {
+    let mut cluster = TestCluster::start(3, &[]);
+    let keys = 200;
+    let client = cluster.nodes[0].client();
+    for i in 0..keys {
+        client.set(&format!("r{i}"), format!("v{i}").as_str(), 0).unwrap();
+    }
+    let gone = cluster.nodes[2].api_addr();
+    let (ok, out, err) = cluster.nodes[0].admin(&[&format!("remove_node {gone}")]);
+    assert!(ok, "{out} {err}");
+    // It hands its data over, then says it is removed; everyone agrees.
+    wait_for("removed everywhere", Duration::from_secs(20), || {
+        cluster.nodes.iter().all(|n| state_of(n, &gone).as_deref() == Some("removed"))
+    });
+    wait_for("the removed node drops what it handed over", Duration::from_secs(20), || {
+        stat_u64(&cluster.nodes[2], "curr_items") == 0
+    });
+    assert!(cluster.nodes[2].log().contains("safe to stop"), "{}", cluster.nodes[2].log());
+    let (ok, out, _) = cluster.nodes[0].admin(&["remove_node 127.0.0.1:1"]);
+    assert!(!ok, "{out}");
+
+    // Every node restarts: the removal holds.
+    for node in cluster.nodes.iter_mut() {
+        node.terminate();
+    }
+    for node in cluster.nodes.iter_mut() {
+        node.launch();
+    }
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    wait_for("the two members find each other", Duration::from_secs(20), || a.up_members().len() == 2);
+    for node in [a, b, c] {
+        assert_eq!(state_of(node, &gone).as_deref(), Some("removed"), "on {}", node.api_addr());
+        assert_eq!(node.stat("kai_ring_nodes"), "2", "on {}", node.api_addr());
+    }
+    for i in 0..keys {
+        assert_eq!(b.client().get::<String>(&format!("r{i}")).unwrap(), Some(format!("v{i}")));
+    }
+    // A client of the removed node is still served (forwarded).
+    assert_eq!(c.client().get::<String>("r7").unwrap().as_deref(), Some("v7"));
+
+    // Linking it again is refused, saying what to do, never "linked".
+    let (ok, out, err) = c.admin(&[&format!("check_node {gone} {}", a.api_addr())]);
+    assert!(!ok && err.contains("removed") && err.contains("another port"), "{out} {err}");
+    let (ok, out, err) = a.admin(&[&format!("check_node {} {gone}", a.api_addr())]);
+    assert!(!ok && err.contains("removed"), "{out} {err}");
+    // Even with its data dir wiped.
+    let c = &mut cluster.nodes[2];
+    c.terminate();
+    c.wipe_data();
+    c.launch();
+    let first = cluster.nodes[0].api_addr();
+    let (ok, out, err) = cluster.nodes[2].admin(&[&format!("check_node {gone} {first}")]);
+    assert!(!ok && err.contains("removed"), "{out} {err}");
+    assert_eq!(state_of(&cluster.nodes[0], &gone).as_deref(), Some("removed"));
+    assert_eq!(cluster.nodes[0].stat("kai_ring_nodes"), "2");
+}
+
+/// A stand-in takes writes for a down home node with hints; once it has
+/// handed them back it drops its own copies, so every key is on exactly N
+/// nodes again.
+#[test]
+fn a_stand_in_drops_its_copy_after_handing_off() {
+    let mut cluster = TestCluster::start(4, &[]);
+    let down = cluster.nodes[3].api_addr();
+    cluster.nodes[3].kill();
+    for node in &cluster.nodes[..3] {
+        node.wait_for_member(&down, false, Duration::from_secs(15));
+    }
+    let keys = 200u64;
+    let client = cluster.nodes[0].client();
+    for i in 0..keys {
+        client.set(&format!("h{i}"), "v", 0).unwrap();
+    }
+    let hints = || -> u64 { cluster.nodes[..3].iter().map(|n| stat_u64(n, "kai_hints_pending")).sum() };
+    wait_for("writes hinted for the down node", Duration::from_secs(5), || hints() > 0);
+    let hinted = hints();
+    cluster.nodes[3].launch();
+    let took = wait_for("hints handed back and copies dropped", Duration::from_secs(30), || {
+        let items: u64 = cluster.nodes.iter().map(|n| stat_u64(n, "curr_items")).sum();
+        let hints: u64 = cluster.nodes.iter().map(|n| stat_u64(n, "kai_hints_pending")).sum();
+        hints == 0 && items == 3 * keys
+    });
+    println!("handoff: {hinted} hints delivered and stand-in copies dropped {took:?} after the home node returned");
+    for i in 0..keys {
+        assert_eq!(cluster.nodes[3].client().get::<String>(&format!("h{i}")).unwrap().as_deref(), Some("v"));
+    }
+}
+
+/// Two linked nodes take 1,000 keys, then a third joins: every transfer
+/// (the third pulling every bucket, with data) is done within 10 s of the
+/// last check_node (default anti-entropy settings), and progress says so.
+#[test]
+fn a_fresh_cluster_settles_within_seconds() {
+    let nodes: Vec<TestNode> = (0..3).map(|_| TestNode::start(CLUSTER)).collect();
+    let link = |node: &TestNode| {
+        let first = nodes[0].api_addr();
+        assert!(node.admin(&[&format!("check_node {} {first}", node.api_addr())]).0);
+        assert!(node.admin(&[&format!("check_node {first} {}", node.api_addr())]).0);
+    };
+    link(&nodes[1]);
+    wait_for("two members", Duration::from_secs(10), || nodes[0].up_members().len() == 2);
+    let keys = 1000;
+    let client = nodes[0].client();
+    for i in 0..keys {
+        client.set(&format!("s{i}"), format!("v{i}").as_str(), 0).unwrap();
+    }
+    link(&nodes[2]);
+    let linked = Instant::now();
+    wait_for("transfers settled", Duration::from_secs(10), || {
+        nodes.iter().all(|n| n.stat("kai_buckets_pending") == "0" && stat_u64(n, "curr_items") == keys)
+    });
+    println!(
+        "settle: {keys} keys on two nodes, a third joins: every transfer done {:?} after the last check_node",
+        linked.elapsed()
+    );
+    for node in &nodes {
+        let (ok, progress, _) = node.admin(&["transfers"]);
+        assert!(ok);
+        assert!(progress.contains("done"), "{progress}");
+        let counts: Vec<u64> =
+            progress.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).take(2).map(|s| s.parse().unwrap()).collect();
+        assert!(counts[0] == counts[1] && counts[1] <= 1024, "{progress}");
+    }
+}
+
+#[test]
+fn stats_count_members_by_state() {
+    let mut cluster = TestCluster::start(3, &[]);
+    let (b, c) = (cluster.nodes[1].api_addr(), cluster.nodes[2].api_addr());
+    cluster.nodes[1].kill();
+    cluster.nodes[2].kill();
+    let a = &cluster.nodes[0];
+    a.wait_for_member(&b, false, Duration::from_secs(15));
+    a.wait_for_member(&c, false, Duration::from_secs(15));
+    assert_eq!(a.stat("kai_curr_nodes"), "1", "two of three are down");
+    assert_eq!(a.stat("kai_members_down"), "2");
+    assert_eq!(a.stat("kai_ring_nodes"), "3", "down is not left");
+    assert_eq!(state_of(a, &b).as_deref(), Some("down"));
+}
