@@ -4,18 +4,8 @@
 
 mod common;
 
-use common::{TestCluster, TestNode, CLUSTER};
+use common::{wait_for, TestCluster, TestNode, CLUSTER};
 use std::time::{Duration, Instant};
-
-/// Polls until `check` holds; returns how long it took.
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    started.elapsed()
-}
 
 fn stat_u64(node: &TestNode, name: &str) -> u64 {
     node.stat(name).parse().unwrap_or_else(|_| panic!("{name} is not a number"))

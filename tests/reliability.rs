@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestCluster, TestNode};
+use common::{wait_for, TestCluster, TestNode};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,16 +25,6 @@ fn merkle_root(node: &TestNode) -> String {
     let (ok, out, err) = node.admin(&["merkle_root"]);
     assert!(ok, "{err}");
     out.trim().to_string()
-}
-
-/// Waits until `check` holds, polling; returns how long it took.
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    started.elapsed()
 }
 
 /// Reads a key through a raw connection: the values of its VALUE blocks.

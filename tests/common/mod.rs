@@ -11,6 +11,16 @@ use std::time::{Duration, Instant};
 
 pub const STARTUP: Duration = Duration::from_secs(20);
 
+/// Waits until `check` holds, polling; returns how long it took.
+pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
 /// A free loopback port (the OS picks; a race with another process is
 /// possible but harmless here: the node then fails to start and says so).
 pub fn free_port() -> u16 {
