@@ -9,7 +9,7 @@ use kai_actors::api::{
     ApiActor, ApiCall, ApiSettings, ApiWorker, Faults, ForwardOp, NodeInfo, Peers, Placement, Request, Response,
 };
 use kai_actors::coordinator::{ClientGet, ClientWrite, CoordinatorActor, CoordinatorSettings, QuorumSetup, Replicas};
-use kai_actors::hash::{HashActor, Ring, RingHandle, RingNode};
+use kai_actors::hash::{HashActor, Ring, RingHandle, RingNode, WatchRing};
 use kai_actors::membership::{
     load_saved, CheckNode, Liveness, MemberList, MemberStatus, MembershipActor, MembershipSettings, PhiSettings, ReceiveGossip,
     RemoveNode,
@@ -406,6 +406,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         }
     });
     sync.do_send(NotifySettled(membership.clone().recipient()));
+    hash.do_send(WatchRing(sync.clone().recipient()));
 
     let router = Router {
         identity: identity.clone(),

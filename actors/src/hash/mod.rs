@@ -41,14 +41,33 @@ pub struct UpdateNodes {
 #[rtype(result = "Vec<SocketAddrV4>")]
 pub struct FindNodes(pub Vec<u8>);
 
+/// Told whenever a new ring is published (sync plans transfers from it).
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct RingChanged;
+
+/// Asks to be told of every new ring.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WatchRing(pub Recipient<RingChanged>);
+
 pub struct HashActor {
     ring: RingHandle,
     n: usize,
+    watchers: Vec<Recipient<RingChanged>>,
 }
 
 impl HashActor {
     pub fn new(ring: RingHandle, n: usize) -> Self {
-        HashActor { ring, n }
+        HashActor { ring, n, watchers: Vec::new() }
+    }
+}
+
+impl Handler<WatchRing> for HashActor {
+    type Result = ();
+
+    fn handle(&mut self, WatchRing(watcher): WatchRing, _: &mut Self::Context) {
+        self.watchers.push(watcher);
     }
 }
 
@@ -65,6 +84,9 @@ impl Handler<UpdateNodes> for HashActor {
         let (ring, replaced) = self.ring.snapshot().update_nodes(&msg.added, &msg.removed, self.n);
         tracing::info!(nodes = ring.len(), replaced = replaced.len(), "ring updated");
         self.ring.publish(ring);
+        for watcher in &self.watchers {
+            watcher.do_send(RingChanged);
+        }
         MessageResult(replaced)
     }
 }

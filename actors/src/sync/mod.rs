@@ -26,7 +26,7 @@ pub use plan::{confirmed_reaps, entries_to_move};
 use crate::api::{Peers, Request, Response, TransferProgress};
 use crate::error::{Error, Result};
 use crate::hash::RingNode;
-use crate::hash::{Ring, RingHandle};
+use crate::hash::{Ring, RingChanged, RingHandle};
 use crate::membership::{Liveness, MemberUp, Settled};
 use crate::stats::NodeStats;
 use crate::store::merkle::{differing, SEGMENTS};
@@ -674,6 +674,16 @@ impl Handler<MemberUp> for SyncActor {
     fn handle(&mut self, MemberUp(node): MemberUp, ctx: &mut Self::Context) {
         tracing::debug!(%node, "member up: handing off hints");
         self.deliver_hints(ctx);
+    }
+}
+
+impl Handler<RingChanged> for SyncActor {
+    type Result = ();
+    /// Plans the transfers at once (so `kai_buckets_pending` tells the
+    /// truth) and starts moving without waiting for the next round.
+    fn handle(&mut self, _: RingChanged, ctx: &mut Self::Context) {
+        self.follow_ring();
+        self.round(ctx);
     }
 }
 
