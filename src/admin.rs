@@ -28,6 +28,8 @@ commands:
   transfers                 bucket transfers under way, with a progress bar
   merkle_root [NODE]        a digest of the node's data (equal on replicas in sync)
   block [NODE...]           test-only: cut this node off from NODEs (none: heal)
+  panic MODULE              test-only: make a module's actor panic (or quorum:
+                            the next request's quorum actor)
   restart_actor MODULE      stop a module's actor so its supervisor restarts it
                             (store hash membership version coordinator sync api memcache)
   help                      this text
@@ -47,6 +49,7 @@ const COMMANDS: &[&str] = &[
     "merkle_root",
     "restart_actor",
     "block",
+    "panic",
     "help",
     "quit",
 ];
@@ -152,6 +155,10 @@ impl Admin {
             }
             ["restart_actor", module] => match self.ask(self.node, Request::RestartActor { module: module.to_string() })? {
                 Response::Done => Ok(format!("{module} restarting")),
+                other => Err(format!("unexpected answer: {other:?}")),
+            },
+            ["panic", module] => match self.ask(self.node, Request::Panic { module: module.to_string() })? {
+                Response::Done => Ok(format!("{module} told to panic")),
                 other => Err(format!("unexpected answer: {other:?}")),
             },
             [cmd, ..] if COMMANDS.contains(cmd) => Err(format!("wrong arguments for {cmd}; try help")),

@@ -63,8 +63,14 @@ pub struct Config {
     pub phi_threshold: f64,
     /// How often held hints are offered to their home nodes again.
     pub hint_interval_ms: u64,
-    /// Lets the admin tool cut this node off from chosen peers (tests).
+    /// Lets the admin tool cut this node off from chosen peers, or make a
+    /// module panic (tests).
     pub allow_fault_injection: bool,
+    /// Panics a node survives (each panicking actor restarted in place)
+    /// within `restart_period_secs`; one more and it exits with status 70
+    /// for its service manager to restart it.
+    pub restart_intensity: u32,
+    pub restart_period_secs: u64,
     /// Anti-entropy and bucket transfer: a round every interval, at most
     /// this many value bytes a round, and this many held buckets compared
     /// in the background (a transfer's buckets are paced by bytes alone).
@@ -106,6 +112,8 @@ impl Default for Config {
             seeds: Vec::new(),
             gossip_interval_ms: 1000,
             phi_threshold: 8.0,
+            restart_intensity: 3,
+            restart_period_secs: 10,
             hint_interval_ms: 5000,
             allow_fault_injection: false,
             anti_entropy_interval_ms: 1000,
@@ -270,6 +278,9 @@ impl Config {
         }
         if self.anti_entropy_interval_ms == 0 || self.anti_entropy_buckets_per_round == 0 {
             return refuse("anti_entropy_interval_ms", "anti-entropy needs an interval and buckets per round above 0");
+        }
+        if self.restart_period_secs == 0 {
+            return refuse("restart_period_secs", "must be at least 1");
         }
         if !(self.phi_threshold.is_finite() && self.phi_threshold >= 1.0) {
             return refuse("phi_threshold", "must be a number of at least 1 (8 is usual)");

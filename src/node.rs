@@ -20,6 +20,7 @@ use kai_actors::store::{
     BucketRoots, CombinedRoot, DiskEngine, Engine, GetSegments, HintCounts, LocalStoreActor, MemoryEngine, MergeEntries,
     ReadKeys, ReplicaGet, ReplicaPut, SegmentEntries, Store, StoreActor, StoreAddr, StoreSettings,
 };
+use kai_actors::supervision::{self, Panic, PANIC_NEXT_QUORUM};
 use kai_actors::sync::{GetTransfers, NotifySettled, SyncActor, SyncSettings};
 use kai_actors::version::VersionActor;
 use kai_actors::Restart;
@@ -61,6 +62,13 @@ struct Router {
 
 impl Actor for Router {
     type Context = Context<Self>;
+}
+
+impl Supervised for Router {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        kai_actors::stats::count_restart();
+        tracing::warn!("api router restarting");
+    }
 }
 
 /// Hands the router the addresses of the actors started after it.
@@ -233,30 +241,70 @@ impl Handler<ApiCall> for Router {
                 Box::pin(async move { Response::Stats(lines) })
             }
             Request::RestartActor { module } => {
-                let sent = match module.as_str() {
-                    "store" => self.stores.iter().all(StoreAddr::restart),
-                    "hash" => self.hash.try_send(Restart).is_ok(),
-                    "membership" => self.membership.try_send(Restart).is_ok(),
-                    "version" => self.versions.iter().all(|a| a.try_send(Restart).is_ok()),
-                    "coordinator" => self.coordinators.iter().all(|a| a.try_send(Restart).is_ok()),
-                    "sync" => self.sync.try_send(Restart).is_ok(),
-                    "api" => self.api.as_ref().is_some_and(|a| a.try_send(Restart).is_ok()),
-                    "memcache" => self.memcache.as_ref().is_some_and(|a| a.try_send(Restart).is_ok()),
-                    other => {
-                        let why =
-                            format!("no module {other:?}; modules: store hash membership version coordinator sync api memcache");
-                        return Box::pin(async move { Response::Error(why) });
-                    }
+                let answer = match self.tell_module(&module, Tell::Restart) {
+                    Ok(true) => Response::Done,
+                    Ok(false) => Response::Error("module busy".into()),
+                    Err(why) => Response::Error(why),
                 };
-                Box::pin(async move {
-                    if sent {
-                        Response::Done
-                    } else {
-                        Response::Error("module busy".into())
-                    }
-                })
+                Box::pin(async move { answer })
+            }
+            Request::Panic { module } => {
+                if !self.allow_fault_injection {
+                    return refuse("fault injection is disabled; set allow_fault_injection = true to enable it".into());
+                }
+                tracing::warn!(%module, "fault injection: panicking");
+                let answer = match self.tell_module(&module, Tell::Panic) {
+                    Ok(_) => Response::Done,
+                    Err(why) => Response::Error(why),
+                };
+                Box::pin(async move { answer })
             }
         }
+    }
+}
+
+/// What `tell_module` asks of a module's actors.
+#[derive(Clone, Copy, PartialEq)]
+enum Tell {
+    Restart,
+    Panic,
+}
+
+impl Router {
+    /// Asks every actor of a module to restart (or, for fault injection, to
+    /// panic); whether all took the message.
+    fn tell_module(&self, module: &str, tell: Tell) -> Result<bool, String> {
+        fn send<A>(addr: &Addr<A>, tell: Tell) -> bool
+        where
+            A: Actor<Context = Context<A>> + Handler<Restart> + Handler<Panic>,
+        {
+            match tell {
+                Tell::Restart => addr.try_send(Restart).is_ok(),
+                Tell::Panic => addr.try_send(Panic).is_ok(),
+            }
+        }
+        Ok(match module {
+            // A pool thread: it cannot be restarted in place, so the node exits.
+            "store" if tell == Tell::Panic => self.store.pool.try_send(Panic).is_ok(),
+            "store" => self.stores.iter().all(StoreAddr::restart),
+            "quorum" if tell == Tell::Panic => {
+                PANIC_NEXT_QUORUM.store(true, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            "quorum" => return Err("a quorum actor lives for one request: there is none to restart".into()),
+            "hash" => send(&self.hash, tell),
+            "membership" => send(&self.membership, tell),
+            "version" => self.versions.iter().all(|a| send(a, tell)),
+            "coordinator" => self.coordinators.iter().all(|a| send(a, tell)),
+            "sync" => send(&self.sync, tell),
+            "api" => self.api.as_ref().is_some_and(|a| send(a, tell)),
+            "memcache" => self.memcache.as_ref().is_some_and(|a| send(a, tell)),
+            other => {
+                return Err(format!(
+                    "no module {other:?}; modules: store hash membership version coordinator sync api memcache (and quorum for panic)"
+                ))
+            }
+        })
     }
 }
 
@@ -310,11 +358,12 @@ pub async fn start(config: &Config) -> Result<Node, String> {
     };
     let phi = PhiSettings::for_interval(config.phi_threshold, config.gossip_interval_ms);
     let seeds = config.seed_addrs().map_err(|e| e.to_string())?;
-    let members = MembershipActor::initial_members(me_on_ring, saved.as_ref(), !seeds.is_empty(), phi);
+    let has_seeds = seeds.iter().any(|s| *s != me);
+    let members = MembershipActor::initial_members(me_on_ring, saved.as_ref(), has_seeds, phi);
     let ring = RingHandle::new(Ring::new(config.number_of_buckets, members.ring_nodes()));
     let timeout = Duration::from_millis(config.request_timeout_ms);
 
-    let hash = Supervisor::start({
+    let hash = supervision::start({
         let (ring, n) = (ring.clone(), config.n);
         move |_| HashActor::new(ring.clone(), n)
     });
@@ -333,7 +382,10 @@ pub async fn start(config: &Config) -> Result<Node, String> {
     let arbiters: Vec<Arbiter> = (0..config.worker_threads).map(|_| Arbiter::new()).collect();
     let pool = {
         let store = store.clone();
-        SyncArbiter::start(config.store_threads, move || StoreActor::new(store.clone()))
+        // Named, so the panic hook knows a pool thread (it cannot be
+        // restarted in place: the node exits instead).
+        let name = || std::thread::Builder::new().name(supervision::STORE_THREAD.into());
+        SyncArbiter::start_with_thread_builder(config.store_threads, name, move || StoreActor::new(store.clone()))
     };
     let stores: Vec<StoreAddr> = arbiters
         .iter()
@@ -341,7 +393,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
             let store = store.clone();
             let writes_inline = !store.writes_may_wait();
             StoreAddr {
-                local: Supervisor::start_in_arbiter(&arbiter.handle(), move |_| LocalStoreActor::new(store.clone())),
+                local: supervision::start_in_arbiter(&arbiter.handle(), move |_| LocalStoreActor::new(store.clone())),
                 pool: pool.clone(),
                 writes_inline,
             }
@@ -351,8 +403,8 @@ pub async fn start(config: &Config) -> Result<Node, String> {
     let mut versions = Vec::new();
     let mut coordinators = Vec::new();
     for (arbiter, worker_store) in arbiters.iter().zip(&stores) {
-        let version = Supervisor::start_in_arbiter(&arbiter.handle(), |_| VersionActor::default());
-        let coordinator = Supervisor::start_in_arbiter(&arbiter.handle(), {
+        let version = supervision::start_in_arbiter(&arbiter.handle(), |_| VersionActor::default());
+        let coordinator = supervision::start_in_arbiter(&arbiter.handle(), {
             let settings =
                 CoordinatorSettings { n: config.n, r: config.r, w: config.w, max_in_flight: config.max_requests_in_flight };
             let setup = QuorumSetup {
@@ -367,7 +419,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         versions.push(version);
         coordinators.push(coordinator);
     }
-    let sync = Supervisor::start({
+    let sync = supervision::start({
         let settings = SyncSettings {
             me,
             n: config.n,
@@ -383,7 +435,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
             (ring.clone(), liveness.clone(), store_addr.clone(), peers.clone(), stats.clone());
         move |_| SyncActor::new(settings.clone(), ring.clone(), liveness.clone(), store.clone(), peers.clone(), stats.clone())
     });
-    let membership = Supervisor::start({
+    let membership = supervision::start({
         let settings = MembershipSettings {
             gossip_interval: Duration::from_millis(config.gossip_interval_ms),
             phi,
@@ -432,7 +484,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         .zip(stores.iter().zip(&coordinators))
         .map(|(arbiter, (store, coordinator))| {
             let router = Router { store: store.clone(), coordinator: coordinator.clone(), ..router.clone() };
-            Router::start_in_arbiter(&arbiter.handle(), move |_| router)
+            supervision::start_in_arbiter(&arbiter.handle(), move |_| router)
         })
         .collect();
     let api_workers: Arc<[ApiWorker]> = arbiters
@@ -440,7 +492,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         .zip(&routers)
         .map(|(arbiter, router)| ApiWorker { arbiter: arbiter.handle(), handler: router.clone().recipient() })
         .collect();
-    let api = Supervisor::start({
+    let api = supervision::start({
         let settings = ApiSettings {
             node: node_name.clone(),
             number_of_buckets: config.number_of_buckets,
@@ -472,7 +524,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
             }),
         })
         .collect();
-    let memcache = Supervisor::start(move |_| MemcacheActor::new(memcache_listener.clone(), workers.clone()));
+    let memcache = supervision::start(move |_| MemcacheActor::new(memcache_listener.clone(), workers.clone()));
     for router in &routers {
         router.do_send(Faces { api: api.clone(), memcache: memcache.clone() });
     }
@@ -499,6 +551,10 @@ impl Node {
 
 /// Runs a node until SIGINT or SIGTERM.
 pub fn run(config: Config) -> Result<(), String> {
+    supervision::install(supervision::RestartIntensity {
+        max_restarts: config.restart_intensity,
+        period: Duration::from_secs(config.restart_period_secs),
+    });
     actix_rt::System::new().block_on(async move {
         let node = start(&config).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;

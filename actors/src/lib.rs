@@ -23,6 +23,7 @@ pub mod membership;
 pub mod memcache;
 pub mod stats;
 pub mod store;
+pub mod supervision;
 pub mod sync;
 pub mod version;
 
@@ -36,8 +37,9 @@ use actix::prelude::*;
 #[rtype(result = "()")]
 pub struct Restart;
 
-/// Makes an actor supervised: counted and logged when restarted, and
-/// stoppable on request with [`Restart`].
+/// Makes an actor supervised: counted and logged when restarted, stoppable
+/// on request with [`Restart`], and made to panic on request with
+/// [`supervision::Panic`] (fault injection).
 macro_rules! supervised {
     ($actor:ty, $name:literal) => {
         impl actix::Supervised for $actor {
@@ -53,6 +55,14 @@ macro_rules! supervised {
             fn handle(&mut self, _: crate::Restart, ctx: &mut Self::Context) {
                 tracing::warn!(concat!($name, " actor asked to restart"));
                 actix::ActorContext::stop(ctx);
+            }
+        }
+
+        impl actix::Handler<crate::supervision::Panic> for $actor {
+            type Result = ();
+
+            fn handle(&mut self, _: crate::supervision::Panic, _: &mut Self::Context) {
+                panic!(concat!("fault injection: ", $name, " actor told to panic"));
             }
         }
     };

@@ -95,6 +95,13 @@ pub fn count_restart() {
     ACTOR_RESTARTS.fetch_add(1, Relaxed);
 }
 
+static PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a panic anywhere in the node (the panic hook calls this).
+pub fn count_panic() {
+    PANICS.fetch_add(1, Relaxed);
+}
+
 impl NodeStats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
@@ -193,6 +200,7 @@ pub fn report(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Vec
         ("kai_anti_entropy_compared", get(&stats.ae_compared)),
         ("kai_anti_entropy_repaired", get(&stats.ae_repaired)),
         ("kai_actor_restarts", get(&ACTOR_RESTARTS)),
+        ("kai_panics", get(&PANICS)),
     ];
     let mut lines: Vec<(String, String)> = lines.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     for (op, latency) in [("get", &stats.get_latency), ("set", &stats.set_latency)] {

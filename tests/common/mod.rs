@@ -157,6 +157,14 @@ impl TestNode {
         }
     }
 
+    /// The exit status, once the process has ended by itself (it can then
+    /// be launched again).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().unwrap()?;
+        self.child = None;
+        Some(status)
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
     }

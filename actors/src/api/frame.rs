@@ -91,6 +91,11 @@ pub enum Request {
     RestartActor {
         module: String,
     },
+    /// Test-only fault injection: make a module's actor panic (or the next
+    /// request's quorum actor, for "quorum").
+    Panic {
+        module: String,
+    },
     /// Test-only fault injection: drop all traffic with these peers.
     /// Refused unless the node allows fault injection.
     Block {

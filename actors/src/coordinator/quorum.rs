@@ -335,16 +335,21 @@ impl QuorumActor {
     }
 }
 
+impl Drop for QuorumActor {
+    /// Stopped (or panicked) before the client had its answer: the count of
+    /// requests in flight must never drift.
+    fn drop(&mut self) {
+        self.take_job();
+    }
+}
+
 impl Actor for QuorumActor {
     type Context = Context<Self>;
 
-    fn stopped(&mut self, _: &mut Self::Context) {
-        // Stopped before the client had its answer (cannot happen, but the
-        // count must never drift).
-        self.take_job();
-    }
-
     fn started(&mut self, ctx: &mut Self::Context) {
+        if crate::supervision::PANIC_NEXT_QUORUM.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            panic!("fault injection: quorum actor told to panic");
+        }
         // One deadline for the whole request, not one per reply.
         ctx.run_later(self.setup.timeout, |act, ctx| {
             act.expired = true;

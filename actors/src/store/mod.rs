@@ -581,6 +581,20 @@ impl Handler<crate::Restart> for StoreActor {
     }
 }
 
+impl Handler<crate::supervision::Panic> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, _: crate::supervision::Panic, _: &mut Self::Context) {
+        panic!("fault injection: store actor (pool thread) told to panic");
+    }
+}
+
+impl Handler<crate::supervision::Panic> for LocalStoreActor {
+    type Result = ();
+    fn handle(&mut self, _: crate::supervision::Panic, _: &mut Self::Context) {
+        panic!("fault injection: store actor told to panic");
+    }
+}
+
 impl Handler<crate::Restart> for LocalStoreActor {
     type Result = ();
     fn handle(&mut self, _: crate::Restart, ctx: &mut Self::Context) {
