@@ -3,6 +3,7 @@
 //! terminal; one command per line from a pipe; or `-e` for scripts.
 
 use bytes::Bytes;
+use kai_actors::api::auth::Secret;
 use kai_actors::api::{ApiClient, MemberRow, MemberState, Placement, Request, Response, TransferProgress, ADMIN_BUCKETS};
 use kai_actors::version::Version;
 use std::io::{BufRead, IsTerminal};
@@ -57,6 +58,7 @@ const COMMANDS: &[&str] = &[
 struct Admin {
     runtime: tokio::runtime::Runtime,
     node: SocketAddr,
+    secret: Secret,
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, String> {
@@ -69,9 +71,13 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
 impl Admin {
     fn ask(&self, node: SocketAddr, request: Request) -> Result<Response, String> {
         self.runtime.block_on(async {
-            let client = ApiClient::connect(node, ADMIN_NAME, ADMIN_BUCKETS, TIMEOUT)
-                .await
-                .map_err(|e| format!("node {node} unreachable: {e}"))?;
+            let client = ApiClient::connect(node, ADMIN_NAME, ADMIN_BUCKETS, &self.secret, TIMEOUT).await.map_err(|e| {
+                let hint = match e.to_string().contains("cluster secret") && !self.secret.is_set() {
+                    true => " (give the admin tool the secret: --config FILE or KAI_CLUSTER_SECRET)",
+                    false => "",
+                };
+                format!("node {node} unreachable: {e}{hint}")
+            })?;
             match client.call(request, TIMEOUT).await.map_err(|e| e.to_string())? {
                 Response::Error(why) => Err(why),
                 answer => Ok(answer),
@@ -321,9 +327,10 @@ fn ranges(buckets: &[u32]) -> String {
     parts.join(" ")
 }
 
-pub fn run(node: &str, execute: &[String]) -> Result<(), String> {
+/// Runs the admin tool against `node`, proving `secret` to it.
+pub fn run(node: &str, secret: Secret, execute: &[String]) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let admin = Admin { runtime, node: resolve(node)? };
+    let admin = Admin { runtime, node: resolve(node)?, secret };
     if !execute.is_empty() {
         for line in execute {
             println!("{}", admin.execute(line)?);

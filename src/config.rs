@@ -21,6 +21,10 @@ pub struct Config {
     pub hostname: String,
     /// Internal API port (node to node, and the admin tool).
     pub port: u16,
+    /// Every internal API connection proves it knows this (HMAC-SHA256
+    /// challenge-response). Empty: none, and the internal API then listens
+    /// on loopback only.
+    pub cluster_secret: String,
     pub memcache_port: u16,
     /// Where the memcache port listens; defaults to `hostname`.
     pub memcache_bind: Option<String>,
@@ -83,6 +87,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             hostname: "127.0.0.1".into(),
+            cluster_secret: String::new(),
             port: 11011,
             memcache_port: 11211,
             memcache_bind: None,
@@ -146,14 +151,25 @@ fn refuse<T>(key: &str, message: impl Into<String>) -> Result<T, ConfigError> {
 
 /// Reads `path` (a missing path is an error), applies the overrides and
 /// checks the result.
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError { key: String::new(), message: format!("cannot read {}: {e}", path.display()) })?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError { key: String::new(), message: format!("{}: {e}", path.display()) })
+}
+
+/// A node config's `cluster_secret` alone (for the admin tool, which runs
+/// no node and so checks nothing else of it).
+pub fn cluster_secret(path: &Path) -> Result<String, ConfigError> {
+    match read_table(path)?.remove("cluster_secret") {
+        Some(toml::Value::String(secret)) => Ok(secret),
+        Some(_) => refuse("cluster_secret", "must be a string"),
+        None => Ok(String::new()),
+    }
+}
+
 pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigError> {
     let mut table = match path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError { key: String::new(), message: format!("cannot read {}: {e}", path.display()) })?;
-            text.parse::<toml::Table>()
-                .map_err(|e| ConfigError { key: String::new(), message: format!("{}: {e}", path.display()) })?
-        }
+        Some(path) => read_table(path)?,
         None => toml::Table::new(),
     };
     for item in overrides {
@@ -286,7 +302,16 @@ impl Config {
             return refuse("phi_threshold", "must be a number of at least 1 (8 is usual)");
         }
         self.seed_addrs()?;
-        self.node_addr()?;
+        let me = self.node_addr()?;
+        if self.cluster_secret.is_empty() && !me.ip().is_loopback() {
+            return refuse(
+                "cluster_secret",
+                format!(
+                    "the internal API would listen on {me}, beyond this machine, where anyone reaching it could command \
+                     the cluster: set cluster_secret (the same on every node) or use a loopback hostname"
+                ),
+            );
+        }
         if self.store == StoreKind::Disk {
             check_writable(&self.data_dir)?;
         }
@@ -340,6 +365,8 @@ mod tests {
         assert_eq!(refused_key(&["memcache_port=11011"]), "memcache_port");
         assert_eq!(refused_key(&["bogus=1"]), "bogus");
         assert_eq!(refused_key(&["number_of_buckets=0"]), "number_of_buckets");
+        assert_eq!(refused_key(&["hostname=\"10.1.2.3\""]), "cluster_secret");
+        assert!(with(&["hostname=\"10.1.2.3\"", "cluster_secret=\"s3cret\""]).is_ok());
         assert_eq!(refused_key(&["number_of_buckets=3000"]), "number_of_buckets");
         assert_eq!(refused_key(&["number_of_buckets=131072"]), "number_of_buckets");
         assert!(with(&["number_of_buckets=1"]).is_ok() && with(&["number_of_buckets=65536"]).is_ok());

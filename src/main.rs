@@ -39,6 +39,10 @@ enum Command {
         /// Runs a command and exits instead of opening the REPL; repeatable.
         #[arg(short = 'e', long = "execute", value_name = "COMMAND")]
         execute: Vec<String>,
+        /// A node config to take `cluster_secret` from (else the
+        /// KAI_CLUSTER_SECRET environment variable, else none).
+        #[arg(long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -60,10 +64,22 @@ fn init_logging(logfile: Option<&std::path::Path>) -> Result<(), String> {
     Ok(())
 }
 
+/// The cluster secret the admin tool proves: from `--config FILE`, else
+/// from KAI_CLUSTER_SECRET, else none.
+fn admin_secret(config: Option<&std::path::Path>) -> Result<kai_actors::api::auth::Secret, String> {
+    let secret = match config {
+        Some(path) => config::cluster_secret(path).map_err(|e| e.to_string())?,
+        None => std::env::var("KAI_CLUSTER_SECRET").unwrap_or_default(),
+    };
+    Ok(kai_actors::api::auth::Secret::new(&secret))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Admin { node, execute }) => admin::run(&node, &execute),
+        Some(Command::Admin { node, execute, config }) => {
+            admin_secret(config.as_deref()).and_then(|secret| admin::run(&node, secret, &execute))
+        }
         None => config::load(Some(&cli.config), &cli.overrides).map_err(|e| e.to_string()).and_then(|config| {
             init_logging(config.logfile.as_deref())?;
             node::run(config)

@@ -5,6 +5,7 @@
 
 use crate::config::{Config, StoreKind};
 use actix::prelude::*;
+use kai_actors::api::auth::Secret;
 use kai_actors::api::{
     ApiActor, ApiCall, ApiSettings, ApiWorker, Faults, ForwardOp, NodeInfo, Peers, Placement, Request, Response,
 };
@@ -114,7 +115,7 @@ impl Handler<ApiCall> for Router {
 
     fn handle(&mut self, ApiCall(request): ApiCall, _: &mut Self::Context) -> Self::Result {
         match request {
-            Request::Hello { .. } => refuse("already shook hands".into()),
+            Request::Hello { .. } | Request::Proof { .. } => refuse("already shook hands".into()),
             Request::ReplicaGet { key } => reply(self.store.send(ReplicaGet(key)), Response::Versions),
             Request::ReplicaPut { key, versions, hint } => {
                 reply(self.store.send(ReplicaPut { key, versions, hint }), |()| Response::Done)
@@ -372,7 +373,8 @@ pub async fn start(config: &Config) -> Result<Node, String> {
     let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
     // Connections to peers belong to the thread that uses them: each worker
     // has its own, and the background actors on the main thread theirs.
-    let new_peers = || Peers::new(node_name.clone(), config.number_of_buckets, connect_timeout, faults.clone());
+    let secret = Secret::new(&config.cluster_secret);
+    let new_peers = || Peers::new(node_name.clone(), config.number_of_buckets, secret.clone(), connect_timeout, faults.clone());
     let peers = new_peers();
 
     // Client requests run on worker threads, each with its own coordinator
@@ -496,6 +498,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         let settings = ApiSettings {
             node: node_name.clone(),
             number_of_buckets: config.number_of_buckets,
+            secret: secret.clone(),
             max_in_flight: config.api_max_in_flight,
             faults,
         };
@@ -529,6 +532,11 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         router.do_send(Faces { api: api.clone(), memcache: memcache.clone() });
     }
 
+    if secret.is_set() {
+        tracing::info!("internal API: every connection must prove the cluster secret");
+    } else {
+        tracing::warn!(node = %node_name, "no cluster_secret: the internal API serves this machine (loopback) only");
+    }
     tracing::info!(
         node = %node_name,
         memcache = %config.memcache_addr(),

@@ -18,7 +18,8 @@ for port in 11011 11012 11013; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 # As in the original: tell each new node about an existing one, then back.
-admin() { ./target/release/kai admin --node 127.0.0.1:11011 -e "$1"; }
+# The admin tool proves the cluster secret it reads from a node's config.
+admin() { ./target/release/kai admin --config examples/cluster/node1.toml --node 127.0.0.1:11011 -e "$1"; }
 admin "check_node 127.0.0.1:11012 127.0.0.1:11011"
 admin "check_node 127.0.0.1:11011 127.0.0.1:11012"
 admin "check_node 127.0.0.1:11013 127.0.0.1:11011"

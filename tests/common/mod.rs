@@ -187,8 +187,14 @@ impl TestNode {
     }
 
     /// Runs `kai admin -e ...` against this node; (success, stdout, stderr).
+    /// Runs `kai admin` with this node's own cluster secret, if it has one.
     pub fn admin(&self, commands: &[&str]) -> (bool, String, String) {
-        admin(&self.api_addr(), commands)
+        admin_with_secret(&self.api_addr(), self.secret().as_deref(), commands)
+    }
+
+    /// The `cluster_secret` this node was started with.
+    pub fn secret(&self) -> Option<String> {
+        self.overrides.iter().rev().find_map(|o| o.strip_prefix("cluster_secret=")).map(|v| v.trim_matches('"').to_string())
     }
 
     /// One `stats` value, through raw memcache.
@@ -215,8 +221,16 @@ pub fn repo_config() -> PathBuf {
 }
 
 pub fn admin(node: &str, commands: &[&str]) -> (bool, String, String) {
+    admin_with_secret(node, None, commands)
+}
+
+/// Runs `kai admin -e ...` proving `secret` (KAI_CLUSTER_SECRET).
+pub fn admin_with_secret(node: &str, secret: Option<&str>, commands: &[&str]) -> (bool, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kai"));
-    cmd.arg("admin").arg("--node").arg(node);
+    cmd.arg("admin").arg("--node").arg(node).env_remove("KAI_CLUSTER_SECRET");
+    if let Some(secret) = secret {
+        cmd.env("KAI_CLUSTER_SECRET", secret);
+    }
     for c in commands {
         cmd.arg("-e").arg(c);
     }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddrV4;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// No frame may claim more than this; a peer that does is cut off.
 pub const MAX_FRAME: usize = 64 << 20;
@@ -17,11 +17,17 @@ pub const MAX_FRAME: usize = 64 << 20;
 /// What one node (or the admin tool) asks another.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Request {
-    /// The first frame on every connection.
+    /// The first frame on every connection, with the caller's nonce for
+    /// the cluster secret's challenge-response.
     Hello {
         protocol_version: u32,
         number_of_buckets: u32,
         from: String,
+        nonce: Bytes,
+    },
+    /// The second: the caller's proof that it knows the cluster secret.
+    Proof {
+        proof: Bytes,
     },
     NodeInfo,
     ReplicaGet {
@@ -196,6 +202,12 @@ pub struct NodeInfo {
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Response {
+    /// The answerer's nonce and its own proof of the cluster secret.
+    Challenge {
+        nonce: Bytes,
+        proof: Bytes,
+    },
+    /// The handshake is done: requests may follow.
     Hello {
         node: String,
     },
@@ -276,7 +288,15 @@ mod tests {
         let frames = vec![
             Frame { id: 1, body: Request::NodeInfo },
             Frame { id: 2, body: Request::ReplicaGet { key: Bytes::from("k") } },
-            Frame { id: 3, body: Request::Hello { protocol_version: 1, number_of_buckets: 1024, from: "a:1".into() } },
+            Frame {
+                id: 3,
+                body: Request::Hello {
+                    protocol_version: 1,
+                    number_of_buckets: 1024,
+                    from: "a:1".into(),
+                    nonce: Bytes::from_static(b"n"),
+                },
+            },
         ];
         let wire: Vec<u8> = frames.iter().flat_map(|f| encode(f).unwrap()).collect();
         for split in 0..wire.len() {

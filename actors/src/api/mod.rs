@@ -2,6 +2,7 @@
 //! request to one `Recipient<ApiCall>` given at start-up (the node routes
 //! it); the client multiplexes many requests over one connection by id.
 
+pub mod auth;
 mod frame;
 
 pub use frame::{
@@ -11,7 +12,8 @@ pub use frame::{
 
 use crate::error::{Error, Result};
 use actix::prelude::*;
-use bytes::BytesMut;
+use auth::{Role, Secret};
+use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +35,7 @@ pub struct ApiCall(pub Request);
 pub struct ApiSettings {
     pub node: String,
     pub number_of_buckets: u32,
+    pub secret: Secret,
     /// Requests one connection may have in flight before reads pause.
     pub max_in_flight: usize,
     pub faults: Faults,
@@ -137,36 +140,10 @@ async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
 async fn serve(stream: TcpStream, handler: Recipient<ApiCall>, settings: ApiSettings) -> Result<()> {
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(8192);
-    let peer_name;
-    match read_frame::<Request>(&mut reader, &mut buf).await? {
-        Some(Frame { id, body: Request::Hello { protocol_version, number_of_buckets, from } }) => {
-            if settings.faults.is_blocked(&from) {
-                return Ok(()); // cut off: say nothing, as a dead link would
-            }
-            peer_name = from.clone();
-            let refusal = if protocol_version != PROTOCOL_VERSION {
-                Some(format!("protocol version {protocol_version} is not {PROTOCOL_VERSION}"))
-            } else if number_of_buckets != ADMIN_BUCKETS && number_of_buckets != settings.number_of_buckets {
-                Some(format!(
-                    "number_of_buckets {number_of_buckets} of {from} differs from {} of {}",
-                    settings.number_of_buckets, settings.node
-                ))
-            } else {
-                None
-            };
-            let body = match &refusal {
-                Some(why) => Response::Error(why.clone()),
-                None => Response::Hello { node: settings.node.clone() },
-            };
-            writer.write_all(&encode(&Frame { id, body })?).await?;
-            if let Some(why) = refusal {
-                tracing::warn!("refused {from}: {why}");
-                return Ok(());
-            }
-        }
-        Some(_) => return Err(Error::Protocol("first frame was not a hello".into())),
+    let peer_name = match handshake(&mut reader, &mut writer, &mut buf, &settings).await? {
+        Some(name) => name,
         None => return Ok(()),
-    }
+    };
 
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(settings.max_in_flight.max(1));
     let write_loop = async move {
@@ -208,6 +185,58 @@ async fn serve(stream: TcpStream, handler: Recipient<ApiCall>, settings: ApiSett
     read.and(write)
 }
 
+/// The answering side of the handshake: the caller's hello, our challenge,
+/// its proof of the cluster secret, then our hello or one refusal. Answers
+/// the caller's name, or None when the connection is to close.
+async fn handshake(
+    reader: &mut (impl AsyncReadExt + Unpin),
+    writer: &mut (impl AsyncWriteExt + Unpin),
+    buf: &mut BytesMut,
+    settings: &ApiSettings,
+) -> Result<Option<String>> {
+    let refuse = |id, why: String| async move { encode(&Frame { id, body: Response::Error(why) }) };
+    let (id, from, their_buckets, theirs) = match read_frame::<Request>(reader, buf).await? {
+        Some(Frame { id, body: Request::Hello { protocol_version, number_of_buckets, from, nonce } }) => {
+            if settings.faults.is_blocked(&from) {
+                return Ok(None); // cut off: say nothing, as a dead link would
+            }
+            if protocol_version != PROTOCOL_VERSION {
+                let why = format!("protocol version {protocol_version} is not {PROTOCOL_VERSION}");
+                writer.write_all(&refuse(id, why).await?).await?;
+                return Ok(None);
+            }
+            (id, from, number_of_buckets, nonce)
+        }
+        Some(_) => return Err(Error::Protocol("first frame was not a hello".into())),
+        None => return Ok(None),
+    };
+    let ours = auth::nonce();
+    let proof = Bytes::from(settings.secret.prove(Role::Answerer, &ours, &theirs));
+    writer.write_all(&encode(&Frame { id, body: Response::Challenge { nonce: Bytes::from(ours.clone()), proof } })?).await?;
+    let proved = match read_frame::<Request>(reader, buf).await? {
+        Some(Frame { body: Request::Proof { proof }, .. }) => settings.secret.verify(Role::Caller, &theirs, &ours, &proof),
+        _ => false,
+    };
+    if !proved {
+        tracing::warn!(%from, "refused a connection: wrong or missing cluster secret");
+        let why = "refused: wrong or missing cluster secret".to_string();
+        writer.write_all(&refuse(id, why).await?).await?;
+        return Ok(None);
+    }
+    // The ring's shape is said only to a caller that proved the secret.
+    if their_buckets != ADMIN_BUCKETS && their_buckets != settings.number_of_buckets {
+        let why = format!(
+            "number_of_buckets {their_buckets} of {from} differs from {} of {}",
+            settings.number_of_buckets, settings.node
+        );
+        tracing::warn!("refused {from}: {why}");
+        writer.write_all(&refuse(id, why).await?).await?;
+        return Ok(None);
+    }
+    writer.write_all(&encode(&Frame { id, body: Response::Hello { node: settings.node.clone() } })?).await?;
+    Ok(Some(from))
+}
+
 type Pending = (Request, oneshot::Sender<Result<Response>>);
 
 /// Requests one client connection may have in flight; more wait (within
@@ -225,16 +254,41 @@ pub struct ApiClient {
 impl ApiClient {
     /// Connects and shakes hands; a peer with another bucket count or
     /// protocol refuses, and that refusal is the error.
-    pub async fn connect(peer: SocketAddr, from: &str, number_of_buckets: u32, timeout: Duration) -> Result<Self> {
+    pub async fn connect(
+        peer: SocketAddr,
+        from: &str,
+        number_of_buckets: u32,
+        secret: &Secret,
+        timeout: Duration,
+    ) -> Result<Self> {
         let handshake = async {
             let mut stream = TcpStream::connect(peer).await?;
             stream.set_nodelay(true)?;
-            let hello = Request::Hello { protocol_version: PROTOCOL_VERSION, number_of_buckets, from: from.to_string() };
+            let ours = auth::nonce();
+            let hello = Request::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                number_of_buckets,
+                from: from.to_string(),
+                nonce: Bytes::from(ours.clone()),
+            };
             stream.write_all(&encode(&Frame { id: 0, body: hello })?).await?;
             let mut buf = BytesMut::with_capacity(8192);
+            let refused = |why: String| Error::Protocol(format!("{peer} refused: {why}"));
+            let theirs = match read_frame::<Response>(&mut stream, &mut buf).await? {
+                Some(Frame { body: Response::Challenge { nonce, proof }, .. }) => {
+                    if !secret.verify(Role::Answerer, &nonce, &ours, &proof) {
+                        return Err(Error::Protocol(format!("{peer} and this side do not share the cluster secret: refused")));
+                    }
+                    nonce
+                }
+                Some(Frame { body: Response::Error(why), .. }) => return Err(refused(why)),
+                _ => return Err(Error::Protocol(format!("{peer} sent no challenge"))),
+            };
+            let proof = Bytes::from(secret.prove(Role::Caller, &ours, &theirs));
+            stream.write_all(&encode(&Frame { id: 0, body: Request::Proof { proof } })?).await?;
             match read_frame::<Response>(&mut stream, &mut buf).await? {
                 Some(Frame { body: Response::Hello { .. }, .. }) => Ok((stream, buf)),
-                Some(Frame { body: Response::Error(why), .. }) => Err(Error::Protocol(format!("{peer} refused: {why}"))),
+                Some(Frame { body: Response::Error(why), .. }) => Err(refused(why)),
                 _ => Err(Error::Protocol(format!("{peer} sent no hello"))),
             }
         };
@@ -323,13 +377,14 @@ pub struct Peers {
     clients: Arc<std::sync::Mutex<HashMap<SocketAddr, ApiClient>>>,
     from: String,
     number_of_buckets: u32,
+    secret: Secret,
     connect_timeout: Duration,
     faults: Faults,
 }
 
 impl Peers {
-    pub fn new(from: String, number_of_buckets: u32, connect_timeout: Duration, faults: Faults) -> Self {
-        Peers { clients: Default::default(), from, number_of_buckets, connect_timeout, faults }
+    pub fn new(from: String, number_of_buckets: u32, secret: Secret, connect_timeout: Duration, faults: Faults) -> Self {
+        Peers { clients: Default::default(), from, number_of_buckets, secret, connect_timeout, faults }
     }
 
     fn cached(&self, peer: SocketAddr) -> Option<ApiClient> {
@@ -347,7 +402,7 @@ impl Peers {
         if let Some(client) = self.cached(peer) {
             return Ok(client);
         }
-        let client = ApiClient::connect(peer, &self.from, self.number_of_buckets, self.connect_timeout).await?;
+        let client = ApiClient::connect(peer, &self.from, self.number_of_buckets, &self.secret, self.connect_timeout).await?;
         self.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, client.clone());
         Ok(client)
     }
