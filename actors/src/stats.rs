@@ -81,6 +81,8 @@ pub struct NodeStats {
     pub siblings_served: AtomicU64,
     pub unreconciled_get: AtomicU64,
     pub read_repairs: AtomicU64,
+    /// Replica writes that failed and went to a stand-in with a hint at once.
+    pub hinted_at_once: AtomicU64,
     pub quorum_failures: AtomicU64,
     pub requests_in_flight: AtomicI64,
     pub shed_busy: AtomicU64,
@@ -190,6 +192,7 @@ pub fn report(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Vec
         ("kai_buckets_held", held.to_string()),
         ("kai_unreconciled_get", get(&stats.unreconciled_get)),
         ("kai_read_repairs", get(&stats.read_repairs)),
+        ("kai_hinted_at_once", get(&stats.hinted_at_once)),
         ("kai_siblings_served", get(&stats.siblings_served)),
         ("kai_quorum_failures", get(&stats.quorum_failures)),
         ("kai_requests_in_flight", stats.requests_in_flight.load(Relaxed).to_string()),

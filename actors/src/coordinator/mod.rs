@@ -165,11 +165,36 @@ pub struct CoordinatorActor {
     setup: QuorumSetup,
 }
 
-/// Where a request goes: run here, or forward to a replica.
-enum Route {
-    Here(Vec<Target>),
-    Forward(SocketAddrV4),
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Run here with these replicas; `spares` are the live nodes past them
+    /// in preference order, to stand in (with a hint) for a replica whose
+    /// write fails before the failure detector has noticed anything.
+    Here {
+        targets: Vec<Target>,
+        spares: Vec<SocketAddrV4>,
+    },
+    /// Forward to these replicas, in preference order: each in turn, within
+    /// the one deadline, until one answers.
+    Forward(Vec<SocketAddrV4>),
     Nowhere(String),
+}
+
+/// Where a request for a key with this preference list goes, from `me`.
+pub fn route(preference: &[SocketAddrV4], n: usize, down: &BTreeSet<SocketAddrV4>, me: SocketAddrV4, hops: u8) -> Route {
+    let targets = choose_targets(preference, n, down);
+    if targets.iter().any(|t| t.node == me) {
+        let spares = preference.iter().filter(|a| !down.contains(a) && !targets.iter().any(|t| t.node == **a)).copied().collect();
+        return Route::Here { targets, spares };
+    }
+    if targets.is_empty() {
+        Route::Nowhere("every node of the key's preference list is down".into())
+    } else if hops >= MAX_HOPS {
+        Route::Nowhere(format!("forwarded {hops} times without reaching a replica"))
+    } else {
+        Route::Forward(targets.iter().map(|t| t.node).collect())
+    }
 }
 
 impl CoordinatorActor {
@@ -180,15 +205,7 @@ impl CoordinatorActor {
     fn route(&self, key: &[u8], hops: u8) -> Route {
         let ring = self.ring.snapshot();
         let preference = ring.preference_list(ring.bucket_of(key));
-        let targets = choose_targets(preference, self.settings.n, &self.liveness.down());
-        if targets.iter().any(|t| t.node == self.setup.via.me) {
-            return Route::Here(targets);
-        }
-        match targets.first() {
-            Some(t) if hops < MAX_HOPS => Route::Forward(t.node),
-            Some(_) => Route::Nowhere(format!("forwarded {hops} times without reaching a replica")),
-            None => Route::Nowhere("every node of the key's preference list is down".into()),
-        }
+        route(preference, self.settings.n, &self.liveness.down(), self.setup.via.me, hops)
     }
 
     /// Sheds load: a saturated node says so at once instead of queueing.
@@ -201,8 +218,8 @@ impl CoordinatorActor {
         Ok(())
     }
 
-    fn start_quorum(&self, key: Bytes, targets: Vec<Target>, needed: usize, job: Job) {
-        QuorumActor::new(key, targets, needed, self.setup.clone(), job).start();
+    fn start_quorum(&self, key: Bytes, targets: Vec<Target>, spares: Vec<SocketAddrV4>, needed: usize, job: Job) {
+        QuorumActor::new(key, targets, spares, needed, self.setup.clone(), job).start();
     }
 }
 
@@ -242,19 +259,40 @@ impl CoordinatorActor {
         unpack: fn(Response) -> std::result::Result<T, Box<Response>>,
     ) -> LocalBoxFuture<'static, Result<T>> {
         match self.route(&key, hops) {
-            Route::Here(targets) => match self.admit() {
+            Route::Here { targets, spares } => match self.admit() {
                 Ok(()) => {
                     let (reply, rx) = oneshot::channel();
-                    self.start_quorum(key, targets, needed, job(reply));
+                    self.start_quorum(key, targets, spares, needed, job(reply));
                     await_reply(rx)
                 }
                 Err(e) => Box::pin(async move { Err(e) }),
             },
-            Route::Forward(node) => {
-                let forwarded = self.setup.via.forward(node, key, op, hops, self.setup.timeout);
+            Route::Forward(nodes) => {
+                let (via, timeout) = (self.setup.via.clone(), self.setup.timeout);
                 Box::pin(async move {
-                    unpack(forwarded.await?)
-                        .map_err(|other| Error::Protocol(format!("{node} answered a forwarded request with {other:?}")))
+                    let deadline = Instant::now() + timeout;
+                    let mut failure = Error::Unavailable("no time left to forward".into());
+                    for (i, node) in nodes.iter().enumerate() {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        // What is left is shared among the replicas not yet
+                        // tried, so a stalled one leaves time for the next.
+                        let attempt = left / (nodes.len() - i) as u32;
+                        match via.forward(*node, key.clone(), op.clone(), hops, attempt).await {
+                            Ok(response) => {
+                                return unpack(response).map_err(|other| {
+                                    Error::Protocol(format!("{node} answered a forwarded request with {other:?}"))
+                                })
+                            }
+                            Err(e) => {
+                                tracing::debug!(%node, "forwarding failed, trying the next replica: {e}");
+                                failure = e;
+                            }
+                        }
+                    }
+                    Err(failure)
                 })
             }
             Route::Nowhere(why) => Box::pin(async move { Err(Error::Unavailable(why)) }),
@@ -307,6 +345,22 @@ mod tests {
             t,
             vec![Target { node: a(1), hint: None }, Target { node: a(2), hint: None }, Target { node: a(3), hint: None }]
         );
+    }
+
+    #[test]
+    fn a_request_runs_here_with_spares_or_is_forwarded_to_every_live_replica_in_turn() {
+        let pref = [a(1), a(2), a(3), a(4), a(5)];
+        let none = BTreeSet::new();
+        let here = route(&pref, 3, &none, a(2), 0);
+        let Route::Here { targets, spares } = here else { panic!("{here:?}") };
+        assert_eq!(targets.len(), 3);
+        assert_eq!(spares, vec![a(4), a(5)], "the nodes past the replicas, in order");
+        assert_eq!(route(&pref, 3, &none, a(5), 0), Route::Forward(vec![a(1), a(2), a(3)]));
+        let down: BTreeSet<_> = [a(1)].into_iter().collect();
+        assert_eq!(route(&pref, 3, &down, a(5), 0), Route::Forward(vec![a(2), a(3), a(4)]), "down ones are skipped");
+        assert!(matches!(route(&pref, 3, &none, a(5), MAX_HOPS), Route::Nowhere(_)));
+        let all: BTreeSet<_> = pref.into_iter().collect();
+        assert!(matches!(route(&pref, 3, &all, a(9), 0), Route::Nowhere(_)));
     }
 
     #[test]

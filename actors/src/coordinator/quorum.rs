@@ -24,6 +24,9 @@ pub enum Job {
 pub struct QuorumActor {
     key: Bytes,
     targets: Vec<Target>,
+    /// Live nodes past the targets: a write that fails at a home replica
+    /// goes to the next of these with a hint, at once.
+    spares: std::collections::VecDeque<SocketAddrV4>,
     needed: usize,
     setup: QuorumSetup,
     job: Option<Job>,
@@ -68,7 +71,7 @@ impl QuorumActor {
         job
     }
 
-    pub fn new(key: Bytes, targets: Vec<Target>, needed: usize, setup: QuorumSetup, job: Job) -> Self {
+    pub fn new(key: Bytes, targets: Vec<Target>, spares: Vec<SocketAddrV4>, needed: usize, setup: QuorumSetup, job: Job) -> Self {
         let tally = QuorumTally::new(needed, targets.len());
         setup.stats.requests_in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let op = match job {
@@ -78,6 +81,7 @@ impl QuorumActor {
         QuorumActor {
             key,
             targets,
+            spares: spares.into(),
             needed,
             setup,
             job: Some(job),
@@ -274,6 +278,33 @@ impl QuorumActor {
             .spawn(ctx);
     }
 
+    /// Sends what the coordinator holds for the key to one replica. If a
+    /// home replica fails, the next spare takes it with a hint for that
+    /// home, at once: the write never waits for the failure detector, and
+    /// an acknowledged write has its N copies or hints for them.
+    ///
+    /// Each replica write has half the request's deadline, so even one to
+    /// a stalled (not refusing) replica fails in time for a stand-in to
+    /// take it before this actor's deadline.
+    fn replicate(&mut self, target: Target, held: Vec<Version>, ctx: &mut Context<Self>) {
+        self.setup
+            .via
+            .put(&target, self.key.clone(), held.clone(), self.setup.timeout / 2)
+            .into_actor(self)
+            .map(move |result, act, ctx| match result {
+                Ok(()) => act.record(true, None, ctx),
+                Err(e) => match (target.hint, act.spares.pop_front()) {
+                    (None, Some(spare)) if !act.expired => {
+                        tracing::debug!(home = %target.node, %spare, "replica write failed, a stand-in takes it: {e}");
+                        NodeStats::incr(&act.setup.stats.hinted_at_once);
+                        act.replicate(Target { node: spare, hint: Some(target.node) }, held, ctx);
+                    }
+                    _ => act.record(false, Some(e), ctx),
+                },
+            })
+            .spawn(ctx);
+    }
+
     fn start_write(&mut self, write: Write, ctx: &mut Context<Self>) {
         // This node stamps and stores first; then the other replicas receive
         // everything it holds for the key (and a stand-in its hint).
@@ -294,15 +325,7 @@ impl QuorumActor {
                         if target.node == me {
                             acked_here = false;
                         }
-                        act.setup
-                            .via
-                            .put(&target, act.key.clone(), held.clone(), act.setup.timeout)
-                            .into_actor(act)
-                            .map(|result, act, ctx| match result {
-                                Ok(()) => act.record(true, None, ctx),
-                                Err(e) => act.record(false, Some(e), ctx),
-                            })
-                            .spawn(ctx);
+                        act.replicate(target, held.clone(), ctx);
                     }
                     if acked_here {
                         act.record(true, None, ctx);
