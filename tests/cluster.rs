@@ -184,40 +184,30 @@ fn a_node_with_another_bucket_count_is_refused() {
 }
 
 /// The nodes of a key's preference list, in order, from `find_nodes`.
-fn preference(node: &TestNode, key: &str) -> Vec<String> {
-    let (ok, out, err) = node.admin(&[&format!("find_nodes {key}")]);
-    assert!(ok, "{err}");
-    out.lines().map(|l| l.split(' ').next().unwrap().to_string()).collect()
-}
-
-fn by_addr<'a>(cluster: &'a mut TestCluster, addr: &str) -> &'a mut TestNode {
-    cluster.nodes.iter_mut().find(|n| n.api_addr() == addr).unwrap()
-}
-
 #[test]
 fn a_stand_in_keeps_hints_across_its_own_crash_and_hands_them_off() {
     let mut cluster = TestCluster::start(4, &[]);
     let key = "hinted-key";
-    let order = preference(&cluster.nodes[0], key);
+    let order = common::preference(&cluster.nodes[0], key);
     let (home_down, stand_in) = (order[2].clone(), order[3].clone());
     let coordinator = order[0].clone();
 
-    by_addr(&mut cluster, &home_down).kill();
-    by_addr(&mut cluster, &coordinator).wait_for_member(&home_down, false, Duration::from_secs(10));
-    let reply = by_addr(&mut cluster, &coordinator).raw().request(&format!("set {key} 0 0 6\r\nhinted\r\n"), "\r\n");
+    common::by_addr(&mut cluster, &home_down).kill();
+    common::by_addr(&mut cluster, &coordinator).wait_for_member(&home_down, false, Duration::from_secs(10));
+    let reply = common::by_addr(&mut cluster, &coordinator).raw().request(&format!("set {key} 0 0 6\r\nhinted\r\n"), "\r\n");
     assert_eq!(reply, "STORED\r\n");
 
     // The stand-in holds the write with a hint; it survives kill -9.
-    let s = by_addr(&mut cluster, &stand_in);
+    let s = common::by_addr(&mut cluster, &stand_in);
     wait_for_stat(s, "kai_hints_pending", "1");
     s.kill();
     s.launch();
-    wait_for_stat(by_addr(&mut cluster, &stand_in), "kai_hints_pending", "1");
+    wait_for_stat(common::by_addr(&mut cluster, &stand_in), "kai_hints_pending", "1");
 
     // The home node returns: the hint is delivered, then dropped.
-    by_addr(&mut cluster, &home_down).launch();
+    common::by_addr(&mut cluster, &home_down).launch();
     cluster.wait_until_all_up(Duration::from_secs(20));
-    wait_for_stat(by_addr(&mut cluster, &stand_in), "kai_hints_pending", "0");
+    wait_for_stat(common::by_addr(&mut cluster, &stand_in), "kai_hints_pending", "0");
     let (ok, out, _) = cluster.nodes[0].admin(&[&format!("get {key}")]);
     assert!(ok);
     let section = out.split(&format!("{home_down}:")).nth(1).unwrap().lines().nth(1).unwrap_or_default().to_string();

@@ -380,3 +380,28 @@ impl TestNode {
         }
     }
 }
+
+/// A key's preference list as `find_nodes` shows it (home replicas first).
+pub fn preference(node: &TestNode, key: &str) -> Vec<String> {
+    let (ok, out, err) = node.admin(&[&format!("find_nodes {key}")]);
+    assert!(ok, "{err}");
+    out.lines().map(|l| l.split(' ').next().unwrap().to_string()).collect()
+}
+
+pub fn by_addr<'a>(cluster: &'a mut TestCluster, addr: &str) -> &'a mut TestNode {
+    cluster.nodes.iter_mut().find(|n| n.api_addr() == addr).unwrap()
+}
+
+impl TestCluster {
+    /// The cluster's ring, computed here exactly as every node computes it
+    /// (1024 buckets, 128 virtual nodes each): placement without asking.
+    pub fn ring(&self) -> kai_actors::hash::Ring {
+        let nodes = self.nodes.iter().map(|n| kai_actors::hash::RingNode::new(n.api_addr().parse().unwrap(), 128));
+        kai_actors::hash::Ring::new(1024, nodes)
+    }
+
+    /// A key's home replicas, first first.
+    pub fn homes(&self, ring: &kai_actors::hash::Ring, key: &str) -> Vec<String> {
+        ring.find_nodes(key.as_bytes(), 3).iter().map(|a| a.to_string()).collect()
+    }
+}

@@ -1,0 +1,115 @@
+//! Always writeable through a failing member, before the failure detector
+//! has noticed anything: five nodes (N=3, R=2, W=2), one home replica of
+//! the keys killed (-9) or paused (SIGSTOP), requests arriving at a node
+//! that is not among the keys' replicas and so forwards them.
+
+mod common;
+
+use common::{preference, TestCluster, TestNode};
+use std::time::{Duration, Instant};
+
+/// Keys whose first home is `first` and whose homes exclude `outsider`:
+/// an outsider forwards them to `first` before any other replica.
+fn keys_forwarded_first_to(cluster: &TestCluster, first: &str, outsider: &str, count: usize) -> Vec<String> {
+    let ring = cluster.ring();
+    let keys: Vec<String> = (0..5000)
+        .map(|i| format!("fw{i}"))
+        .filter(|k| {
+            let homes = cluster.homes(&ring, k);
+            homes[0] == first && !homes.iter().any(|h| h == outsider)
+        })
+        .take(count)
+        .collect();
+    assert_eq!(keys.len(), count, "not enough keys placed as wanted");
+    // The nodes place them so too.
+    assert_eq!(preference(&cluster.nodes[0], &keys[0])[0], first);
+    keys
+}
+
+fn signal(node: &TestNode, signal: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(node.pid().to_string()).status().unwrap();
+    assert!(status.success());
+}
+
+/// Writes every key through `via` right after the first home failed, and
+/// reads it back: no request may fail, and each must be answered within
+/// the request deadline.
+fn writes_go_on_through(via: &TestNode, keys: &[String], what: &str) {
+    let client = via.client();
+    let started = Instant::now();
+    for k in keys {
+        let t = Instant::now();
+        client.set(k, k.as_str(), 0).unwrap_or_else(|e| panic!("{what}: set {k} failed: {e}"));
+        assert!(t.elapsed() < Duration::from_millis(1500), "{what}: set {k} took {:?}", t.elapsed());
+    }
+    for k in keys {
+        assert_eq!(client.get::<String>(k).unwrap_or_else(|e| panic!("{what}: get {k}: {e}")).as_deref(), Some(k.as_str()));
+    }
+    println!("{what}: {} writes and reads through a forwarding node, 0 failed, {:?}", keys.len(), started.elapsed());
+}
+
+#[test]
+fn forwarding_falls_back_when_the_first_replica_is_killed() {
+    let mut cluster = TestCluster::start(5, &[]);
+    let (first, outsider) = (cluster.nodes[1].api_addr(), cluster.nodes[4].api_addr());
+    let keys = keys_forwarded_first_to(&cluster, &first, &outsider, 20);
+    cluster.nodes[1].kill();
+    // At once, long before any node suspects it.
+    writes_go_on_through(&cluster.nodes[4], &keys, "first replica killed -9");
+}
+
+#[test]
+fn forwarding_falls_back_when_the_first_replica_is_paused() {
+    let cluster = TestCluster::start(5, &[]);
+    let (first, outsider) = (cluster.nodes[1].api_addr(), cluster.nodes[4].api_addr());
+    let keys = keys_forwarded_first_to(&cluster, &first, &outsider, 10);
+    signal(&cluster.nodes[1], "STOP");
+    writes_go_on_through(&cluster.nodes[4], &keys, "first replica paused (SIGSTOP)");
+    signal(&cluster.nodes[1], "CONT");
+}
+
+/// Right after a home replica dies, writes through a node that holds the
+/// keys get a stand-in with a hint for the dead one at once: every key is
+/// on three live nodes (two homes and a stand-in) without waiting for the
+/// failure detector or for repair.
+#[test]
+fn a_failed_replica_write_gets_a_stand_in_at_once() {
+    let mut cluster = TestCluster::start(5, &["anti_entropy_interval_ms=600000"]);
+    let dead = cluster.nodes[1].api_addr();
+    let coordinator = cluster.nodes[0].api_addr();
+    // Keys the coordinator and the dead node are both home replicas of.
+    let ring = cluster.ring();
+    let keys: Vec<String> = (0..5000)
+        .map(|i| format!("sb{i}"))
+        .filter(|k| {
+            let homes = cluster.homes(&ring, k);
+            homes.contains(&dead) && homes.contains(&coordinator)
+        })
+        .take(40)
+        .collect();
+    assert_eq!(keys.len(), 40);
+    let live: Vec<usize> = vec![0, 2, 3, 4];
+    let items = |c: &TestCluster| -> u64 { live.iter().map(|&i| c.nodes[i].stat("curr_items").parse::<u64>().unwrap()).sum() };
+    let before = items(&cluster);
+    cluster.nodes[1].kill();
+    let client = cluster.nodes[0].client();
+    for k in &keys {
+        client.set(k, "v", 0).unwrap_or_else(|e| panic!("set {k}: {e}"));
+    }
+    let written = Instant::now();
+    let want = before + 3 * keys.len() as u64;
+    let deadline = written + Duration::from_secs(1);
+    while items(&cluster) != want {
+        assert!(
+            Instant::now() < deadline,
+            "{} copies of {} keys on the live nodes, not {}",
+            items(&cluster) - before,
+            keys.len(),
+            3 * keys.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let at_once: u64 = cluster.nodes[0].stat("kai_hinted_at_once").parse().unwrap();
+    assert!(at_once > 0, "no write went to a stand-in at once");
+    println!("stand-in at once: {} keys, 3 live copies each within {:?} of the last write", keys.len(), written.elapsed());
+}
