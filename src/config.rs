@@ -122,7 +122,7 @@ impl Default for Config {
             hint_interval_ms: 5000,
             allow_fault_injection: false,
             anti_entropy_interval_ms: 1000,
-            anti_entropy_buckets_per_round: 16,
+            anti_entropy_buckets_per_round: 64,
             anti_entropy_max_bytes_per_round: 8 << 20,
         }
     }

@@ -37,7 +37,6 @@ use crate::version::Version;
 use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use rand::seq::SliceRandom;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering::Relaxed;
@@ -192,6 +191,25 @@ impl Remote {
         (gained, lost)
     }
 
+    /// The buckets among `buckets` whose Merkle roots differ between this
+    /// node and `peer`, in one exchange (none if the peer does not answer).
+    async fn differing_roots(&self, peer: SocketAddrV4, buckets: Vec<u32>) -> Vec<u32> {
+        let Ok(mine) = self.store.send(BucketRoots(buckets.clone())).await else { return Vec::new() };
+        match self.call(peer, Request::BucketRoots { buckets: buckets.clone() }).await {
+            Ok(Response::Roots(theirs)) if theirs.len() == buckets.len() => {
+                buckets.into_iter().zip(mine.into_iter().zip(theirs)).filter(|(_, (a, b))| a != b).map(|(b, _)| b).collect()
+            }
+            Ok(other) => {
+                tracing::debug!(%peer, "bucket roots answered with {other:?}");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::debug!(%peer, "bucket roots failed: {e}");
+                Vec::new()
+            }
+        }
+    }
+
     /// Hands a lost bucket to every one of its home nodes, then drops
     /// what they all acknowledged (keys written meanwhile stay).
     async fn hand_off(&self, bucket: u32, homes: Vec<SocketAddrV4>) -> Result<u64> {
@@ -266,7 +284,7 @@ pub struct SyncActor {
     gained: BTreeSet<u32>,
     /// Buckets this node lost, to hand off and then drop.
     lost: BTreeSet<u32>,
-    /// Where the round-robin over held buckets goes on.
+    /// Which fellow replica the next background round compares with.
     cursor: u32,
     transfer: Transfer,
     /// Told whenever nothing is left to pull or hand off.
@@ -382,17 +400,22 @@ impl SyncActor {
             .filter(|&&b| !ring.home(b, n).contains(&me))
             .filter_map(|&b| self.all_homes_up(&ring, b).map(|homes| (b, homes)))
             .collect();
-        let held = ring.buckets_of(&me, n);
-        let mut sample: Vec<Pending> = Vec::new();
-        let mut rng = rand::thread_rng();
-        for _ in 0..budget.min(held.len()) {
-            let b = held[self.cursor as usize % held.len()];
-            self.cursor = self.cursor.wrapping_add(1);
-            if let Some(&peer) = self.fellows(&ring, b).choose(&mut rng) {
-                sample.push((b, vec![peer]));
+        // Background anti-entropy: one fellow replica a round, in turn, all
+        // the buckets shared with it compared by root in one exchange.
+        let mut shared: BTreeMap<SocketAddrV4, Vec<u32>> = BTreeMap::new();
+        for b in ring.buckets_of(&me, n) {
+            for peer in self.fellows(&ring, b) {
+                shared.entry(peer).or_default().push(b);
             }
         }
-        if gained.is_empty() && lost.is_empty() && sample.is_empty() {
+        let background = match shared.len() {
+            0 => None,
+            peers => {
+                self.cursor = self.cursor.wrapping_add(1);
+                shared.into_iter().nth(self.cursor as usize % peers)
+            }
+        };
+        if gained.is_empty() && lost.is_empty() && background.is_none() {
             return;
         }
         self.in_round = true;
@@ -403,11 +426,15 @@ impl SyncActor {
             // Then the real work, pending buckets first, within the budget.
             // Pending buckets (a transfer) are throttled by bytes only, so
             // a join or removal finishes as fast as the byte budget lets
-            // it; the bucket budget paces the background comparisons.
+            // it; of the background buckets, only those whose roots differ
+            // are compared leaf by leaf, at most the bucket budget a round.
             let mut pulls: Vec<(Pending, bool)> = gained.into_iter().map(|p| (p, true)).collect();
             let handoffs: Vec<Pending> = lost;
-            let room = budget.saturating_sub(pulls.len() + handoffs.len());
-            pulls.extend(sample.into_iter().take(room).map(|p| (p, false)));
+            if let Some((peer, buckets)) = background {
+                report.compared += buckets.len() as u64;
+                let differing = remote.differing_roots(peer, buckets).await;
+                pulls.extend(differing.into_iter().take(budget).map(|b| ((b, vec![peer]), false)));
+            }
             // Several buckets at once; a round ends early once its byte
             // budget is spent (what was cut off is simply compared again).
             let mut pulled = stream::iter(pulls)
