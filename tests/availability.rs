@@ -158,3 +158,95 @@ fn replicas_converge_within_seconds_of_a_return() {
         "convergence: {written} keys written during a 10 s outage; all on exactly their 3 homes {converged:?} after the return"
     );
 }
+
+/// A tmpfs mounted over a node's data dir (root only), unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size_mib: u32) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+
+    /// Fills the file system to the last byte; answers the filler's path.
+    fn fill(&self) -> std::path::PathBuf {
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 1 << 16];
+        while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Three nodes; one's data dir is a small tmpfs that is then filled. Writes
+/// through the others all succeed; that node answers reads, says it takes
+/// no writes (`kai_store_read_only`, and its peers route around it), and a
+/// write through it gets a clear error or is forwarded. Once space is
+/// freed it takes writes again by itself, catches up, and every
+/// acknowledged write is there.
+#[test]
+fn a_full_disk_is_a_state_not_a_death() {
+    let mut nodes: Vec<TestNode> = (0..3).map(|_| TestNode::prepare(common::CLUSTER)).collect();
+    let Some(disk) = Tmpfs::mount(&nodes[2].dir.path().join("data"), 24) else {
+        println!("full disk: skipped (mounting a tmpfs needs root, as CI has)");
+        return;
+    };
+    for node in nodes.iter_mut() {
+        node.launch();
+    }
+    let cluster = TestCluster::link(nodes);
+    let (a, b, full) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    a.client().set("before", "b", 0).unwrap();
+    let filler = disk.fill();
+    let value = "x".repeat(10_000);
+    let mut acked = Vec::new();
+    for i in 0..200 {
+        let key = format!("fd{i}");
+        [a, b][i % 2].client().set(&key, value.as_str(), 0).unwrap_or_else(|e| panic!("{key} through a healthy node: {e}"));
+        acked.push(key);
+    }
+    common::wait_for("the full node says it takes no writes", Duration::from_secs(5), || {
+        full.stat("kai_store_read_only") == "1" && a.stat("kai_members_up") == "3"
+    });
+    assert_eq!(full.client().get::<String>("before").unwrap().as_deref(), Some("b"), "reads go on");
+    match full.raw().request("set through-full 0 0 1\r\nv\r\n", "\r\n").as_str() {
+        "STORED\r\n" => acked.push("through-full".into()),
+        reply => assert!(reply.starts_with("SERVER_ERROR store read-only: disk full"), "{reply}"),
+    }
+    assert!(full.log().contains("No space left on device"), "the cause is logged");
+
+    std::fs::remove_file(filler).unwrap();
+    let healed = Instant::now();
+    common::wait_for("writes taken again without a restart", Duration::from_secs(10), || full.stat("kai_store_read_only") == "0");
+    full.client().set("after", "a", 0).unwrap();
+    let want = acked.len() + 2;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while full.stat("curr_items").parse::<usize>().unwrap() != want {
+        assert!(
+            Instant::now() < deadline,
+            "not caught up: {} of {want} keys, compared {} repaired {}\n{}",
+            full.stat("curr_items"),
+            full.stat("kai_anti_entropy_compared"),
+            full.stat("kai_anti_entropy_repaired"),
+            full.log().lines().rev().take(15).collect::<Vec<_>>().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let caught_up = healed.elapsed();
+    for key in &acked {
+        let (ok, out, _) = full.admin(&[&format!("get {key}")]);
+        assert!(ok && !out.contains("(nothing)"), "{key} missing on a replica: {out}");
+    }
+    println!("full disk: {} writes acknowledged while one replica's disk was full; it took writes again and held all of them {caught_up:?} after space returned", acked.len());
+}

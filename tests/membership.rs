@@ -141,12 +141,14 @@ fn a_stand_in_drops_its_copy_after_handing_off() {
     }
 }
 
-/// Three nodes, the first two linked and holding `keys` keys (written
-/// pipelined through the first), the third not yet linked.
-fn two_with_keys_and_a_newcomer(keys: u64) -> Vec<TestNode> {
-    let nodes: Vec<TestNode> = (0..3).map(|_| TestNode::start(CLUSTER)).collect();
-    link(&nodes, 1);
-    wait_for("two members", Duration::from_secs(10), || nodes[0].up_members().len() == 2);
+/// `linked + 1` nodes: the first `linked` linked and holding `keys` keys
+/// (written pipelined through the first), the last not yet linked.
+fn linked_with_keys_and_a_newcomer(linked: usize, keys: u64) -> Vec<TestNode> {
+    let nodes: Vec<TestNode> = (0..=linked).map(|_| TestNode::start(CLUSTER)).collect();
+    for i in 1..linked {
+        link(&nodes, i);
+    }
+    wait_for("members linked", Duration::from_secs(10), || nodes[0].up_members().len() == linked);
     let mut raw = nodes[0].raw();
     for batch in (0..keys).collect::<Vec<_>>().chunks(500) {
         let request: String = batch.iter().map(|i| format!("set s{i} 0 0 {}\r\nv{i}\r\n", format!("v{i}").len())).collect();
@@ -157,6 +159,10 @@ fn two_with_keys_and_a_newcomer(keys: u64) -> Vec<TestNode> {
     nodes
 }
 
+fn two_with_keys_and_a_newcomer(keys: u64) -> Vec<TestNode> {
+    linked_with_keys_and_a_newcomer(2, keys)
+}
+
 fn link(nodes: &[TestNode], i: usize) {
     let first = nodes[0].api_addr();
     assert!(nodes[i].admin(&[&format!("check_node {} {first}", nodes[i].api_addr())]).0);
@@ -165,13 +171,11 @@ fn link(nodes: &[TestNode], i: usize) {
 
 /// Waits until no node has a transfer pending and each holds every key;
 /// checks the progress each shows; answers how long that took.
-fn settle(nodes: &[TestNode], keys: u64, limit: Duration) -> Duration {
+fn settle(nodes: &[TestNode], ring_size: usize, keys: u64, limit: Duration) -> Duration {
+    let live: Vec<&TestNode> = nodes.iter().filter(|n| n.stat("kai_ring_nodes") != "0").collect();
     let took = wait_for("transfers settled", limit, || {
-        nodes.iter().all(|n| {
-            n.stat("kai_ring_nodes") == nodes.len().to_string()
-                && n.stat("kai_buckets_pending") == "0"
-                && stat_u64(n, "curr_items") == keys
-        })
+        live.iter().all(|n| n.stat("kai_ring_nodes") == ring_size.to_string() && n.stat("kai_buckets_pending") == "0")
+            && live.iter().map(|n| stat_u64(n, "curr_items")).sum::<u64>() == 3 * keys
     });
     for node in nodes {
         let (ok, progress, _) = node.admin(&["transfers"]);
@@ -189,7 +193,7 @@ fn settle(nodes: &[TestNode], keys: u64, limit: Duration) -> Duration {
 fn join_settles(keys: u64, limit: Duration) {
     let nodes = two_with_keys_and_a_newcomer(keys);
     link(&nodes, 2);
-    let took = settle(&nodes, keys, limit);
+    let took = settle(&nodes, 3, keys, limit);
     println!("settle: {keys} keys on two nodes, a third joins: every transfer done {took:?} after the last check_node");
 }
 
@@ -209,6 +213,48 @@ fn a_join_with_a_hundred_thousand_keys_settles() {
     join_settles(100_000, Duration::from_secs(600));
 }
 
+/// Five nodes, 100,000 keys: one joins a loaded four-node cluster, then
+/// is removed, with a client reading through it all; each transfer's time
+/// is a figure (the aim is under 30 s): `cargo test --release --test
+/// membership -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn a_join_and_a_removal_in_five_nodes_with_a_hundred_thousand_keys() {
+    let keys = 100_000u64;
+    let nodes = linked_with_keys_and_a_newcomer(4, keys);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (stop, port) = (stop.clone(), nodes[1].memcache_port);
+        std::thread::spawn(move || {
+            let c = memcache::Client::connect(format!("memcache://127.0.0.1:{port}?protocol=ascii&timeout=5").as_str()).unwrap();
+            let (mut reads, mut failed) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let i = reads % keys;
+                if c.get::<String>(&format!("s{i}")).ok().flatten() != Some(format!("v{i}")) {
+                    failed += 1;
+                }
+                reads += 1;
+            }
+            (reads, failed)
+        })
+    };
+    link(&nodes, 4);
+    let joined = settle(&nodes, 5, keys, Duration::from_secs(300));
+    let gone = nodes[4].api_addr();
+    assert!(nodes[0].admin(&[&format!("remove_node {gone}")]).0);
+    let removed = wait_for("removal settled", Duration::from_secs(300), || {
+        nodes[..4].iter().all(|n| n.stat("kai_ring_nodes") == "4" && n.stat("kai_buckets_pending") == "0")
+            && nodes[..4].iter().map(|n| stat_u64(n, "curr_items")).sum::<u64>() == 3 * keys
+            && stat_u64(&nodes[4], "curr_items") == 0
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, failed) = reader.join().unwrap();
+    println!(
+        "five nodes, {keys} keys: the join settled in {joined:?}, the removal in {removed:?}; {reads} reads meanwhile, {failed} failed"
+    );
+    assert_eq!(failed, 0);
+}
+
 /// A joining node killed -9 mid-transfer picks the transfer up where it
 /// was when it restarts: it comes back knowing its cluster and pulls what
 /// it still lacks.
@@ -221,7 +267,7 @@ fn a_transfer_cut_off_by_a_crash_resumes_at_restart() {
     let held = stat_u64(&nodes[0], "curr_items");
     assert_eq!(held, keys);
     nodes[2].launch();
-    let took = settle(&nodes, keys, Duration::from_secs(20));
+    let took = settle(&nodes, 3, keys, Duration::from_secs(20));
     println!("resume: the joining node, killed mid-transfer, held every key {took:?} after its restart");
 }
 

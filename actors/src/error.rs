@@ -15,6 +15,9 @@ pub enum Error {
     Busy(String),
     /// The storage engine failed.
     Store(String),
+    /// The store takes no writes for now (a full disk, or an engine that
+    /// failed a write); reads go on, and writes resume by themselves.
+    ReadOnly(String),
     /// A peer or one of this node's actors could not be reached.
     Unavailable(String),
     /// A peer spoke something this node does not understand.
@@ -33,6 +36,7 @@ impl fmt::Display for Error {
             }
             Error::Busy(m) => write!(f, "busy: {m}"),
             Error::Store(m) => write!(f, "store error: {m}"),
+            Error::ReadOnly(m) => write!(f, "store read-only: {m}; reads go on, writes resume once the disk takes them"),
             Error::Unavailable(m) => write!(f, "unavailable: {m}"),
             Error::Protocol(m) => write!(f, "protocol error: {m}"),
         }

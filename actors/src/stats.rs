@@ -66,6 +66,8 @@ pub struct NodeStats {
     pub total_items: AtomicU64,
     pub reaped_versions: AtomicU64,
     pub hints_pending: AtomicI64,
+    /// 1 while the store takes no writes (a full disk).
+    pub store_read_only: AtomicI64,
     // sync
     pub ae_compared: AtomicU64,
     pub ae_repaired: AtomicU64,
@@ -199,6 +201,7 @@ pub fn report(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Vec
         ("kai_shed_busy", get(&stats.shed_busy)),
         ("kai_reaped_versions", get(&stats.reaped_versions)),
         ("kai_hints_pending", stats.hints_pending.load(Relaxed).to_string()),
+        ("kai_store_read_only", stats.store_read_only.load(Relaxed).to_string()),
         ("kai_buckets_pending", stats.buckets_pending.load(Relaxed).to_string()),
         ("kai_anti_entropy_compared", get(&stats.ae_compared)),
         ("kai_anti_entropy_repaired", get(&stats.ae_repaired)),

@@ -312,7 +312,11 @@ impl TestCluster {
     pub fn start(k: usize, extra: &[&str]) -> TestCluster {
         let mut settings: Vec<&str> = CLUSTER.to_vec();
         settings.extend_from_slice(extra);
-        let nodes: Vec<TestNode> = (0..k).map(|_| TestNode::start(&settings)).collect();
+        TestCluster::link((0..k).map(|_| TestNode::start(&settings)).collect())
+    }
+
+    /// Links running nodes as an operator would.
+    pub fn link(nodes: Vec<TestNode>) -> TestCluster {
         let cluster = TestCluster { nodes };
         let first = cluster.nodes[0].api_addr();
         for node in &cluster.nodes[1..] {

@@ -149,6 +149,9 @@ pub struct MemberDigest {
     pub incarnation: u64,
     pub heartbeat: u64,
     pub state: MemberState,
+    /// False while its store takes no writes (a full disk): others then
+    /// send its writes to stand-ins with hints, as for a down member.
+    pub accepts_writes: bool,
 }
 
 /// One member as `node_list` shows it, from the answering node's view.

@@ -202,10 +202,17 @@ impl CoordinatorActor {
         CoordinatorActor { settings, ring, liveness, setup }
     }
 
-    fn route(&self, key: &[u8], hops: u8) -> Route {
+    /// Reads skip members that are down; writes also those whose store
+    /// takes no writes (a full disk), so stand-ins take their writes.
+    fn route(&self, key: &[u8], hops: u8, writing: bool) -> Route {
         let ring = self.ring.snapshot();
         let preference = ring.preference_list(ring.bucket_of(key));
-        route(preference, self.settings.n, &self.liveness.down(), self.setup.via.me, hops)
+        let mut skip = if writing { self.liveness.unwritable() } else { self.liveness.down() };
+        if writing && self.setup.stats.store_read_only.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+            // This node's own store, at once, before gossip says so.
+            Arc::make_mut(&mut skip).insert(self.setup.via.me);
+        }
+        route(preference, self.settings.n, &skip, self.setup.via.me, hops)
     }
 
     /// Sheds load: a saturated node says so at once instead of queueing.
@@ -258,7 +265,8 @@ impl CoordinatorActor {
         op: ForwardOp,
         unpack: fn(Response) -> std::result::Result<T, Box<Response>>,
     ) -> LocalBoxFuture<'static, Result<T>> {
-        match self.route(&key, hops) {
+        let writing = matches!(op, ForwardOp::Write(_));
+        match self.route(&key, hops, writing) {
             Route::Here { targets, spares } => match self.admit() {
                 Ok(()) => {
                     let (reply, rx) = oneshot::channel();

@@ -27,18 +27,31 @@ use std::time::{Duration, Instant};
 /// The longest wait between two rounds of contacting seeds while alone.
 const MAX_CONTACT_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The nodes on the ring that are down now: read by every request, so
-/// published as an immutable snapshot like the ring.
+/// The nodes on the ring that are down now, and those that take no writes
+/// (down, or a full disk): read by every request, so published as
+/// immutable snapshots like the ring.
 #[derive(Clone, Default)]
-pub struct Liveness(Arc<RwLock<Arc<BTreeSet<SocketAddrV4>>>>);
+pub struct Liveness {
+    down: Arc<RwLock<Arc<BTreeSet<SocketAddrV4>>>>,
+    unwritable: Arc<RwLock<Arc<BTreeSet<SocketAddrV4>>>>,
+}
 
 impl Liveness {
     pub fn down(&self) -> Arc<BTreeSet<SocketAddrV4>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.down.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn publish(&self, down: BTreeSet<SocketAddrV4>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(down);
+    /// Where writes must not go: down members and read-only ones.
+    pub fn unwritable(&self) -> Arc<BTreeSet<SocketAddrV4>> {
+        self.unwritable.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn publish(&self, members: &Members) {
+        let down: BTreeSet<SocketAddrV4> = members.down_nodes().into_iter().collect();
+        let mut unwritable = down.clone();
+        unwritable.extend(members.read_only_nodes());
+        *self.down.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(down);
+        *self.unwritable.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(unwritable);
     }
 }
 
@@ -223,6 +236,13 @@ impl MembershipActor {
                     keep = true;
                 }
                 Event::Down(addr) => tracing::warn!(node = %addr, "member down (suspected by the failure detector)"),
+                Event::Writes(addr, false) => tracing::warn!(node = %addr, "member takes no writes (its store is read-only)"),
+                Event::Writes(addr, true) => {
+                    tracing::info!(node = %addr, "member takes writes again");
+                    for listener in &self.up_listeners {
+                        listener.do_send(MemberUp(*addr));
+                    }
+                }
                 Event::Up(addr) => {
                     tracing::info!(node = %addr, "member up");
                     for listener in &self.up_listeners {
@@ -251,7 +271,7 @@ impl MembershipActor {
         if !added.is_empty() || !removed.is_empty() {
             self.hash.do_send(UpdateNodes { added, removed });
         }
-        self.liveness.publish(self.members.down_nodes().into_iter().collect());
+        self.liveness.publish(&self.members);
         self.count_states();
         if keep {
             self.persist();
@@ -313,7 +333,7 @@ impl Actor for MembershipActor {
         ctx.run_interval(self.settings.gossip_interval, |_, ctx| ctx.notify(GossipTick));
         self.count_states();
         // Members restored from disk are suspected until heard from.
-        self.liveness.publish(self.members.down_nodes().into_iter().collect());
+        self.liveness.publish(&self.members);
         // Record this start's incarnation before anyone hears of it.
         self.persist();
         self.contact_if_alone(ctx);
@@ -327,7 +347,8 @@ impl Handler<GossipTick> for MembershipActor {
 
     fn handle(&mut self, _: GossipTick, ctx: &mut Self::Context) {
         let now = self.now_ms();
-        let events = self.members.tick(now);
+        let mut events = self.members.set_my_writes(self.stats.store_read_only.load(Relaxed) == 0);
+        events.extend(self.members.tick(now));
         self.apply(events);
         self.count_states();
         if let Some(peer) = self.members.gossip_target(&mut rand::thread_rng()) {

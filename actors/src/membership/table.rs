@@ -35,6 +35,8 @@ pub enum Event {
     /// This node's own state changed (it learned it is leaving or removed,
     /// or it finished joining).
     MyState(MemberState),
+    /// A member's store stopped or started taking writes.
+    Writes(SocketAddrV4, bool),
 }
 
 #[derive(Debug, Clone)]
@@ -45,12 +47,14 @@ pub struct Member {
     pub heartbeat: u64,
     /// The failure detector suspects it (shown as down).
     pub suspected: bool,
+    /// Its store takes writes (false: a full disk).
+    pub accepts_writes: bool,
     detector: PhiDetector,
 }
 
 impl Member {
     fn new(node: RingNode, state: MemberState, incarnation: u64, heartbeat: u64, phi: &PhiSettings) -> Self {
-        Member { node, state, incarnation, heartbeat, suspected: false, detector: PhiDetector::new(phi) }
+        Member { node, state, incarnation, heartbeat, suspected: false, accepts_writes: true, detector: PhiDetector::new(phi) }
     }
 
     /// Local time its heartbeat last rose here; None if never since start.
@@ -65,6 +69,7 @@ impl Member {
             incarnation: self.incarnation,
             heartbeat: self.heartbeat,
             state: self.state,
+            accepts_writes: self.accepts_writes,
         }
     }
 }
@@ -150,6 +155,21 @@ impl Members {
         self.members.values().filter(|m| m.state != MemberState::Removed && m.suspected).map(|m| m.node.addr).collect()
     }
 
+    /// Members on the ring whose stores take no writes now.
+    pub fn read_only_nodes(&self) -> Vec<SocketAddrV4> {
+        self.members.values().filter(|m| m.state.on_ring() && !m.accepts_writes).map(|m| m.node.addr).collect()
+    }
+
+    /// Whether this node's store takes writes, told to others by gossip.
+    pub fn set_my_writes(&mut self, accepts: bool) -> Vec<Event> {
+        let me = self.members.get_mut(&self.me).expect("self is a member");
+        if me.accepts_writes == accepts {
+            return Vec::new();
+        }
+        me.accepts_writes = accepts;
+        vec![Event::Writes(self.me, accepts)]
+    }
+
     /// Other members this node may contact: every one not removed.
     pub fn contacts(&self) -> Vec<SocketAddrV4> {
         self.members.values().filter(|m| m.node.addr != self.me && m.state != MemberState::Removed).map(|m| m.node.addr).collect()
@@ -213,6 +233,7 @@ impl Members {
         let Some(m) = self.members.get_mut(&d.addr) else {
             let node = RingNode::new(d.addr, d.virtual_nodes);
             let mut m = Member::new(node.clone(), d.state, d.incarnation, d.heartbeat, &phi);
+            m.accepts_writes = d.accepts_writes;
             m.detector.heartbeat(now_ms);
             self.members.insert(d.addr, m);
             if d.state.on_ring() {
@@ -236,6 +257,10 @@ impl Members {
             m.incarnation = d.incarnation;
             m.heartbeat = d.heartbeat;
             m.detector.heartbeat(now_ms);
+            if m.accepts_writes != d.accepts_writes {
+                m.accepts_writes = d.accepts_writes;
+                events.push(Event::Writes(d.addr, d.accepts_writes));
+            }
             if m.suspected {
                 m.suspected = false;
                 events.push(Event::Up(d.addr));
@@ -450,6 +475,22 @@ mod tests {
         wiped.merge(&a.digests(), 60);
         let me = wiped.get(&addr(2)).unwrap();
         assert!(me.heartbeat > 51, "heartbeat {}", me.heartbeat);
+    }
+
+    #[test]
+    fn a_member_that_takes_no_writes_says_so_and_is_heard() {
+        let (mut a, mut b) = (table(1), table(2));
+        a.merge(&b.digests(), 0);
+        assert_eq!(b.set_my_writes(false), vec![Event::Writes(addr(2), false)]);
+        assert!(b.set_my_writes(false).is_empty());
+        b.tick(10);
+        assert_eq!(a.merge(&b.digests(), 10), vec![Event::Writes(addr(2), false)]);
+        assert_eq!(a.read_only_nodes(), vec![addr(2)]);
+        assert!(a.is_up(&addr(2)), "it still serves reads");
+        b.set_my_writes(true);
+        b.tick(20);
+        assert_eq!(a.merge(&b.digests(), 20), vec![Event::Writes(addr(2), true)]);
+        assert!(a.read_only_nodes().is_empty());
     }
 
     #[test]

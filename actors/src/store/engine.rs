@@ -31,6 +31,14 @@ pub trait Engine: Send + Sync + 'static {
     fn remove_hint(&self, home: &str, key: &[u8]) -> Result<()>;
     /// Every (home, key) hint held.
     fn hints(&self) -> Result<Vec<(String, Bytes)>>;
+    /// Closes and opens the engine again (after it failed a write).
+    fn reopen(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Space left for data, where the engine keeps it on a disk.
+    fn free_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Hint records: the home node's name, a zero byte, then the key.
@@ -126,17 +134,34 @@ impl Engine for MemoryEngine {
 /// its journal and handed to the OS before it returns, so it survives the
 /// process being killed; `sync` adds an fsync for power loss.
 pub struct DiskEngine {
+    dir: std::path::PathBuf,
+    /// None only while it is being reopened.
+    open: std::sync::RwLock<Option<OpenDisk>>,
+}
+
+struct OpenDisk {
     db: fjall::Database,
     items: fjall::Keyspace,
     hints: fjall::Keyspace,
 }
 
-impl DiskEngine {
-    pub fn open(dir: &Path) -> Result<Self> {
+impl OpenDisk {
+    fn open(dir: &Path) -> Result<Self> {
         let db = fjall::Database::builder(dir).open()?;
         let items = db.keyspace("items", fjall::KeyspaceCreateOptions::default)?;
         let hints = db.keyspace("hints", fjall::KeyspaceCreateOptions::default)?;
-        Ok(DiskEngine { db, items, hints })
+        Ok(OpenDisk { db, items, hints })
+    }
+}
+
+impl DiskEngine {
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(DiskEngine { dir: dir.to_path_buf(), open: std::sync::RwLock::new(Some(OpenDisk::open(dir)?)) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&OpenDisk) -> Result<T>) -> Result<T> {
+        let open = self.open.read().unwrap_or_else(|e| e.into_inner());
+        f(open.as_ref().ok_or_else(|| Error::ReadOnly("the store is being reopened".into()))?)
     }
 }
 
@@ -146,34 +171,38 @@ impl Engine for DiskEngine {
     }
 
     fn read(&self, bucket: u32, key: &[u8]) -> Result<Vec<Version>> {
-        match self.items.get(engine_key(bucket, key))? {
+        self.with(|d| match d.items.get(engine_key(bucket, key))? {
             Some(bytes) => decode(&bytes),
             None => Ok(Vec::new()),
-        }
+        })
     }
 
     fn write(&self, bucket: u32, key: &[u8], versions: &[Version]) -> Result<()> {
         let k = engine_key(bucket, key);
-        if versions.is_empty() {
-            self.items.remove(k)?;
-        } else {
-            self.items.insert(k, rmp_serde::to_vec(versions)?)?;
-        }
-        Ok(())
+        self.with(|d| {
+            if versions.is_empty() {
+                d.items.remove(k)?;
+            } else {
+                d.items.insert(k, rmp_serde::to_vec(versions)?)?;
+            }
+            Ok(())
+        })
     }
 
     fn list_bucket(&self, bucket: u32) -> Result<Vec<Entry>> {
-        self.items
-            .prefix(bucket.to_be_bytes())
-            .map(|guard| {
-                let (k, v) = guard.into_inner()?;
-                Ok((Bytes::copy_from_slice(&k[4..]), decode(&v)?))
-            })
-            .collect()
+        self.with(|d| {
+            d.items
+                .prefix(bucket.to_be_bytes())
+                .map(|guard| {
+                    let (k, v) = guard.into_inner()?;
+                    Ok((Bytes::copy_from_slice(&k[4..]), decode(&v)?))
+                })
+                .collect()
+        })
     }
 
     fn sync(&self) -> Result<()> {
-        self.db.persist(fjall::PersistMode::SyncData).map_err(Error::from)
+        self.with(|d| d.db.persist(fjall::PersistMode::SyncData).map_err(Error::from))
     }
 
     fn writes_may_wait(&self) -> bool {
@@ -181,24 +210,48 @@ impl Engine for DiskEngine {
     }
 
     fn add_hint(&self, home: &str, key: &[u8]) -> Result<()> {
-        self.hints.insert(hint_key(home, key), [])?;
-        Ok(())
+        self.with(|d| Ok(d.hints.insert(hint_key(home, key), [])?))
     }
 
     fn remove_hint(&self, home: &str, key: &[u8]) -> Result<()> {
-        self.hints.remove(hint_key(home, key))?;
-        Ok(())
+        self.with(|d| Ok(d.hints.remove(hint_key(home, key))?))
     }
 
     fn hints(&self) -> Result<Vec<(String, Bytes)>> {
-        self.hints
-            .iter()
-            .map(|guard| {
-                let key = guard.key()?;
-                split_hint_key(&key).ok_or_else(|| Error::Store("corrupt hint record".into()))
-            })
-            .collect()
+        self.with(|d| {
+            d.hints
+                .iter()
+                .map(|guard| {
+                    let key = guard.key()?;
+                    split_hint_key(&key).ok_or_else(|| Error::Store("corrupt hint record".into()))
+                })
+                .collect()
+        })
     }
+
+    /// A database that failed a write (fjall then refuses every later one)
+    /// is closed and opened again from its files: what it acknowledged is
+    /// in its journal.
+    fn reopen(&self) -> Result<()> {
+        let mut open = self.open.write().unwrap_or_else(|e| e.into_inner());
+        *open = None;
+        *open = Some(OpenDisk::open(&self.dir)?);
+        Ok(())
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        free_bytes(&self.dir)
+    }
+}
+
+/// Bytes free to an unprivileged writer on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: path is a valid C string and stat a place statvfs may fill.
+    let ok = unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0;
+    ok.then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
 fn decode(bytes: &[u8]) -> Result<Vec<Version>> {

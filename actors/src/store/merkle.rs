@@ -83,6 +83,13 @@ impl MerkleForest {
         }
     }
 
+    /// Forgets every tree (before they are built again from the store).
+    pub fn clear(&self) {
+        for bucket in &self.buckets {
+            *bucket.lock().unwrap_or_else(|e| e.into_inner()) = [0; SEGMENTS];
+        }
+    }
+
     pub fn segments(&self, bucket: u32) -> Segments {
         *self.buckets[bucket as usize].lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -12,7 +12,7 @@ pub use engine::{DiskEngine, Engine, Entry, MemoryEngine};
 use merkle::{key_digest, segment_of, MerkleForest, Segments};
 pub use write::{plan, Condition, Mutation, Write, WriteOutcome};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hash::bucket_of;
 use crate::stats::NodeStats;
 use crate::version::{self, Version};
@@ -54,12 +54,21 @@ pub struct Store {
     merkle: MerkleForest,
     /// Striped key locks: a read-modify-write of one key is atomic.
     locks: Vec<Mutex<()>>,
+    /// False once the engine failed a write (a full disk): writes are then
+    /// refused at once, reads go on, and `recover` tries to take writes
+    /// again.
+    writable: std::sync::atomic::AtomicBool,
 }
+
+/// Free space under which a read-only store does not try writes again.
+const FREE_TO_RECOVER: u64 = 4 << 20;
 
 impl Store {
     pub fn new(engine: Box<dyn Engine>, settings: StoreSettings, stats: Arc<NodeStats>) -> Result<Self> {
         let merkle = MerkleForest::new(settings.number_of_buckets);
-        let store = Store { engine, settings, stats, merkle, locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect() };
+        let locks = (0..KEY_LOCKS).map(|_| Mutex::new(())).collect();
+        let writable = std::sync::atomic::AtomicBool::new(true);
+        let store = Store { engine, settings, stats, merkle, locks, writable };
         store.load()?;
         Ok(store)
     }
@@ -99,7 +108,7 @@ impl Store {
             self.replace(bucket, key, &current, &merged)?;
         }
         if let Some(home) = hint {
-            self.engine.add_hint(home, key)?;
+            self.engine_write(|| self.engine.add_hint(home, key))?;
             self.sync_if_asked()?;
         }
         Ok(())
@@ -145,7 +154,7 @@ impl Store {
         if current != delivered {
             return Ok(false);
         }
-        self.engine.remove_hint(home, key)?;
+        self.engine_write(|| self.engine.remove_hint(home, key))?;
         if drop_copy && !current.is_empty() {
             self.replace(bucket, key, &current, &[])?;
         }
@@ -180,9 +189,79 @@ impl Store {
         Ok(WriteOutcome::Stored { new: stamped, held: merged })
     }
 
+    /// Runs one engine write, unless the store is read-only; a failed write
+    /// makes it read-only (fjall refuses every write after one fails, and a
+    /// full disk fails them all anyway) until `recover` succeeds.
+    fn engine_write<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
+        if !self.is_writable() {
+            return Err(Error::ReadOnly(self.read_only_reason()));
+        }
+        write().map_err(|e| {
+            if self.writable.swap(false, Relaxed) {
+                tracing::error!("the store failed a write and takes none until it can again: {e}");
+                self.stats.store_read_only.store(1, Relaxed);
+            }
+            Error::ReadOnly(format!("{}: {e}", self.read_only_reason()))
+        })
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.writable.load(Relaxed)
+    }
+
+    fn read_only_reason(&self) -> String {
+        match self.engine.free_bytes() {
+            Some(free) if free < FREE_TO_RECOVER => format!("disk full ({free} bytes free)"),
+            _ => "the engine failed a write".to_string(),
+        }
+    }
+
+    /// A read-only store tries to take writes again: once there is room,
+    /// it reopens the engine and proves a write works. Answers whether it
+    /// takes writes now.
+    pub fn recover(&self) -> bool {
+        if self.is_writable() {
+            return true;
+        }
+        if self.engine.free_bytes().is_some_and(|free| free < FREE_TO_RECOVER) {
+            return false;
+        }
+        let probe = |engine: &dyn Engine| -> Result<()> {
+            engine.reopen()?;
+            let key = b"\0kai-write-probe";
+            let probe = version::stamp(
+                &self.settings.node,
+                &[],
+                &version::VClock::new(),
+                version::Payload { value: Bytes::new(), flags: 0, expires_at: 0, deleted: true },
+                now_millis(),
+                2,
+            );
+            engine.write(0, key, std::slice::from_ref(&probe))?;
+            engine.write(0, key, &[])?;
+            // What the engine kept through its failure is what counts: the
+            // trees and counts are built again from it, so anti-entropy
+            // repairs whatever a failed write left out.
+            self.merkle.clear();
+            self.load()
+        };
+        match probe(self.engine.as_ref()) {
+            Ok(()) => {
+                tracing::warn!("the store takes writes again");
+                self.writable.store(true, Relaxed);
+                self.stats.store_read_only.store(0, Relaxed);
+                true
+            }
+            Err(e) => {
+                tracing::debug!("the store still cannot write: {e}");
+                false
+            }
+        }
+    }
+
     /// The one place a key's stored versions change.
     fn replace(&self, bucket: u32, key: &[u8], old: &[Version], new: &[Version]) -> Result<()> {
-        self.engine.write(bucket, key, new)?;
+        self.engine_write(|| self.engine.write(bucket, key, new))?;
         self.sync_if_asked()?;
         self.merkle.update(bucket, key, key_digest(key, old), key_digest(key, new));
         let now = now_secs();
@@ -356,6 +435,11 @@ pub struct DropHint {
 #[rtype(result = "Vec<u64>")]
 pub struct BucketRoots(pub Vec<u32>);
 
+/// A read-only store tries to take writes again; answers whether it does.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Recover;
+
 /// Runs a client write at its coordinator.
 #[derive(Message)]
 #[rtype(result = "Result<WriteOutcome>")]
@@ -488,6 +572,13 @@ macro_rules! store_handlers {
             type Result = MessageResult<GetSegments>;
             fn handle(&mut self, msg: GetSegments, _: &mut Self::Context) -> Self::Result {
                 MessageResult(self.store.segments(msg.0))
+            }
+        }
+
+        impl Handler<Recover> for $actor {
+            type Result = bool;
+            fn handle(&mut self, _: Recover, _: &mut Self::Context) -> bool {
+                self.store.recover()
             }
         }
 
@@ -637,6 +728,9 @@ impl StoreRequest for ListBucket {
 }
 impl StoreRequest for GetSegments {
     const COST: Cost = Cost::Read;
+}
+impl StoreRequest for Recover {
+    const COST: Cost = Cost::Scan;
 }
 impl StoreRequest for BucketRoots {
     const COST: Cost = Cost::Read;

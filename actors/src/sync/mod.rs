@@ -31,7 +31,8 @@ use crate::membership::{Liveness, MemberUp, Settled};
 use crate::stats::NodeStats;
 use crate::store::merkle::{differing, SEGMENTS};
 use crate::store::{
-    BucketRoots, DropHint, Entry, GetSegments, Hints, MergeEntries, ReapCandidates, RemoveIfUnchanged, SegmentEntries, StoreAddr,
+    BucketRoots, DropHint, Entry, GetSegments, Hints, MergeEntries, ReapCandidates, Recover, RemoveIfUnchanged, SegmentEntries,
+    StoreAddr,
 };
 use crate::version::Version;
 use actix::prelude::*;
@@ -678,6 +679,11 @@ crate::supervised!(SyncActor, "sync");
 impl Handler<AntiEntropyTick> for SyncActor {
     type Result = ();
     fn handle(&mut self, _: AntiEntropyTick, ctx: &mut Self::Context) {
+        if self.stats.store_read_only.load(Relaxed) != 0 {
+            // A full disk is a state, not a death: try writes again.
+            let recover = self.remote.store.send(Recover);
+            ctx.spawn(async move { recover.await.ok() }.into_actor(self).map(|_, _, _| ()));
+        }
         self.round(ctx);
     }
 }
