@@ -218,9 +218,20 @@ fn a_fourth_node_joins_under_load_then_is_removed_with_no_loss() {
     assert!(ok, "{out} {err}");
     let remove_started = Instant::now();
     let remaining: Vec<&TestNode> = cluster.nodes[..3].iter().collect();
-    wait_for("re-homed after the removal", Duration::from_secs(60), || {
-        total_items(&remaining) == 3 * keys && stat_u64(&cluster.nodes[3], "curr_items") == 0
-    });
+    let rehomed = || total_items(&remaining) == 3 * keys && stat_u64(&cluster.nodes[3], "curr_items") == 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !rehomed() {
+        let pending: Vec<u64> = cluster.nodes.iter().map(|n| stat_u64(n, "kai_buckets_pending")).collect();
+        assert!(
+            Instant::now() < deadline,
+            "not re-homed 60 s after the removal: {} key copies on the three (want {}), {} on the removed node, buckets pending {pending:?}\n{}",
+            total_items(&remaining),
+            3 * keys,
+            stat_u64(&cluster.nodes[3], "curr_items"),
+            cluster.nodes[1].log().lines().rev().take(25).collect::<Vec<_>>().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     println!("remove_node: its buckets re-homed and dropped after {:?}", remove_started.elapsed());
 
     stop.store(true, Ordering::Relaxed);

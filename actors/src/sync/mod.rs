@@ -77,6 +77,8 @@ struct Report {
     pulled: Vec<u32>,
     /// Lost buckets handed off and dropped.
     handed_off: Vec<u32>,
+    /// Buckets this node is no home of that still hold copies.
+    strays: Vec<u32>,
 }
 
 impl Report {
@@ -87,6 +89,7 @@ impl Report {
         self.bytes_out += other.bytes_out;
         self.pulled.extend(other.pulled);
         self.handed_off.extend(other.handed_off);
+        self.strays.extend(other.strays);
     }
 }
 
@@ -401,6 +404,11 @@ impl SyncActor {
             .filter(|&&b| !ring.home(b, n).contains(&me))
             .filter_map(|&b| self.all_homes_up(&ring, b).map(|homes| (b, homes)))
             .collect();
+        // Buckets this node is no home of and does not plan to hand off: any
+        // that holds something (a read repair from a coordinator still on
+        // the old ring, say) is found below and handed off too.
+        let strays: Vec<u32> =
+            (0..ring.number_of_buckets()).filter(|b| !ring.home(*b, n).contains(&me) && !self.lost.contains(b)).collect();
         // Background anti-entropy: one fellow replica a round, in turn, all
         // the buckets shared with it compared by root in one exchange.
         let mut shared: BTreeMap<SocketAddrV4, Vec<u32>> = BTreeMap::new();
@@ -416,13 +424,13 @@ impl SyncActor {
                 shared.into_iter().nth(self.cursor as usize % peers)
             }
         };
-        if gained.is_empty() && lost.is_empty() && background.is_none() {
-            return;
-        }
         self.in_round = true;
         let (remote, max_bytes) = (self.remote.clone(), self.settings.ae_max_bytes_per_round);
         let work = async move {
             let mut report = Report::default();
+            if let Ok(roots) = remote.store.send(BucketRoots(strays.clone())).await {
+                report.strays = strays.into_iter().zip(roots).filter(|(_, root)| *root != 0).map(|(b, _)| b).collect();
+            }
             let (gained, lost) = remote.settle_quickly(gained, lost, &mut report).await;
             // Then the real work, pending buckets first, within the budget.
             // Pending buckets (a transfer) are throttled by bytes only, so
@@ -500,6 +508,13 @@ impl SyncActor {
                 if act.gained.remove(b) || act.lost.remove(b) {
                     act.transfer.done.insert(*b);
                 }
+            }
+            if !report.strays.is_empty() {
+                tracing::info!(
+                    buckets = report.strays.len(),
+                    "copies found in buckets this node is no home of: handing them off"
+                );
+                act.lost.extend(report.strays);
             }
             if act.transfer.started.is_some() {
                 act.transfer.bytes_in += report.bytes_in;
