@@ -13,7 +13,7 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_secs(5);
 const ADMIN_NAME: &str = "kai-admin";
 
-const HELP: &str = "\
+pub const HELP: &str = "\
 commands:
   check_node A B            tell node A about node B: A contacts B and they
                             merge member lists (how nodes are linked)
@@ -271,14 +271,15 @@ fn placement_lines(p: &Placement) -> Vec<String> {
 fn describe(v: &Version) -> String {
     let what = if v.deleted { "tombstone".to_string() } else { format!("{:?}", String::from_utf8_lossy(&v.value)) };
     let clock: Vec<String> = v.clock.entries().iter().map(|e| format!("{}:{}", e.node, e.counter)).collect();
+    let at = |ms: u64| humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+    let expires = if v.expires_at == 0 { "never".to_string() } else { at(v.expires_at * 1000).to_string() };
     format!(
-        "{what} flags {} expires {} dot {}:{} clock [{}] at {}",
+        "{what} flags {} expires {expires} dot {}:{} clock [{}] at {}",
         v.flags,
-        v.expires_at,
         v.dot.node,
         v.dot.counter,
         clock.join(" "),
-        v.timestamp
+        at(v.timestamp)
     )
 }
 
@@ -333,7 +334,9 @@ pub fn run(node: &str, secret: Secret, execute: &[String]) -> Result<(), String>
     let admin = Admin { runtime, node: resolve(node)?, secret };
     if !execute.is_empty() {
         for line in execute {
-            println!("{}", admin.execute(line)?);
+            if !print(&admin.execute(line)?) {
+                break;
+            }
         }
         return Ok(());
     }
@@ -346,7 +349,11 @@ pub fn run(node: &str, secret: Secret, execute: &[String]) -> Result<(), String>
             }
             match admin.execute(&line) {
                 Ok(out) if out.is_empty() => {}
-                Ok(out) => println!("{out}"),
+                Ok(out) => {
+                    if !print(&out) {
+                        break;
+                    }
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     failed = true;
@@ -356,6 +363,19 @@ pub fn run(node: &str, secret: Secret, execute: &[String]) -> Result<(), String>
         return if failed { Err("some commands failed".into()) } else { Ok(()) };
     }
     interactive(&admin)
+}
+
+/// Prints one answer; false once standard output is closed (`| head`),
+/// which ends the tool quietly rather than with a panic.
+fn print(text: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").and_then(|_| out.flush()).is_ok()
+}
+
+/// Where the REPL keeps its history across sessions.
+fn history_file() -> Option<std::path::PathBuf> {
+    std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".kai_admin_history"))
 }
 
 fn interactive(admin: &Admin) -> Result<(), String> {
@@ -383,13 +403,17 @@ fn interactive(admin: &Admin) -> Result<(), String> {
 
     let mut editor = rustyline::Editor::<Commands, rustyline::history::DefaultHistory>::new().map_err(|e| e.to_string())?;
     editor.set_helper(Some(Commands));
-    println!("kai admin on {}; type help for commands", admin.node);
-    loop {
+    let history = history_file();
+    if let Some(path) = &history {
+        let _ = editor.load_history(path);
+    }
+    println!("kai admin on {}; type help for commands, Ctrl-D to leave", admin.node);
+    let result = loop {
         match editor.readline("kai> ") {
             Ok(line) => {
                 let _ = editor.add_history_entry(line.as_str());
                 if line.trim() == "quit" {
-                    return Ok(());
+                    break Ok(());
                 }
                 match admin.execute(&line) {
                     Ok(out) if out.is_empty() => {}
@@ -397,8 +421,14 @@ fn interactive(admin: &Admin) -> Result<(), String> {
                     Err(e) => println!("error: {e}"),
                 }
             }
-            Err(rustyline::error::ReadlineError::Interrupted | rustyline::error::ReadlineError::Eof) => return Ok(()),
-            Err(e) => return Err(e.to_string()),
+            // Ctrl-C drops the line being typed; Ctrl-D leaves.
+            Err(rustyline::error::ReadlineError::Interrupted) => continue,
+            Err(rustyline::error::ReadlineError::Eof) => break Ok(()),
+            Err(e) => break Err(e.to_string()),
         }
+    };
+    if let Some(path) = &history {
+        let _ = editor.save_history(path);
     }
+    result
 }

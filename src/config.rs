@@ -37,6 +37,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Log file; standard error when absent.
     pub logfile: Option<PathBuf>,
+    /// error, warn, info, debug or trace (RUST_LOG, when set, wins).
+    pub log_level: String,
     pub max_connections: usize,
     /// Close memcache connections idle this long; 0 = never.
     pub idle_timeout_secs: u64,
@@ -46,6 +48,9 @@ pub struct Config {
     /// Client requests a node runs at once; beyond it, `SERVER_ERROR busy`.
     pub max_requests_in_flight: usize,
     pub max_value_size: usize,
+    /// The memory engine's budget for values, in bytes (memcached's -m);
+    /// a write past it gets `SERVER_ERROR out of memory storing object`.
+    pub max_memory_bytes: u64,
     pub allow_flush_all: bool,
     /// fsync every write before acknowledging it (survives power loss, not
     /// just a crash of the process).
@@ -99,11 +104,13 @@ impl Default for Config {
             store: StoreKind::Disk,
             data_dir: PathBuf::from("data"),
             logfile: None,
+            log_level: "info".into(),
             max_connections: 1024,
             idle_timeout_secs: 600,
             command_timeout_secs: 30,
             max_requests_in_flight: 4096,
             max_value_size: 1 << 20,
+            max_memory_bytes: 1 << 30,
             allow_flush_all: false,
             fsync: false,
             request_timeout_ms: 1000,
@@ -186,10 +193,17 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigE
             .unwrap_or_else(|| toml::Value::String(value.trim().to_string()));
         table.insert(key.to_string(), value);
     }
-    let config: Config = table.try_into().map_err(|e: toml::de::Error| {
+    let keys: Vec<String> = table.keys().cloned().collect();
+    let config: Config = table.clone().try_into().map_err(|e: toml::de::Error| {
         let message = e.message().to_string();
-        let key = message.split('`').nth(1).filter(|_| message.starts_with("unknown field")).unwrap_or_default().to_string();
-        ConfigError { key, message }
+        let unknown = message.split('`').nth(1).filter(|_| message.starts_with("unknown field"));
+        // Otherwise the value that does not fit: the key that alone fails.
+        let key = unknown.map(str::to_string).or_else(|| {
+            keys.iter()
+                .find(|k| toml::Table::from_iter([((*k).clone(), table[k.as_str()].clone())]).try_into::<Config>().is_err())
+                .cloned()
+        });
+        ConfigError { key: key.unwrap_or_default(), message }
     })?;
     config.check()?;
     Ok(config)
@@ -295,6 +309,9 @@ impl Config {
         if self.anti_entropy_interval_ms == 0 || self.anti_entropy_buckets_per_round == 0 {
             return refuse("anti_entropy_interval_ms", "anti-entropy needs an interval and buckets per round above 0");
         }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
+            return refuse("log_level", format!("{:?} is none of error, warn, info, debug, trace", self.log_level));
+        }
         if self.restart_period_secs == 0 {
             return refuse("restart_period_secs", "must be at least 1");
         }
@@ -365,6 +382,8 @@ mod tests {
         assert_eq!(refused_key(&["memcache_port=11011"]), "memcache_port");
         assert_eq!(refused_key(&["bogus=1"]), "bogus");
         assert_eq!(refused_key(&["number_of_buckets=0"]), "number_of_buckets");
+        assert_eq!(refused_key(&["n=three"]), "n", "a value of the wrong type names its key");
+        assert_eq!(refused_key(&["log_level=\"loud\""]), "log_level");
         assert_eq!(refused_key(&["hostname=\"10.1.2.3\""]), "cluster_secret");
         assert!(with(&["hostname=\"10.1.2.3\"", "cluster_secret=\"s3cret\""]).is_ok());
         assert_eq!(refused_key(&["number_of_buckets=3000"]), "number_of_buckets");

@@ -32,6 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Administer a node through its internal API.
+    #[command(after_help = admin::HELP)]
     Admin {
         /// The node's internal API address.
         #[arg(long, default_value = "127.0.0.1:11011")]
@@ -46,11 +47,18 @@ enum Command {
     },
 }
 
-fn init_logging(logfile: Option<&std::path::Path>) -> Result<(), String> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Logs to the log file (or standard error), in colour only on a terminal.
+/// RUST_LOG wins over `log_level`; the storage engine's own messages are
+/// kept to warnings unless asked for; start, stop and membership changes
+/// are logged whatever the level.
+fn init_logging(config: &config::Config) -> Result<(), String> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| format!("{},fjall=warn,lsm_tree=warn", config.log_level));
+    let events = format!("{}=info", kai_actors::membership::EVENTS).parse().expect("a valid directive");
+    let filter = EnvFilter::try_new(&wanted).map_err(|e| format!("RUST_LOG {wanted:?}: {e}"))?.add_directive(events);
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match logfile {
+    match config.logfile.as_deref() {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
@@ -59,7 +67,7 @@ fn init_logging(logfile: Option<&std::path::Path>) -> Result<(), String> {
                 .map_err(|e| format!("cannot open logfile {}: {e}", path.display()))?;
             builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        None => builder.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init(),
     }
     Ok(())
 }
@@ -81,7 +89,7 @@ fn main() -> ExitCode {
             admin_secret(config.as_deref()).and_then(|secret| admin::run(&node, secret, &execute))
         }
         None => config::load(Some(&cli.config), &cli.overrides).map_err(|e| e.to_string()).and_then(|config| {
-            init_logging(config.logfile.as_deref())?;
+            init_logging(&config)?;
             node::run(config)
         }),
     };

@@ -323,7 +323,10 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         StoreKind::Memory => Box::new(MemoryEngine::new(config.number_of_buckets)),
         StoreKind::Disk => {
             crate::ring_shape::check_or_record(&config.data_dir, config.number_of_buckets)?;
-            Box::new(DiskEngine::open(&config.data_dir).map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?)
+            Box::new(DiskEngine::open(&config.data_dir).map_err(|e| match e.to_string().contains("Locked") {
+                true => format!("data_dir {} is in use: another kai may be running on it", config.data_dir.display()),
+                false => format!("cannot open {}: {e}", config.data_dir.display()),
+            })?)
         }
     };
     let store_settings = StoreSettings {
@@ -331,8 +334,13 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         number_of_buckets: config.number_of_buckets,
         max_clock_entries: config.max_clock_entries,
         fsync: config.fsync,
+        max_bytes: (config.store == StoreKind::Memory).then_some(config.max_memory_bytes),
     };
     let store = Arc::new(Store::new(engine, store_settings, stats.clone()).map_err(|e| e.to_string())?);
+    let limit_maxbytes = match config.store {
+        StoreKind::Memory => config.max_memory_bytes,
+        StoreKind::Disk => kai_actors::store::disk_capacity(&config.data_dir).unwrap_or(0),
+    };
 
     let api_listener = bind(&me.to_string(), "the internal API").await?;
     let memcache_listener = bind(&config.memcache_addr(), "memcache").await?;
@@ -347,6 +355,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         store: store.engine_name(),
         max_connections: config.max_connections,
         threads: config.worker_threads,
+        limit_maxbytes,
         started: Instant::now(),
     };
     // The member table as this node left it (a node comes back knowing its
@@ -538,6 +547,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         tracing::warn!(node = %node_name, "no cluster_secret: the internal API serves this machine (loopback) only");
     }
     tracing::info!(
+        target: kai_actors::membership::EVENTS,
         node = %node_name,
         memcache = %config.memcache_addr(),
         store = store.engine_name(),
@@ -553,7 +563,7 @@ impl Node {
         if let Err(e) = self.store.sync() {
             tracing::error!("final sync failed: {e}");
         }
-        tracing::info!("kai node stopped");
+        tracing::info!(target: kai_actors::membership::EVENTS, "kai node stopped");
     }
 }
 

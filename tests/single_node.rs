@@ -510,3 +510,126 @@ fn a_binary_protocol_client_works_too() {
     // The same data through the text protocol.
     assert_eq!(node.raw().request("get fresh\r\n", "END\r\n"), "VALUE fresh 0 1\r\n1\r\nEND\r\n");
 }
+
+/// memcached's `stats`, as monitoring expects it: every per-command hit
+/// and miss counter, `stats reset`, a real `limit_maxbytes`, CPU time to
+/// the microsecond.
+#[test]
+fn memcached_stats_are_complete() {
+    let node = TestNode::start(&[]);
+    let mut r = node.raw();
+    r.request("set k 0 0 1\r\n5\r\n", "\r\n");
+    for (command, end) in [
+        ("delete nope\r\n", "\r\n"),
+        ("incr k 1\r\n", "\r\n"),
+        ("incr nope 1\r\n", "\r\n"),
+        ("decr k 1\r\n", "\r\n"),
+        ("touch k 100\r\n", "\r\n"),
+        ("touch nope 100\r\n", "\r\n"),
+        ("cas k 0 0 1 1\r\nx\r\n", "\r\n"),
+        ("cas nope 0 0 1 1\r\nx\r\n", "\r\n"),
+        ("set gone 0 -1 1\r\nx\r\n", "\r\n"),
+        ("get gone\r\n", "END\r\n"),
+        ("delete k\r\n", "\r\n"),
+    ] {
+        r.request(command, end);
+    }
+    let stat = |name: &str| node.stat(name).parse::<u64>().unwrap_or_else(|_| panic!("{name}"));
+    for (name, want) in [
+        ("delete_hits", 1),
+        ("delete_misses", 1),
+        ("incr_hits", 1),
+        ("incr_misses", 1),
+        ("decr_hits", 1),
+        ("decr_misses", 0),
+        ("touch_hits", 1),
+        ("touch_misses", 1),
+        ("cas_badval", 1),
+        ("cas_misses", 1),
+        ("cas_hits", 0),
+        ("get_expired", 1),
+        ("get_flushed", 0),
+        ("accepting_conns", 1),
+    ] {
+        assert_eq!(stat(name), want, "{name}");
+    }
+    assert!(stat("limit_maxbytes") > 0, "the disk's size");
+    let user: f64 = node.stat("rusage_user").parse().unwrap();
+    assert!(user > 0.0 && (user * 1e6).fract() < 1.0, "{user}");
+    assert_eq!(r.request("stats reset\r\n", "\r\n"), "RESET\r\n");
+    assert_eq!(stat("delete_hits"), 0);
+    assert_eq!(stat("cmd_set"), 0);
+    assert!(r.request("stats settings\r\n", "END\r\n").lines().filter(|l| l.starts_with("STAT ")).count() >= 3);
+    assert_eq!(r.request("stats items\r\n", "END\r\n"), "END\r\n");
+    assert_eq!(r.request("stats slabs\r\n", "END\r\n"), "END\r\n");
+    let memory = TestNode::start(&["store=\"memory\"", "max_memory_bytes=2500"]);
+    assert_eq!(memory.stat("limit_maxbytes"), "2500");
+    let mut m = memory.raw();
+    let value = "v".repeat(1000);
+    assert_eq!(m.request(&format!("set a 0 0 1000\r\n{value}\r\n"), "\r\n"), "STORED\r\n");
+    assert_eq!(m.request(&format!("set b 0 0 1000\r\n{value}\r\n"), "\r\n"), "STORED\r\n");
+    let reply = m.request(&format!("set c 0 0 1000\r\n{value}\r\n"), "\r\n");
+    assert_eq!(reply, "SERVER_ERROR out of memory storing object\r\n", "past the budget");
+    assert_eq!(m.request("get a\r\n", "END\r\n").len(), format!("VALUE a 0 1000\r\n{value}\r\nEND\r\n").len());
+}
+
+/// Logs read well in a file: no colour codes, the storage engine quiet,
+/// start and membership changes there whatever the level.
+#[test]
+fn logs_are_plain_and_say_what_matters() {
+    let node = TestNode::start(&["log_level=\"warn\""]);
+    node.client().set("k", "v", 0).unwrap();
+    let log = node.log();
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file:\n{log}");
+    assert!(!log.contains("INFO fjall") && !log.contains("INFO lsm_tree"), "{log}");
+    assert!(log.contains("kai node serving"), "start is always logged:\n{log}");
+    let quiet = TestNode::start(&["log_level=\"error\""]);
+    let (ok, _, err) = quiet.admin(&[&format!("check_node {} {}", quiet.api_addr(), node.api_addr())]);
+    assert!(ok, "{err}");
+    common::wait_for("the link is logged", Duration::from_secs(5), || quiet.log().contains("member on the ring"));
+}
+
+#[test]
+fn the_admin_tool_is_polite() {
+    let node = TestNode::start(&[]);
+    // A closed pipe ends it quietly.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} admin --node {} -e stats -e stats | head -1", env!("CARGO_BIN_EXE_kai"), node.api_addr()))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kai"))
+        .args(["admin", "--node", &node.api_addr(), "-e", "stats"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    assert_ne!(status.code(), Some(101), "no panic on a broken pipe");
+    // The memcache port is named as such, at once.
+    let started = std::time::Instant::now();
+    let (ok, _, err) = common::admin(&format!("127.0.0.1:{}", node.memcache_port), &["node_list"]);
+    assert!(!ok && err.contains("memcache port"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    // Help lists the REPL's commands; times read as dates.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_kai")).args(["admin", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("check_node A B") && help.contains("remove_node"), "{help}");
+    node.client().set("dated", "v", 0).unwrap();
+    let (_, out, _) = node.admin(&["get dated"]);
+    assert!(out.contains("expires never") && out.contains(&format!(" at {}", &humantime_year())), "{out}");
+    // A data dir in use, and a value of the wrong type, say what is wrong.
+    let data_dir = format!("data_dir={:?}", node.dir.path().join("data").display().to_string());
+    let said = TestNode::prepare(&[&data_dir]).refused_start(&[]);
+    assert!(said.contains("in use") && said.contains("another kai"), "{said}");
+    let said = TestNode::prepare(&[]).refused_start(&["n=three"]);
+    assert!(said.contains("`n`"), "{said}");
+}
+
+fn humantime_year() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // Good for this century: the year of an RFC 3339 time stamp.
+    let year = 1970 + secs / 31_556_952;
+    format!("{year}-")
+}

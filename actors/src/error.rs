@@ -9,6 +9,8 @@ pub enum Error {
     Client(String),
     /// A value larger than `max_value_size`.
     TooLarge,
+    /// The memory engine's budget (`max_memory_bytes`) is spent.
+    OutOfMemory,
     /// Fewer replicas answered in time than the quorum needs.
     Quorum { op: &'static str, needed: usize, got: usize, reason: String },
     /// The node is saturated and sheds this request.
@@ -31,6 +33,7 @@ impl fmt::Display for Error {
         match self {
             Error::Client(m) => write!(f, "{m}"),
             Error::TooLarge => write!(f, "object too large for cache"),
+            Error::OutOfMemory => write!(f, "out of memory storing object"),
             Error::Quorum { op, needed, got, reason } => {
                 write!(f, "{op} quorum not met: {got} of {needed} replicas answered ({reason})")
             }

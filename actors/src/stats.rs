@@ -58,6 +58,19 @@ pub struct NodeStats {
     pub cmd_flush: AtomicU64,
     pub get_hits: AtomicU64,
     pub get_misses: AtomicU64,
+    /// Reads that found only values past their expiry.
+    pub get_expired: AtomicU64,
+    pub delete_hits: AtomicU64,
+    pub delete_misses: AtomicU64,
+    pub incr_hits: AtomicU64,
+    pub incr_misses: AtomicU64,
+    pub decr_hits: AtomicU64,
+    pub decr_misses: AtomicU64,
+    pub cas_hits: AtomicU64,
+    pub cas_misses: AtomicU64,
+    pub cas_badval: AtomicU64,
+    pub touch_hits: AtomicU64,
+    pub touch_misses: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     // store
@@ -114,6 +127,44 @@ impl NodeStats {
     pub fn incr(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
+
+    /// Counts a hit or a miss.
+    pub fn hit_or_miss(hit: bool, hits: &AtomicU64, misses: &AtomicU64) {
+        Self::incr(if hit { hits } else { misses });
+    }
+
+    /// `stats reset`: the counters start again from zero (gauges such as
+    /// items, bytes and connections open stay as they are).
+    pub fn reset(&self) {
+        for counter in [
+            &self.total_connections,
+            &self.rejected_connections,
+            &self.timed_out_connections,
+            &self.cmd_get,
+            &self.cmd_set,
+            &self.cmd_touch,
+            &self.cmd_flush,
+            &self.get_hits,
+            &self.get_misses,
+            &self.get_expired,
+            &self.delete_hits,
+            &self.delete_misses,
+            &self.incr_hits,
+            &self.incr_misses,
+            &self.decr_hits,
+            &self.decr_misses,
+            &self.cas_hits,
+            &self.cas_misses,
+            &self.cas_badval,
+            &self.touch_hits,
+            &self.touch_misses,
+            &self.bytes_read,
+            &self.bytes_written,
+            &self.total_items,
+        ] {
+            counter.store(0, Relaxed);
+        }
+    }
 }
 
 /// What a node is, for reports: fixed at start-up.
@@ -128,6 +179,9 @@ pub struct Identity {
     pub store: &'static str,
     pub max_connections: usize,
     pub threads: usize,
+    /// The bound on what the store holds, in bytes: the memory budget of
+    /// the memory engine, the size of the disk holding the disk engine.
+    pub limit_maxbytes: u64,
     pub started: std::time::Instant,
 }
 
@@ -135,17 +189,17 @@ pub struct Identity {
 /// speaks, then Kai's own version.
 pub const VERSION: &str = concat!("1.6.21-kai-", env!("CARGO_PKG_VERSION"));
 
-/// Process CPU time (user, system) in seconds, from /proc on Linux.
+/// Process CPU time (user, system) in seconds, to the microsecond.
 fn cpu_seconds() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
-    (ticks(11), ticks(12))
+    // SAFETY: getrusage only fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return (0.0, 0.0);
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (seconds(usage.ru_utime), seconds(usage.ru_stime))
 }
 
-/// Every `stats` line: memcached's usual fields, then Kai's own.
 pub fn report(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Vec<(String, String)> {
     let get = |c: &AtomicU64| c.load(Relaxed).to_string();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -170,9 +224,24 @@ pub fn report(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Vec
         ("cmd_touch", get(&stats.cmd_touch)),
         ("get_hits", get(&stats.get_hits)),
         ("get_misses", get(&stats.get_misses)),
+        ("get_expired", get(&stats.get_expired)),
+        // Kai's flush_all writes tombstones: a flushed key reads as deleted.
+        ("get_flushed", "0".to_string()),
+        ("delete_misses", get(&stats.delete_misses)),
+        ("delete_hits", get(&stats.delete_hits)),
+        ("incr_misses", get(&stats.incr_misses)),
+        ("incr_hits", get(&stats.incr_hits)),
+        ("decr_misses", get(&stats.decr_misses)),
+        ("decr_hits", get(&stats.decr_hits)),
+        ("cas_misses", get(&stats.cas_misses)),
+        ("cas_hits", get(&stats.cas_hits)),
+        ("cas_badval", get(&stats.cas_badval)),
+        ("touch_hits", get(&stats.touch_hits)),
+        ("touch_misses", get(&stats.touch_misses)),
         ("bytes_read", get(&stats.bytes_read)),
         ("bytes_written", get(&stats.bytes_written)),
-        ("limit_maxbytes", "0".to_string()),
+        ("limit_maxbytes", id.limit_maxbytes.to_string()),
+        ("accepting_conns", "1".to_string()),
         ("threads", id.threads.to_string()),
         ("curr_items", stats.curr_items.load(Relaxed).to_string()),
         ("total_items", get(&stats.total_items)),

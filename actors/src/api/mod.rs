@@ -274,6 +274,20 @@ impl ApiClient {
             stream.write_all(&encode(&Frame { id: 0, body: hello })?).await?;
             let mut buf = BytesMut::with_capacity(8192);
             let refused = |why: String| Error::Protocol(format!("{peer} refused: {why}"));
+            // A memcache port answers in text: say so at once.
+            let memcache = |buf: &BytesMut| {
+                [&b"SERVER_ERROR"[..], b"CLIENT_ERROR", b"ERROR"].iter().any(|p| buf.starts_with(p)).then(|| {
+                    Error::Protocol(format!(
+                        "{peer} speaks the memcache protocol: that is a memcache port, not a node's internal API port"
+                    ))
+                })
+            };
+            stream.readable().await?;
+            let mut peek = [0u8; 16];
+            let n = stream.peek(&mut peek).await?;
+            if let Some(e) = memcache(&BytesMut::from(&peek[..n])) {
+                return Err(e);
+            }
             let theirs = match read_frame::<Response>(&mut stream, &mut buf).await? {
                 Some(Frame { body: Response::Challenge { nonce, proof }, .. }) => {
                     if !secret.verify(Role::Answerer, &nonce, &ours, &proof) {

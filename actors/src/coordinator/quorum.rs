@@ -104,6 +104,19 @@ impl QuorumActor {
     /// Answers the client with an error, if it has not been answered.
     fn fail(&mut self, reason: String) {
         let error = self.quorum_error(reason);
+        self.answer_error(error);
+    }
+
+    /// Fewer replicas are up than the quorum needs: fails at once, counting
+    /// those that are up (this node among them) as the ones that answer.
+    fn fail_short(&mut self) {
+        let up = self.targets.len();
+        let reason = format!("only {up} of the key's replicas {} up", if up == 1 { "is" } else { "are" });
+        let error = Error::Quorum { op: self.op, needed: self.needed, got: up, reason };
+        self.answer_error(error);
+    }
+
+    fn answer_error(&mut self, error: Error) {
         match self.take_job() {
             Some(Job::Read { reply }) => {
                 NodeStats::incr(&self.setup.stats.quorum_failures);
@@ -148,7 +161,11 @@ impl QuorumActor {
                 let stats = self.setup.stats.clone();
                 let answer = move |mut siblings: Vec<Version>| {
                     let now = now_secs();
+                    let expired = siblings.iter().any(|v| !v.deleted && !v.is_live(now));
                     siblings.retain(|v| v.is_live(now));
+                    if expired && siblings.is_empty() {
+                        NodeStats::incr(&stats.get_expired);
+                    }
                     if siblings.len() > 1 {
                         NodeStats::add(&stats.siblings_served, siblings.len() as u64);
                     }
@@ -385,7 +402,7 @@ impl Actor for QuorumActor {
         match &self.job {
             Some(Job::Read { .. }) => {
                 if self.tally.state() == TallyState::Failed {
-                    self.fail(format!("only {} replicas up", self.targets.len()));
+                    self.fail_short();
                     ctx.stop();
                 } else {
                     self.start_read(ctx);
@@ -394,7 +411,7 @@ impl Actor for QuorumActor {
             Some(Job::Write { write, .. }) => {
                 let write = write.clone();
                 if self.tally.state() == TallyState::Failed {
-                    self.fail(format!("only {} replicas up", self.targets.len()));
+                    self.fail_short();
                     ctx.stop();
                 } else {
                     self.start_write(write, ctx);

@@ -24,6 +24,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+/// The log target of membership changes, start and stop: logged whatever
+/// the configured level.
+pub const EVENTS: &str = "kai::events";
+
 /// The longest wait between two rounds of contacting seeds while alone.
 const MAX_CONTACT_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -226,25 +230,29 @@ impl MembershipActor {
         for event in &events {
             match event {
                 Event::Joined(node) => {
-                    tracing::info!(node = %node.addr, vnodes = node.virtual_nodes, "member on the ring");
+                    tracing::info!(target: EVENTS, node = %node.addr, vnodes = node.virtual_nodes, "member on the ring");
                     added.push(node.clone());
                     keep = true;
                 }
                 Event::Left(addr) => {
-                    tracing::info!(node = %addr, "member left the ring");
+                    tracing::info!(target: EVENTS, node = %addr, "member left the ring");
                     removed.push(*addr);
                     keep = true;
                 }
-                Event::Down(addr) => tracing::warn!(node = %addr, "member down (suspected by the failure detector)"),
-                Event::Writes(addr, false) => tracing::warn!(node = %addr, "member takes no writes (its store is read-only)"),
+                Event::Down(addr) => {
+                    tracing::warn!(target: EVENTS, node = %addr, "member down (suspected by the failure detector)")
+                }
+                Event::Writes(addr, false) => {
+                    tracing::warn!(target: EVENTS, node = %addr, "member takes no writes (its store is read-only)")
+                }
                 Event::Writes(addr, true) => {
-                    tracing::info!(node = %addr, "member takes writes again");
+                    tracing::info!(target: EVENTS, node = %addr, "member takes writes again");
                     for listener in &self.up_listeners {
                         listener.do_send(MemberUp(*addr));
                     }
                 }
                 Event::Up(addr) => {
-                    tracing::info!(node = %addr, "member up");
+                    tracing::info!(target: EVENTS, node = %addr, "member up");
                     for listener in &self.up_listeners {
                         listener.do_send(MemberUp(*addr));
                     }
@@ -253,16 +261,16 @@ impl MembershipActor {
                     keep = true;
                     match state {
                         MemberState::Leaving => {
-                            tracing::warn!("this node was removed from the ring: handing its data to the new homes");
+                            tracing::warn!(target: EVENTS, "this node was removed from the ring: handing its data to the new homes");
                             removed.push(me);
                         }
                         MemberState::Removed => {
-                            tracing::warn!(
+                            tracing::warn!(target: EVENTS,
                                 "this node is removed from the cluster and holds nothing it must hand over: safe to stop"
                             );
                             removed.push(me);
                         }
-                        MemberState::Up => tracing::info!("this node holds its buckets: up"),
+                        MemberState::Up => tracing::info!(target: EVENTS, "this node holds its buckets: up"),
                         MemberState::Joining => {}
                     }
                 }

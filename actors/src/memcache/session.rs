@@ -35,6 +35,9 @@ pub fn expires_at(exptime: i64, now: u64) -> u64 {
     }
 }
 
+const INTERNAL_API_HERE: &str =
+    "SERVER_ERROR this is a memcache port; the internal API (peers, kai admin) listens on the node's `port`";
+
 enum Step {
     Run(Command),
     Reply(&'static str),
@@ -89,9 +92,17 @@ impl Session {
 
     /// Parses every whole command in the buffer into steps to run.
     fn take_steps(&mut self) -> Vec<Step> {
+        let first = self.binary.is_none();
         let binary = *self.binary.get_or_insert_with(|| self.buf.first() == Some(&binary::REQUEST_MAGIC));
         if binary {
             return self.take_binary_steps();
+        }
+        // An internal API frame (its length's first byte is 0, which no
+        // memcache command starts with): a peer or `kai admin` pointed at
+        // the wrong port, told so at once.
+        if first && self.buf.first() == Some(&0) {
+            self.buf.clear();
+            return vec![Step::Reply(INTERNAL_API_HERE), Step::Close];
         }
         let mut steps = Vec::new();
         loop {
@@ -340,6 +351,14 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
                 WriteOutcome::Exists => "EXISTS",
                 WriteOutcome::NotFound | WriteOutcome::NonNumeric => "NOT_FOUND",
             });
+            if kind == StoreKind::Cas {
+                match result {
+                    Ok("STORED") => NodeStats::incr(&stats.cas_hits),
+                    Ok("EXISTS") => NodeStats::incr(&stats.cas_badval),
+                    Ok(_) => NodeStats::incr(&stats.cas_misses),
+                    Err(_) => {}
+                }
+            }
             respond(out, noreply, result);
         }
         Command::Delete { key, noreply } => {
@@ -347,11 +366,21 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
                 WriteOutcome::Stored { .. } => "DELETED",
                 _ => "NOT_FOUND",
             });
+            if let Ok(reply) = result {
+                NodeStats::hit_or_miss(reply == "DELETED", &stats.delete_hits, &stats.delete_misses);
+            }
             respond(out, noreply, result);
         }
         Command::Arith { key, delta, incr, noreply } => {
             let mutation = if incr { Mutation::Incr(delta) } else { Mutation::Decr(delta) };
             let result = write(env, key, Write { condition: Condition::Present, mutation }).await;
+            if let Ok(outcome) = &result {
+                let hit = matches!(outcome, WriteOutcome::Stored { .. });
+                match incr {
+                    true => NodeStats::hit_or_miss(hit, &stats.incr_hits, &stats.incr_misses),
+                    false => NodeStats::hit_or_miss(hit, &stats.decr_hits, &stats.decr_misses),
+                }
+            }
             let text = match &result {
                 Ok(WriteOutcome::Stored { new, .. }) => Ok(String::from_utf8_lossy(&new.value).into_owned()),
                 Ok(WriteOutcome::NonNumeric) => Err(Error::Client("cannot increment or decrement non-numeric value".into())),
@@ -367,6 +396,9 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
                 WriteOutcome::Stored { .. } => "TOUCHED",
                 _ => "NOT_FOUND",
             });
+            if let Ok(reply) = result {
+                NodeStats::hit_or_miss(reply == "TOUCHED", &stats.touch_hits, &stats.touch_misses);
+            }
             respond(out, noreply, result);
         }
         Command::FlushAll { delay, noreply } => {
@@ -410,6 +442,10 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
                 let idle = settings.idle_timeout.map(|t| t.as_secs()).unwrap_or(0);
                 line(out, &format!("STAT idle_timeout {idle}"));
                 line(out, "END");
+            }
+            Some("reset") => {
+                stats.reset();
+                line(out, "RESET");
             }
             // These describe memcached's slab allocator, which Kai has not:
             // an empty report, as memcached gives for an empty cache.

@@ -244,14 +244,23 @@ impl Engine for DiskEngine {
     }
 }
 
-/// Bytes free to an unprivileged writer on the file system holding `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
+fn statvfs(dir: &Path) -> Option<libc::statvfs> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: path is a valid C string and stat a place statvfs may fill.
     let ok = unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0;
-    ok.then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+    ok.then_some(stat)
+}
+
+/// Bytes free to an unprivileged writer on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    statvfs(dir).map(|s| s.f_bavail * s.f_frsize)
+}
+
+/// The size of the file system holding `dir`: the disk engine's bound.
+pub fn disk_capacity(dir: &Path) -> Option<u64> {
+    statvfs(dir).map(|s| s.f_blocks * s.f_frsize)
 }
 
 fn decode(bytes: &[u8]) -> Result<Vec<Version>> {

@@ -8,7 +8,7 @@ mod engine;
 pub mod merkle;
 mod write;
 
-pub use engine::{DiskEngine, Engine, Entry, MemoryEngine};
+pub use engine::{disk_capacity, DiskEngine, Engine, Entry, MemoryEngine};
 use merkle::{key_digest, segment_of, MerkleForest, Segments};
 pub use write::{plan, Condition, Mutation, Write, WriteOutcome};
 
@@ -44,6 +44,9 @@ pub struct StoreSettings {
     pub max_clock_entries: usize,
     /// fsync before acknowledging each write (survives power loss).
     pub fsync: bool,
+    /// The most value bytes the store holds (the memory engine's budget);
+    /// a write past it is refused as out of memory.
+    pub max_bytes: Option<u64>,
 }
 
 pub struct Store {
@@ -261,6 +264,13 @@ impl Store {
 
     /// The one place a key's stored versions change.
     fn replace(&self, bucket: u32, key: &[u8], old: &[Version], new: &[Version]) -> Result<()> {
+        if let Some(max) = self.settings.max_bytes {
+            let now = now_secs();
+            let grows = live_size(new, now).1 - live_size(old, now).1;
+            if grows > 0 && self.stats.bytes.load(Relaxed) + grows > max as i64 {
+                return Err(Error::OutOfMemory);
+            }
+        }
         self.engine_write(|| self.engine.write(bucket, key, new))?;
         self.sync_if_asked()?;
         self.merkle.update(bucket, key, key_digest(key, old), key_digest(key, new));
@@ -816,7 +826,8 @@ mod tests {
     }
 
     fn store(engine: Box<dyn Engine>) -> Store {
-        let settings = StoreSettings { node: "n1".into(), number_of_buckets: 16, max_clock_entries: 10, fsync: false };
+        let settings =
+            StoreSettings { node: "n1".into(), number_of_buckets: 16, max_clock_entries: 10, fsync: false, max_bytes: None };
         Store::new(engine, settings, Arc::new(NodeStats::default())).unwrap()
     }
 
