@@ -176,10 +176,15 @@ impl Admin {
 /// A member's state as an operator reads it: down when the failure
 /// detector suspects a member that should be serving.
 fn shown_state(row: &MemberRow) -> String {
-    match (row.state, row.suspected) {
-        (MemberState::Joining | MemberState::Up, true) => "down".into(),
-        (MemberState::Leaving, true) => "leaving,down".into(),
-        (state, _) => state.name().into(),
+    let state = match (row.state, row.suspected) {
+        (MemberState::Joining | MemberState::Up, true) => "down".to_string(),
+        (MemberState::Leaving, true) => "leaving,down".to_string(),
+        (state, _) => state.name().to_string(),
+    };
+    if row.accepts_writes || !row.state.on_ring() {
+        state
+    } else {
+        format!("{state},read-only")
     }
 }
 

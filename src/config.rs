@@ -26,6 +26,9 @@ pub struct Config {
     /// on loopback only.
     pub cluster_secret: String,
     pub memcache_port: u16,
+    /// The HTTP port (/metrics, /status, /health), bound like the memcache
+    /// port; 0 turns it off.
+    pub http_port: u16,
     /// Where the memcache port listens; defaults to `hostname`.
     pub memcache_bind: Option<String>,
     pub n: usize,
@@ -93,6 +96,7 @@ impl Default for Config {
         Config {
             hostname: "127.0.0.1".into(),
             cluster_secret: String::new(),
+            http_port: 11080,
             port: 11011,
             memcache_port: 11211,
             memcache_bind: None,
@@ -234,6 +238,10 @@ impl Config {
             .collect()
     }
 
+    pub fn http_addr(&self) -> Option<String> {
+        (self.http_port != 0).then(|| format!("{}:{}", self.memcache_bind.as_deref().unwrap_or(&self.hostname), self.http_port))
+    }
+
     pub fn memcache_addr(&self) -> String {
         format!("{}:{}", self.memcache_bind.as_deref().unwrap_or(&self.hostname), self.memcache_port)
     }
@@ -263,6 +271,9 @@ impl Config {
         }
         if self.port == self.memcache_port {
             return refuse("memcache_port", format!("clashes with port ({})", self.port));
+        }
+        if self.http_port != 0 && (self.http_port == self.port || self.http_port == self.memcache_port) {
+            return refuse("http_port", format!("clashes with port ({}) or memcache_port ({})", self.port, self.memcache_port));
         }
         if !kai_actors::hash::is_valid_bucket_count(self.number_of_buckets) {
             return refuse(

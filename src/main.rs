@@ -9,6 +9,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admin;
 mod config;
+mod http;
+mod metrics;
 mod node;
 mod ring_shape;
 

@@ -67,7 +67,7 @@ impl Actor for Router {
 
 impl Supervised for Router {
     fn restarting(&mut self, _: &mut Self::Context) {
-        kai_actors::stats::count_restart();
+        kai_actors::stats::count_restart("api");
         tracing::warn!("api router restarting");
     }
 }
@@ -539,6 +539,17 @@ pub async fn start(config: &Config) -> Result<Node, String> {
     let memcache = supervision::start(move |_| MemcacheActor::new(memcache_listener.clone(), workers.clone()));
     for router in &routers {
         router.do_send(Faces { api: api.clone(), memcache: memcache.clone() });
+    }
+    if let Some(addr) = config.http_addr() {
+        let state =
+            crate::http::HttpState { router: routers[0].clone().recipient(), stats: stats.clone(), identity: identity.clone() };
+        let server = crate::http::serve(&addr, state)?;
+        actix::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!("the HTTP port stopped: {e}");
+            }
+        });
+        tracing::info!(%addr, "HTTP: /status, /metrics, /health");
     }
 
     if secret.is_set() {

@@ -44,7 +44,7 @@ macro_rules! supervised {
     ($actor:ty, $name:literal) => {
         impl actix::Supervised for $actor {
             fn restarting(&mut self, _: &mut Self::Context) {
-                crate::stats::count_restart();
+                crate::stats::count_restart($name);
                 tracing::warn!(concat!($name, " actor restarting"));
             }
         }

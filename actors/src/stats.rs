@@ -4,44 +4,67 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Latency buckets: powers of two in microseconds, up to ~33 s.
-const LATENCY_BUCKETS: usize = 26;
+/// Latency histograms stripe over this many HDR histograms, so recordings
+/// from different worker threads rarely wait on one lock.
+const STRIPES: usize = 4;
 
-/// A lock-free latency histogram with power-of-two buckets: coarse, but
-/// enough for `stats` to say p50/p99/p99.9 without costing the hot path.
+/// The longest latency recorded exactly (longer ones count as this).
+const LATENCY_MAX_MICROS: u64 = 60_000_000;
+
+/// A latency histogram: HDR histograms of microseconds, three significant
+/// figures, up to a minute.
 pub struct Latency {
-    buckets: [AtomicU64; LATENCY_BUCKETS],
+    stripes: [std::sync::Mutex<hdrhistogram::Histogram<u64>>; STRIPES],
 }
 
 impl Default for Latency {
     fn default() -> Self {
-        Latency { buckets: std::array::from_fn(|_| AtomicU64::new(0)) }
+        let histogram = || {
+            let h = hdrhistogram::Histogram::new_with_bounds(1, LATENCY_MAX_MICROS, 3).expect("valid histogram bounds");
+            std::sync::Mutex::new(h)
+        };
+        Latency { stripes: std::array::from_fn(|_| histogram()) }
     }
+}
+
+/// Which stripe this thread records into: handed out in turn.
+fn stripe() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local!(static MINE: usize = (NEXT.fetch_add(1, Relaxed) as usize) % STRIPES);
+    MINE.with(|s| *s)
 }
 
 impl Latency {
     pub fn record(&self, elapsed: Duration) {
-        let micros = elapsed.as_micros().max(1) as u64;
-        let i = (64 - micros.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
-        self.buckets[i].fetch_add(1, Relaxed);
+        let micros = (elapsed.as_micros() as u64).clamp(1, LATENCY_MAX_MICROS);
+        let mut h = self.stripes[stripe()].lock().unwrap_or_else(|e| e.into_inner());
+        h.saturating_record(micros);
     }
 
-    /// The upper bound, in microseconds, of the bucket holding quantile `q`.
+    /// Every recording so far, in one histogram.
+    pub fn snapshot(&self) -> hdrhistogram::Histogram<u64> {
+        let mut all = hdrhistogram::Histogram::new_with_bounds(1, LATENCY_MAX_MICROS, 3).expect("valid histogram bounds");
+        for stripe in &self.stripes {
+            let _ = all.add(&*stripe.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        all
+    }
+
+    /// The latency at quantile `q`, in microseconds (0 before any).
     pub fn quantile_micros(&self, q: f64) -> u64 {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return 0;
+        let all = self.snapshot();
+        if all.is_empty() {
+            0
+        } else {
+            all.value_at_quantile(q)
         }
-        let target = ((total as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= target {
-                return 1u64 << i;
-            }
+    }
+
+    /// Forgets every recording (`stats reset`).
+    pub fn reset(&self) {
+        for stripe in &self.stripes {
+            stripe.lock().unwrap_or_else(|e| e.into_inner()).reset();
         }
-        1u64 << (LATENCY_BUCKETS - 1)
     }
 }
 
@@ -108,8 +131,23 @@ pub struct NodeStats {
 /// Actor restarts in this process, counted by every supervised actor.
 static ACTOR_RESTARTS: AtomicU64 = AtomicU64::new(0);
 
-pub fn count_restart() {
+static RESTARTS_BY_MODULE: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Counts a restart of one of `module`'s actors.
+pub fn count_restart(module: &'static str) {
     ACTOR_RESTARTS.fetch_add(1, Relaxed);
+    *RESTARTS_BY_MODULE.lock().unwrap_or_else(|e| e.into_inner()).entry(module).or_default() += 1;
+}
+
+/// Restarts so far, by module.
+pub fn restarts_by_module() -> Vec<(&'static str, u64)> {
+    RESTARTS_BY_MODULE.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(m, n)| (*m, *n)).collect()
+}
+
+/// Panics so far, anywhere in the node.
+pub fn panics() -> u64 {
+    PANICS.load(Relaxed)
 }
 
 static PANICS: AtomicU64 = AtomicU64::new(0);
@@ -164,6 +202,8 @@ impl NodeStats {
         ] {
             counter.store(0, Relaxed);
         }
+        self.get_latency.reset();
+        self.set_latency.reset();
     }
 }
 
@@ -291,16 +331,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantiles_land_in_the_right_bucket() {
+    fn quantiles_come_out_to_three_figures() {
         let l = Latency::default();
+        assert_eq!(l.quantile_micros(0.5), 0);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let l = Latency::default();
+                    l.record(Duration::from_micros(5));
+                    l.snapshot().len()
+                })
+            })
+            .collect();
+        assert!(threads.into_iter().all(|t| t.join().unwrap() == 1));
         for _ in 0..990 {
             l.record(Duration::from_micros(100));
         }
         for _ in 0..10 {
             l.record(Duration::from_millis(10));
         }
-        assert_eq!(l.quantile_micros(0.5), 128);
-        assert_eq!(l.quantile_micros(0.99), 128);
-        assert_eq!(l.quantile_micros(0.999), 16384);
+        assert_eq!(l.quantile_micros(0.5), 100);
+        assert_eq!(l.quantile_micros(0.99), 100);
+        assert!((9_990..=10_010).contains(&l.quantile_micros(0.999)), "{}", l.quantile_micros(0.999));
+        l.reset();
+        assert_eq!(l.quantile_micros(0.5), 0);
     }
 }

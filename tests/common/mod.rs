@@ -30,6 +30,7 @@ pub fn free_port() -> u16 {
 pub struct TestNode {
     pub api_port: u16,
     pub memcache_port: u16,
+    pub http_port: u16,
     pub dir: tempfile::TempDir,
     overrides: Vec<String>,
     child: Option<Child>,
@@ -46,18 +47,19 @@ impl TestNode {
     /// A node with its ports and data dir chosen, not started yet.
     pub fn prepare(extra: &[&str]) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
-        let (api_port, memcache_port) = (free_port(), free_port());
+        let (api_port, memcache_port, http_port) = (free_port(), free_port(), free_port());
         let mut overrides: Vec<String> = vec![
             "n=1".into(),
             "r=1".into(),
             "w=1".into(),
             format!("port={api_port}"),
             format!("memcache_port={memcache_port}"),
+            format!("http_port={http_port}"),
             format!("data_dir={:?}", dir.path().join("data").display().to_string()),
             format!("logfile={:?}", dir.path().join("kai.log").display().to_string()),
         ];
         overrides.extend(extra.iter().map(|s| s.to_string()));
-        TestNode { api_port, memcache_port, dir, overrides, child: None }
+        TestNode { api_port, memcache_port, http_port, dir, overrides, child: None }
     }
 
     /// One more config override, for the next launch.

@@ -171,6 +171,8 @@ pub struct MemberRow {
     /// Milliseconds since its heartbeat last rose here (None: never heard).
     pub heartbeat_age_ms: Option<u64>,
     pub phi: f64,
+    /// Its store takes writes (false: a full disk).
+    pub accepts_writes: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]

@@ -444,6 +444,7 @@ impl Handler<MemberStatus> for MembershipActor {
                 hints_held: 0,
                 heartbeat_age_ms: m.last_heard_ms().map(|t| now.saturating_sub(t)),
                 phi: self.members.phi(&m.node.addr, now),
+                accepts_writes: m.accepts_writes,
             })
             .collect();
         MessageResult(rows)

@@ -542,7 +542,7 @@ impl Actor for LocalStoreActor {
 
 impl Supervised for LocalStoreActor {
     fn restarting(&mut self, _: &mut Self::Context) {
-        crate::stats::count_restart();
+        crate::stats::count_restart("store");
         tracing::warn!("store actor restarting");
     }
 }
@@ -677,7 +677,7 @@ impl Handler<crate::Restart> for StoreActor {
     type Result = ();
     fn handle(&mut self, _: crate::Restart, ctx: &mut Self::Context) {
         tracing::warn!("store actor asked to restart");
-        crate::stats::count_restart();
+        crate::stats::count_restart("store");
         ctx.stop();
     }
 }

@@ -1,0 +1,143 @@
+//! The HTTP port, for operators and their tools: `/metrics` (Prometheus),
+//! `/status` (a page for people, self-contained, refreshing itself),
+//! `/status.json` (what the page draws) and `/health` (200 while the node
+//! serves, 503 otherwise). Everything is asked of the node's router, the
+//! same way `kai admin` asks.
+
+use crate::metrics::{render, Scrape};
+use actix::prelude::*;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use kai_actors::api::{ApiCall, MemberRow, Request, Response, TransferProgress};
+use kai_actors::stats::{Identity, NodeStats};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+const PAGE: &str = include_str!("status.html");
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub router: Recipient<ApiCall>,
+    pub stats: Arc<NodeStats>,
+    pub identity: Identity,
+}
+
+impl HttpState {
+    async fn ask(&self, request: Request) -> Option<Response> {
+        match tokio::time::timeout(Duration::from_secs(2), self.router.send(ApiCall(request))).await {
+            Ok(Ok(Response::Error(_))) | Ok(Err(_)) | Err(_) => None,
+            Ok(Ok(response)) => Some(response),
+        }
+    }
+
+    async fn members(&self) -> Vec<MemberRow> {
+        match self.ask(Request::MemberStatus).await {
+            Some(Response::MemberStatus(rows)) => rows,
+            _ => Vec::new(),
+        }
+    }
+
+    async fn transfers(&self) -> TransferProgress {
+        match self.ask(Request::Transfers).await {
+            Some(Response::Transfers(p)) => p,
+            _ => TransferProgress::default(),
+        }
+    }
+}
+
+async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
+    let (members, transfers) = (state.members().await, state.transfers().await);
+    let restarts = kai_actors::stats::restarts_by_module();
+    let scrape = Scrape {
+        stats: &state.stats,
+        identity: &state.identity,
+        members: &members,
+        transfers: &transfers,
+        restarts: &restarts,
+        panics: kai_actors::stats::panics(),
+    };
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(render(&scrape))
+}
+
+/// Serving means: the router answers, and the store reads.
+async fn health(state: web::Data<HttpState>) -> HttpResponse {
+    let read = state.ask(Request::ReplicaGet { key: bytes::Bytes::from_static(b"\0kai-health") }).await;
+    let read_only = state.stats.store_read_only.load(std::sync::atomic::Ordering::Relaxed) != 0;
+    match read {
+        Some(Response::Versions(_)) if read_only => HttpResponse::Ok().body("ok: serving reads; the store takes no writes\n"),
+        Some(Response::Versions(_)) => HttpResponse::Ok().body("ok\n"),
+        _ => HttpResponse::ServiceUnavailable().body("not serving\n"),
+    }
+}
+
+#[derive(Serialize)]
+struct Status {
+    node: String,
+    quorum: [usize; 3],
+    number_of_buckets: u32,
+    store: &'static str,
+    uptime_secs: u64,
+    members: Vec<MemberRow>,
+    transfers: TransferProgress,
+    stats: Vec<(String, String)>,
+    /// Latency histograms: (upper bound in microseconds, count) per op.
+    latency: Vec<(&'static str, Vec<(u64, u64)>)>,
+}
+
+/// Counts in power-of-two buckets of microseconds, for the page's charts.
+fn chart(latency: &kai_actors::stats::Latency) -> Vec<(u64, u64)> {
+    let h = latency.snapshot();
+    let mut bars: Vec<(u64, u64)> = (0..=24).map(|i| (1u64 << i, 0)).collect();
+    for v in h.iter_recorded() {
+        let i = (64 - v.value_iterated_to().max(1).leading_zeros() as usize).min(bars.len() - 1);
+        bars[i].1 += v.count_at_value();
+    }
+    while bars.len() > 1 && bars.last().is_some_and(|b| b.1 == 0) {
+        bars.pop();
+    }
+    bars
+}
+
+async fn status_json(state: web::Data<HttpState>) -> HttpResponse {
+    let (members, transfers) = (state.members().await, state.transfers().await);
+    let stats = match state.ask(Request::Stats).await {
+        Some(Response::Stats(lines)) => lines,
+        _ => Vec::new(),
+    };
+    let id = &state.identity;
+    let status = Status {
+        node: id.node.clone(),
+        quorum: [id.n, id.r, id.w],
+        number_of_buckets: id.number_of_buckets,
+        store: id.store,
+        uptime_secs: id.started.elapsed().as_secs(),
+        members,
+        transfers,
+        stats,
+        latency: vec![("get", chart(&state.stats.get_latency)), ("set", chart(&state.stats.set_latency))],
+    };
+    HttpResponse::Ok().json(status)
+}
+
+async fn page() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(PAGE)
+}
+
+/// Serves the HTTP port on one thread of its own.
+pub fn serve(addr: &str, state: HttpState) -> Result<actix_web::dev::Server, String> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .route("/metrics", web::get().to(metrics))
+            .route("/health", web::get().to(health))
+            .route("/status", web::get().to(page))
+            .route("/", web::get().to(page))
+            .route("/status.json", web::get().to(status_json))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(addr)
+    .map_err(|e| format!("cannot listen for HTTP on {addr}: {e}"))?
+    .run();
+    Ok(server)
+}
