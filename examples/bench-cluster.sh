@@ -15,11 +15,11 @@ mc=$(port)
 memcached -u nobody -l 127.0.0.1 -p "$mc" -U 0 -t 2 -m 2048 -c 4096 & pids+=($!)
 wait_port "$mc"
 start_cluster node --set store="\"$engine\""
-./target/release/kai admin --node "${apis[0]}" -e node_list
+"$kai" admin --node "${apis[0]}" -e node_list
 kai=$(IFS=,; echo "${servers[*]}")
 for round in $(seq "$rounds"); do
-  ./target/release/examples/load --servers "127.0.0.1:$mc" --connections 48 --depth 1 --get-ratio 0.8 \
+  "$load" --servers "127.0.0.1:$mc" --connections 48 --depth 1 --get-ratio 0.8 \
     --value-size 1024 --keys 10000 --seconds "$seconds" --label "memcached round $round"
-  ./target/release/examples/load --servers "$kai" --connections 48 --depth 1 --get-ratio 0.8 \
+  "$load" --servers "$kai" --connections 48 --depth 1 --get-ratio 0.8 \
     --value-size 1024 --keys 10000 --seconds "$seconds" --label "kai-3-nodes-$engine round $round"
 done

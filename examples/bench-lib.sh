@@ -1,6 +1,10 @@
 # Shared by the benchmark scripts: build, a scratch directory, processes
-# stopped on exit, free ports and waiting for a port to open.
+# stopped on exit, free ports and waiting for a port to open. $kai and
+# $load are the binaries, wherever CARGO_TARGET_DIR puts them.
 cargo build --release --quiet --bin kai --example load
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+kai="$target/release/kai"
+load="$target/release/examples/load"
 dir=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
@@ -18,14 +22,14 @@ start_cluster() {
   for i in 1 2 3; do
     local p a
     p=$(port); a=$(port)
-    ./target/release/kai --config kai.config.toml --set n=3 --set r=2 --set w=2 \
+    "$kai" --config kai.config.toml --set n=3 --set r=2 --set w=2 \
       --set data_dir="\"$dir/$name$i\"" --set port="$a" --set memcache_port="$p" --set logfile="\"$dir/$name$i.log\"" \
       --set worker_threads=1 --set store_threads=1 --set gossip_interval_ms=500 "$@" & pids+=($!); node_pids+=($!)
     wait_port "$p"; wait_port "$a"
     servers+=("127.0.0.1:$p"); apis+=("127.0.0.1:$a")
   done
   for i in 1 2; do
-    ./target/release/kai admin --node "${apis[0]}" -e "check_node ${apis[$i]} ${apis[0]}" -e "check_node ${apis[0]} ${apis[$i]}" >/dev/null
+    "$kai" admin --node "${apis[0]}" -e "check_node ${apis[$i]} ${apis[0]}" -e "check_node ${apis[0]} ${apis[$i]}" >/dev/null
   done
   sleep 3
 }

@@ -13,7 +13,7 @@ seconds=${1:-5}
 source examples/bench-lib.sh
 
 load() { # load LABEL SERVERS
-  ./target/release/examples/load --servers "$2" --connections 48 --depth 1 --get-ratio 0.8 \
+  "$load" --servers "$2" --connections 48 --depth 1 --get-ratio 0.8 \
     --value-size 1024 --keys 10000 --seconds "$seconds" --label "$1"
 }
 

@@ -18,7 +18,7 @@ if command -v memcached >/dev/null; then
 fi
 for engine in memory disk; do
   p=$(port); a=$(port)
-  ./target/release/kai --config kai.config.toml --set store="\"$engine\"" --set data_dir="\"$dir/$engine\"" \
+  "$kai" --config kai.config.toml --set store="\"$engine\"" --set data_dir="\"$dir/$engine\"" \
     --set port="$a" --set memcache_port="$p" --set logfile="\"$dir/$engine.log\"" & pids+=($!)
   targets[kai-$engine]=$p; wait_port "$p"
 done
@@ -27,7 +27,7 @@ for depth in 1 16; do
   for round in $(seq "$rounds"); do
     for name in memcached kai-memory kai-disk; do
       [ -n "${targets[$name]:-}" ] || continue
-      ./target/release/examples/load --servers "127.0.0.1:${targets[$name]}" --connections 50 --depth "$depth" \
+      "$load" --servers "127.0.0.1:${targets[$name]}" --connections 50 --depth "$depth" \
         --get-ratio 0.9 --value-size 1024 --keys 10000 --seconds "$seconds" --label "$name round $round"
     done
   done

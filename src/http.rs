@@ -7,7 +7,7 @@
 use crate::metrics::{render, Scrape};
 use actix::prelude::*;
 use actix_web::{web, App, HttpResponse, HttpServer};
-use kai_actors::api::{ApiCall, MemberRow, Request, Response, TransferProgress};
+use kai_actors::api::{ApiCall, ForwardOp, MemberRow, Request, Response, TransferProgress};
 use kai_actors::stats::{Identity, NodeStats};
 use serde::Serialize;
 use std::sync::Arc;
@@ -59,14 +59,17 @@ async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(render(&scrape))
 }
 
-/// Serving means: the router answers, and the store reads.
+/// Serving means a client's read would succeed: a quorum read of a probe
+/// key, through this node's coordinator, as any `get` runs.
 async fn health(state: web::Data<HttpState>) -> HttpResponse {
-    let read = state.ask(Request::ReplicaGet { key: bytes::Bytes::from_static(b"\0kai-health") }).await;
+    let probe = Request::Forward { key: bytes::Bytes::from_static(b"\0kai-health"), op: ForwardOp::Get, hops: 0 };
+    let answer = tokio::time::timeout(Duration::from_secs(3), state.router.send(ApiCall(probe))).await;
     let read_only = state.stats.store_read_only.load(std::sync::atomic::Ordering::Relaxed) != 0;
-    match read {
-        Some(Response::Versions(_)) if read_only => HttpResponse::Ok().body("ok: serving reads; the store takes no writes\n"),
-        Some(Response::Versions(_)) => HttpResponse::Ok().body("ok\n"),
-        _ => HttpResponse::ServiceUnavailable().body("not serving\n"),
+    match answer {
+        Ok(Ok(Response::Versions(_))) if read_only => HttpResponse::Ok().body("ok: serving reads; the store takes no writes\n"),
+        Ok(Ok(Response::Versions(_))) => HttpResponse::Ok().body("ok\n"),
+        Ok(Ok(Response::Error(why))) => HttpResponse::ServiceUnavailable().body(format!("not serving: {why}\n")),
+        _ => HttpResponse::ServiceUnavailable().body("not serving: no answer\n"),
     }
 }
 

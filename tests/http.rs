@@ -77,3 +77,113 @@ fn http_port_zero_turns_it_off() {
     assert!(TcpStream::connect(("127.0.0.1", node.http_port)).is_err());
     assert!(node.client().set("k", "v", 0).is_ok());
 }
+
+/// The exposition parsed by Prometheus' own Python client library: its
+/// families with the types they declare, and values that move with traffic.
+fn parsed_metrics(port: u16) -> serde_json::Value {
+    let (_, _, text) = get(port, "/metrics");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/parse_metrics.py");
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (bash tests/clients/install.sh installs its Prometheus parser)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the exposition does not parse: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn value(families: &serde_json::Value, family: &str, sample: &str, labels: &[(&str, &str)]) -> f64 {
+    families[family]["samples"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no family {family}"))
+        .iter()
+        .find(|s| s[0] == sample && labels.iter().all(|(k, v)| s[1][k] == *v))
+        .unwrap_or_else(|| panic!("no {sample} {labels:?}"))[2]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn a_prometheus_parser_reads_the_metrics_and_they_move_with_traffic() {
+    let node = TestNode::start(&[]);
+    let before = parsed_metrics(node.http_port);
+    for (family, kind) in [
+        ("kai_requests", "counter"),
+        ("kai_request_duration_seconds", "histogram"),
+        ("kai_quorum_failures", "counter"),
+        ("kai_hints_pending", "gauge"),
+        ("kai_members", "gauge"),
+        ("kai_items", "gauge"),
+        ("kai_actor_restarts", "counter"),
+        ("kai_load_shed", "counter"),
+    ] {
+        assert_eq!(before[family]["type"], kind, "{family}: {}", before[family]);
+    }
+    let c = node.client();
+    for i in 0..25 {
+        c.set(&format!("p{i}"), "v", 0).unwrap();
+        c.get::<String>(&format!("p{i}")).unwrap();
+    }
+    let after = parsed_metrics(node.http_port);
+    let hits = |m: &serde_json::Value| value(m, "kai_requests", "kai_requests_total", &[("command", "get"), ("outcome", "hit")]);
+    assert_eq!(hits(&after) - hits(&before), 25.0);
+    let sets =
+        |m: &serde_json::Value| value(m, "kai_request_duration_seconds", "kai_request_duration_seconds_count", &[("op", "set")]);
+    assert_eq!(sets(&after) - sets(&before), 25.0);
+    assert_eq!(value(&after, "kai_items", "kai_items", &[("engine", "disk")]), 25.0);
+    assert_eq!(value(&after, "kai_members", "kai_members", &[("state", "up")]), 1.0);
+}
+
+/// `/status` in a real browser (Debian's headless Chromium): the rendered
+/// page names every live member with its state; a screenshot is kept
+/// under the target directory.
+#[test]
+fn the_status_page_renders_the_cluster_in_a_browser() {
+    let cluster = TestCluster::start(3, &[]);
+    let url = format!("http://127.0.0.1:{}/status", cluster.nodes[0].http_port);
+    let profile = tempfile::tempdir().unwrap();
+    let chromium = |extra: &[&str]| {
+        let out = std::process::Command::new("timeout")
+            .args(["60", "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+            .args(["--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,900"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--virtual-time-budget=5000")
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("chromium (bash tests/clients/install.sh installs it)");
+        assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = chromium(&["--dump-dom"]);
+    for node in &cluster.nodes {
+        let row = dom.split("<tr>").find(|r| r.contains(&format!("<td>{}</td>", node.api_addr())));
+        let row = row.unwrap_or_else(|| panic!("{} not on the rendered page:\n{dom}", node.api_addr()));
+        assert!(row.contains(">up</span>"), "{} not shown up: {row}", node.api_addr());
+    }
+    assert!(dom.contains("1024 buckets"), "the ring is drawn");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    chromium(&[&format!("--screenshot={}", shot.display())]);
+    assert!(std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false), "no screenshot at {}", shot.display());
+    println!("status page screenshot: {}", shot.display());
+}
+
+/// A load balancer's question: `/health` answers 503 once the node cannot
+/// serve a read (here: two of three replicas gone, R = 2).
+#[test]
+fn health_turns_503_when_the_node_cannot_serve() {
+    let mut cluster = TestCluster::start(3, &[]);
+    let port = cluster.nodes[0].http_port;
+    assert_eq!(get(port, "/health").0, 200);
+    cluster.nodes[1].kill();
+    cluster.nodes[2].kill();
+    common::wait_for("health says 503", Duration::from_secs(10), || get(port, "/health").0 == 503);
+    let (_, _, body) = get(port, "/health");
+    assert!(body.contains("quorum"), "{body}");
+    cluster.nodes[1].launch();
+    common::wait_for("health back to 200", Duration::from_secs(20), || get(port, "/health").0 == 200);
+}

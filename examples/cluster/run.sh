@@ -1,30 +1,44 @@
 #!/usr/bin/env bash
 # Three Kai nodes on this machine, linked into one cluster (N=3, R=2, W=2):
-# memcache on 127.0.0.1:11211-11213, internal API on 127.0.0.1:11011-11013.
+# memcache on 127.0.0.1:11211-11213, internal API on 127.0.0.1:11011-11013,
+# HTTP status pages on 127.0.0.1:11081-11083.
 #
 #   bash examples/cluster/run.sh          # start and link; Ctrl-C stops all three
 #
-# Data and logs go to examples/cluster/data/.
+# Data and logs go to examples/cluster/data/. Works from any directory and
+# with any CARGO_TARGET_DIR; stops at the first thing that fails.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release --quiet --bin kai
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+kai="$target/release/kai"
 mkdir -p examples/cluster/data
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
 for i in 1 2 3; do
-  ./target/release/kai --config "examples/cluster/node$i.toml" & pids+=($!)
+  "$kai" --config "examples/cluster/node$i.toml" & pids+=($!)
 done
-for port in 11011 11012 11013; do
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+# Each node listens within a few seconds, or the script says which did not.
+for i in 1 2 3; do
+  port=$((11010 + i))
+  for attempt in $(seq 50); do
+    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+    if ! kill -0 "${pids[$((i - 1))]}" 2>/dev/null; then
+      echo "node $i exited at start: see examples/cluster/data/node$i.log" >&2
+      exit 1
+    fi
+    [ "$attempt" = 50 ] && { echo "node $i is not listening on $port" >&2; exit 1; }
+    sleep 0.1
+  done
 done
 # As in the original: tell each new node about an existing one, then back.
 # The admin tool proves the cluster secret it reads from a node's config.
-admin() { ./target/release/kai admin --config examples/cluster/node1.toml --node 127.0.0.1:11011 -e "$1"; }
+admin() { "$kai" admin --config examples/cluster/node1.toml --node 127.0.0.1:11011 -e "$1"; }
 admin "check_node 127.0.0.1:11012 127.0.0.1:11011"
 admin "check_node 127.0.0.1:11011 127.0.0.1:11012"
 admin "check_node 127.0.0.1:11013 127.0.0.1:11011"
 admin "check_node 127.0.0.1:11011 127.0.0.1:11013"
 sleep 2
 admin node_list
-echo "cluster up: memcache on 127.0.0.1:11211, :11212, :11213; Ctrl-C to stop"
+echo "cluster up: memcache on 127.0.0.1:11211, :11212, :11213; status on http://127.0.0.1:11081/status; Ctrl-C to stop"
 wait

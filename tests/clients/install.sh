@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives a node with, when it is missing:
-# libmemcached's conformance tester, and the memcached clients of
+# libmemcached's conformance tester, headless Chromium and Python's
+# Prometheus text parser (for the HTTP port's tests), and the clients of
 # tests/clients.rs — pylibmc and pymemcache (Debian's python3 packages, for
 # /usr/bin/python3), PHP's memcached extension, Perl's
 # Cache::Memcached::Fast, and the Node.js clients memcached and memjs (npm,
@@ -20,6 +21,8 @@ command -v memccapable >/dev/null || missing+=(libmemcached-tools)
 { command -v php >/dev/null && php -r 'exit(class_exists("Memcached") ? 0 : 1);'; } || missing+=(php-cli php-memcached)
 perl -MCache::Memcached::Fast -e 1 2>/dev/null || missing+=(libcache-memcached-fast-perl)
 command -v node >/dev/null || missing+=(nodejs npm)
+command -v chromium >/dev/null || missing+=(chromium)
+/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || missing+=(python3-prometheus-client)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   as_root apt-get update -qq
