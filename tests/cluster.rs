@@ -167,6 +167,15 @@ fn a_write_without_its_quorum_says_why() {
     let reply = cluster.nodes[0].raw().request("get lonely\r\n", "\r\n");
     assert!(reply.starts_with("SERVER_ERROR read quorum not met"), "{reply:?}");
     assert!(cluster.nodes[0].stat("kai_quorum_failures").parse::<u64>().unwrap() >= 2);
+    // Once both are known down, the local replica still counts.
+    let (b, c) = (cluster.nodes[1].api_addr(), cluster.nodes[2].api_addr());
+    cluster.nodes[0].wait_for_member(&b, false, Duration::from_secs(15));
+    cluster.nodes[0].wait_for_member(&c, false, Duration::from_secs(15));
+    let reply = cluster.nodes[0].raw().request("set lonely 0 0 1\r\nx\r\n", "\r\n");
+    assert!(
+        reply.starts_with("SERVER_ERROR write quorum not met: 1 of 2 replicas answered (only 1 of the key's replicas is up)"),
+        "{reply:?}"
+    );
 }
 
 #[test]

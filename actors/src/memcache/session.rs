@@ -97,10 +97,10 @@ impl Session {
         if binary {
             return self.take_binary_steps();
         }
-        // An internal API frame (its length's first byte is 0, which no
-        // memcache command starts with): a peer or `kai admin` pointed at
-        // the wrong port, told so at once.
-        if first && self.buf.first() == Some(&0) {
+        // An internal API frame (a 4-byte length whose first byte is 0, then
+        // a MessagePack array of two: id and body): a peer or `kai admin`
+        // pointed at the wrong port, told so at once.
+        if first && self.buf.len() >= 5 && self.buf[0] == 0 && self.buf[4] == 0x92 {
             self.buf.clear();
             return vec![Step::Reply(INTERNAL_API_HERE), Step::Close];
         }
