@@ -285,8 +285,16 @@ impl Router {
             }
         }
         Ok(match module {
-            // A pool thread: it cannot be restarted in place, so the node exits.
-            "store" if tell == Tell::Panic => self.store.pool.try_send(Panic).is_ok(),
+            // A pool thread: it cannot be restarted in place, so the node
+            // exits; a moment later, so the caller hears "told to panic".
+            "store" if tell == Tell::Panic => {
+                let pool = self.store.pool.clone();
+                actix::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = pool.try_send(Panic);
+                });
+                true
+            }
             "store" => self.stores.iter().all(StoreAddr::restart),
             "quorum" if tell == Tell::Panic => {
                 PANIC_NEXT_QUORUM.store(true, std::sync::atomic::Ordering::Relaxed);
