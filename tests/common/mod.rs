@@ -27,6 +27,13 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Several free ports, all different: the listeners are held until every
+/// one is chosen, so the OS cannot hand out one port twice.
+pub fn free_ports<const K: usize>() -> [u16; K] {
+    let listeners: Vec<TcpListener> = (0..K).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
+}
+
 pub struct TestNode {
     pub api_port: u16,
     pub memcache_port: u16,
@@ -47,7 +54,7 @@ impl TestNode {
     /// A node with its ports and data dir chosen, not started yet.
     pub fn prepare(extra: &[&str]) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
-        let (api_port, memcache_port, http_port) = (free_port(), free_port(), free_port());
+        let [api_port, memcache_port, http_port] = free_ports();
         let mut overrides: Vec<String> = vec![
             "n=1".into(),
             "r=1".into(),
