@@ -428,6 +428,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
                 CoordinatorSettings { n: config.n, r: config.r, w: config.w, max_in_flight: config.max_requests_in_flight };
             let setup = QuorumSetup {
                 timeout,
+                read_quorum: config.r,
                 via: Replicas { me, store: worker_store.clone(), peers: new_peers() },
                 version: version.clone(),
                 stats: stats.clone(),

@@ -155,6 +155,17 @@ fn a_cas_through_a_replica_that_missed_the_write_is_honoured() {
     for node in &cluster.nodes {
         assert_eq!(node.raw().request("get lagging\r\n", "END\r\n"), "VALUE lagging 0 2\r\nv3\r\nEND\r\n");
     }
+
+    // And the other way: a token used up through b is stale through a,
+    // even while a's own copy has not heard of the cas yet.
+    let reply = a.raw().request("gets lagging\r\n", "END\r\n");
+    let token = reply.lines().next().and_then(|l| l.split(' ').nth(4)).unwrap().to_string();
+    let c = &cluster.nodes[2];
+    assert!(a.admin(&[&format!("block {} {}", b.api_addr(), c.api_addr())]).0);
+    assert_eq!(b.raw().request(&format!("cas lagging 0 0 2 {token}\r\nv5\r\n"), "\r\n"), "STORED\r\n");
+    assert!(a.admin(&["block"]).0);
+    assert_eq!(a.raw().request(&format!("cas lagging 0 0 2 {token}\r\nv6\r\n"), "\r\n"), "EXISTS\r\n");
+    assert_eq!(a.raw().request("get lagging\r\n", "END\r\n"), "VALUE lagging 0 2\r\nv5\r\nEND\r\n");
 }
 
 #[test]

@@ -153,6 +153,8 @@ pub struct ClientWrite {
 pub struct QuorumSetup {
     /// The one deadline of a whole request.
     pub timeout: Duration,
+    /// R: how many replicas a conditional write reads before it decides.
+    pub read_quorum: usize,
     pub via: Replicas,
     pub version: Addr<VersionActor>,
     pub stats: Arc<NodeStats>,

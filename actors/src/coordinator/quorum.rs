@@ -7,7 +7,7 @@ use super::tally::{QuorumTally, TallyState};
 use super::{QuorumSetup, Target};
 use crate::error::{Error, Result};
 use crate::stats::NodeStats;
-use crate::store::{now_secs, Write, WriteOutcome};
+use crate::store::{now_secs, Condition, Write, WriteOutcome};
 use crate::version::{Reconcile, Version};
 use actix::prelude::*;
 use bytes::Bytes;
@@ -41,8 +41,7 @@ pub struct QuorumActor {
     answering: bool,
     /// The deadline passed: no more replies are awaited.
     expired: bool,
-    /// A conditional write refused on this node's copy was tried again
-    /// after catching up from the other replicas.
+    /// A conditional write has caught up from a read quorum.
     caught_up: bool,
     finishing: bool,
 }
@@ -264,16 +263,32 @@ impl QuorumActor {
         }
     }
 
-    /// Merges what the other replicas hold for the key into this node's
-    /// copy, then runs the write again (once).
-    fn catch_up_and_retry(&mut self, write: Write, ctx: &mut Context<Self>) {
+    /// A conditional write (cas, add, replace, incr, delete, ...) is decided
+    /// on what a read quorum holds, not on this node's copy alone, which may
+    /// lag a write that W of N replicas acknowledged: first the versions of
+    /// R - 1 other replicas (this node is the R-th) are merged into this
+    /// node's copy, then the write runs. So a token from any node is
+    /// honoured through any other, and a stale one refused.
+    fn catch_up_then_write(&mut self, write: Write, ctx: &mut Context<Self>) {
         self.caught_up = true;
         let me = self.setup.via.me;
         let others: Vec<SocketAddrV4> = self.targets.iter().map(|t| t.node).filter(|n| *n != me).collect();
+        let need = self.setup.read_quorum.saturating_sub(1).min(others.len());
         let (via, key, timeout) = (self.setup.via.clone(), self.key.clone(), self.setup.timeout);
         let catch_up = async move {
-            let replies = futures_util::future::join_all(others.iter().map(|n| via.get(*n, key.clone(), timeout))).await;
-            let versions: Vec<Version> = replies.into_iter().filter_map(Result::ok).flatten().collect();
+            use futures_util::stream::{FuturesUnordered, StreamExt};
+            let mut replies: FuturesUnordered<_> = others.iter().map(|n| via.get(*n, key.clone(), timeout / 2)).collect();
+            let (mut versions, mut answered) = (Vec::new(), 0);
+            while answered < need {
+                match replies.next().await {
+                    Some(Ok(held)) => {
+                        versions.extend(held);
+                        answered += 1;
+                    }
+                    Some(Err(e)) => tracing::debug!("a replica did not answer before a conditional write: {e}"),
+                    None => break,
+                }
+            }
             if versions.is_empty() {
                 return Ok(());
             }
@@ -323,6 +338,11 @@ impl QuorumActor {
     }
 
     fn start_write(&mut self, write: Write, ctx: &mut Context<Self>) {
+        let others = self.targets.iter().any(|t| t.node != self.setup.via.me);
+        if !self.caught_up && others && write.condition != Condition::Always {
+            self.catch_up_then_write(write, ctx);
+            return;
+        }
         // This node stamps and stores first; then the other replicas receive
         // everything it holds for the key (and a stand-in its hint).
         let coordinate = self.setup.via.coordinate(self.key.clone(), write.clone());
@@ -349,16 +369,8 @@ impl QuorumActor {
                     }
                 }
                 Ok(outcome) => {
-                    // Refused on this node's copy (add on a present key,
-                    // stale cas, ...). That copy may lag the other replicas
-                    // (a write acked by W of N), so once catch up and try
-                    // again: a token from a quorum read is then honoured
-                    // through any coordinator.
-                    if !act.caught_up && act.targets.iter().any(|t| t.node != act.setup.via.me) {
-                        act.catch_up_and_retry(write, ctx);
-                        return;
-                    }
-                    // Refused for good: nothing to replicate.
+                    // Refused (add on a present key, a stale cas, ...):
+                    // nothing to replicate.
                     if let Some(Job::Write { reply, .. }) = act.take_job() {
                         let _ = reply.send(Ok(outcome));
                     }
