@@ -176,16 +176,11 @@ impl Remote {
         }
         let mut agreeing: HashMap<u32, usize> = HashMap::new();
         for (peer, buckets) in shared {
-            match self.call(peer, Request::BucketRoots { buckets: buckets.clone() }).await {
-                Ok(Response::Roots(theirs)) if theirs.len() == buckets.len() => {
-                    for (b, root) in buckets.into_iter().zip(theirs) {
-                        if mine.get(&b) == Some(&root) {
-                            *agreeing.entry(b).or_default() += 1;
-                        }
-                    }
+            let Some(theirs) = self.roots_at(peer, &buckets).await else { continue };
+            for (b, root) in buckets.into_iter().zip(theirs) {
+                if mine.get(&b) == Some(&root) {
+                    *agreeing.entry(b).or_default() += 1;
                 }
-                Ok(other) => tracing::debug!(%peer, "bucket roots answered with {other:?}"),
-                Err(e) => tracing::debug!(%peer, "bucket roots failed: {e}"),
             }
         }
         let (settled, gained): (Vec<Pending>, Vec<Pending>) =
@@ -195,23 +190,28 @@ impl Remote {
         (gained, lost)
     }
 
-    /// The buckets among `buckets` whose Merkle roots differ between this
-    /// node and `peer`, in one exchange (none if the peer does not answer).
-    async fn differing_roots(&self, peer: SocketAddrV4, buckets: Vec<u32>) -> Vec<u32> {
-        let Ok(mine) = self.store.send(BucketRoots(buckets.clone())).await else { return Vec::new() };
-        match self.call(peer, Request::BucketRoots { buckets: buckets.clone() }).await {
-            Ok(Response::Roots(theirs)) if theirs.len() == buckets.len() => {
-                buckets.into_iter().zip(mine.into_iter().zip(theirs)).filter(|(_, (a, b))| a != b).map(|(b, _)| b).collect()
-            }
+    /// `peer`'s Merkle roots of these buckets, in one exchange (None if it
+    /// does not answer in kind).
+    async fn roots_at(&self, peer: SocketAddrV4, buckets: &[u32]) -> Option<Vec<u64>> {
+        match self.call(peer, Request::BucketRoots { buckets: buckets.to_vec() }).await {
+            Ok(Response::Roots(theirs)) if theirs.len() == buckets.len() => Some(theirs),
             Ok(other) => {
                 tracing::debug!(%peer, "bucket roots answered with {other:?}");
-                Vec::new()
+                None
             }
             Err(e) => {
                 tracing::debug!(%peer, "bucket roots failed: {e}");
-                Vec::new()
+                None
             }
         }
+    }
+
+    /// The buckets among `buckets` whose Merkle roots differ between this
+    /// node and `peer` (none if the peer does not answer).
+    async fn differing_roots(&self, peer: SocketAddrV4, buckets: Vec<u32>) -> Vec<u32> {
+        let Ok(mine) = self.store.send(BucketRoots(buckets.clone())).await else { return Vec::new() };
+        let Some(theirs) = self.roots_at(peer, &buckets).await else { return Vec::new() };
+        buckets.into_iter().zip(mine.into_iter().zip(theirs)).filter(|(_, (a, b))| a != b).map(|(b, _)| b).collect()
     }
 
     /// Hands a lost bucket to every one of its home nodes, then drops
