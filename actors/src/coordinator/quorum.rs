@@ -345,10 +345,10 @@ impl QuorumActor {
         }
         // This node stamps and stores first; then the other replicas receive
         // everything it holds for the key (and a stand-in its hint).
-        let coordinate = self.setup.via.coordinate(self.key.clone(), write.clone());
+        let coordinate = self.setup.via.coordinate(self.key.clone(), write);
         coordinate
             .into_actor(self)
-            .map(move |result, act, ctx| match result {
+            .map(|result, act, ctx| match result {
                 Ok(WriteOutcome::Stored { new, held }) => {
                     act.write_outcome = Some(WriteOutcome::Stored { new, held: held.clone() });
                     let me = act.setup.via.me;
