@@ -146,7 +146,13 @@ impl Tally {
     }
 }
 
-async fn connection(args: Arc<Args>, requests: Arc<Requests>, server: String, seed: u64, deadline: Instant) -> std::io::Result<Tally> {
+async fn connection(
+    args: Arc<Args>,
+    requests: Arc<Requests>,
+    server: String,
+    seed: u64,
+    deadline: Instant,
+) -> std::io::Result<Tally> {
     let mut stream = TcpStream::connect(&server).await?;
     stream.set_nodelay(true)?;
     let mut dice = Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);

@@ -9,7 +9,9 @@ use kai_actors::api::auth::Secret;
 use kai_actors::api::{
     ApiActor, ApiCall, ApiSettings, ApiWorker, Faults, ForwardOp, NodeInfo, Peers, Placement, Request, Response,
 };
-use kai_actors::coordinator::{ClientGet, ClientWrite, CoordinatorActor, CoordinatorSettings, QuorumSetup, Replicas};
+use kai_actors::coordinator::{
+    ClientGet, ClientWrite, Coordinator, CoordinatorActor, CoordinatorSettings, QuorumSetup, Replicas,
+};
 use kai_actors::hash::{HashActor, Ring, RingHandle, RingNode, WatchRing};
 use kai_actors::membership::{
     load_saved, CheckNode, Liveness, MemberList, MemberStatus, MembershipActor, MembershipSettings, PhiSettings, ReceiveGossip,
@@ -412,32 +414,39 @@ pub async fn start(config: &Config) -> Result<Node, String> {
             let store = store.clone();
             let writes_inline = !store.writes_may_wait();
             StoreAddr {
-                local: supervision::start_in_arbiter(&arbiter.handle(), move |_| LocalStoreActor::new(store.clone())),
+                local: supervision::start_in_arbiter(&arbiter.handle(), {
+                    let store = store.clone();
+                    move |_| LocalStoreActor::new(store.clone())
+                }),
                 pool: pool.clone(),
                 writes_inline,
+                direct: store.clone(),
             }
         })
         .collect();
     let store_addr = stores[0].clone();
     let mut versions = Vec::new();
     let mut coordinators = Vec::new();
+    let mut coordinator_cores = Vec::new();
     for (arbiter, worker_store) in arbiters.iter().zip(&stores) {
         let version = supervision::start_in_arbiter(&arbiter.handle(), |_| VersionActor::default());
+        let settings =
+            CoordinatorSettings { n: config.n, r: config.r, w: config.w, max_in_flight: config.max_requests_in_flight };
+        let setup = QuorumSetup {
+            timeout,
+            read_quorum: config.r,
+            via: Replicas { me, store: worker_store.clone(), peers: new_peers() },
+            version: version.clone(),
+            stats: stats.clone(),
+        };
+        let core = Arc::new(Coordinator::new(settings, ring.clone(), liveness.clone(), setup));
         let coordinator = supervision::start_in_arbiter(&arbiter.handle(), {
-            let settings =
-                CoordinatorSettings { n: config.n, r: config.r, w: config.w, max_in_flight: config.max_requests_in_flight };
-            let setup = QuorumSetup {
-                timeout,
-                read_quorum: config.r,
-                via: Replicas { me, store: worker_store.clone(), peers: new_peers() },
-                version: version.clone(),
-                stats: stats.clone(),
-            };
-            let (ring, liveness) = (ring.clone(), liveness.clone());
-            move |_| CoordinatorActor::new(settings.clone(), ring.clone(), liveness.clone(), setup.clone())
+            let core = core.clone();
+            move |_| CoordinatorActor::new(core.clone())
         });
         versions.push(version);
         coordinators.push(coordinator);
+        coordinator_cores.push(core);
     }
     let sync = supervision::start({
         let settings = SyncSettings {
@@ -531,7 +540,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
     };
     let workers: Arc<[Worker]> = arbiters
         .iter()
-        .zip(coordinators)
+        .zip(coordinator_cores)
         .zip(stores)
         .map(|((arbiter, coordinator), store)| Worker {
             arbiter: arbiter.handle(),

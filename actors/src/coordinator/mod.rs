@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::hash::RingHandle;
 use crate::membership::Liveness;
 use crate::stats::NodeStats;
-use crate::store::{CoordinateWrite, ReplicaGet, ReplicaPut, StoreAddr, Write, WriteOutcome};
+use crate::store::{CoordinateWrite, ReplicaPut, StoreAddr, Write, WriteOutcome};
 use crate::version::{Version, VersionActor};
 use actix::prelude::*;
 use bytes::Bytes;
@@ -63,47 +63,61 @@ pub struct Replicas {
     pub peers: Peers,
 }
 
-impl Replicas {
-    pub fn get(&self, node: SocketAddrV4, key: Bytes, timeout: Duration) -> LocalBoxFuture<'static, Result<Vec<Version>>> {
-        if node == self.me {
-            let store = self.store.clone();
-            Box::pin(async move { store.send(ReplicaGet(key)).await? })
-        } else {
-            let peers = self.peers.clone();
-            Box::pin(async move {
-                match peers.call(SocketAddr::V4(node), Request::ReplicaGet { key }, timeout).await? {
-                    Response::Versions(versions) => Ok(versions),
-                    other => Err(Error::Protocol(format!("{node} answered a get with {other:?}"))),
-                }
-            })
+/// A replica's answer: at once (this node's store, for a call that never
+/// waits) or later (a peer, or the store's pool for a write that may wait).
+pub enum Answer<T> {
+    Now(Result<T>),
+    Later(LocalBoxFuture<'static, Result<T>>),
+}
+
+impl<T: 'static> Answer<T> {
+    pub async fn wait(self) -> Result<T> {
+        match self {
+            Answer::Now(result) => result,
+            Answer::Later(future) => future.await,
         }
     }
+}
 
-    pub fn put(
-        &self,
-        target: &Target,
-        key: Bytes,
-        versions: Vec<Version>,
-        timeout: Duration,
-    ) -> LocalBoxFuture<'static, Result<()>> {
+impl Replicas {
+    pub fn get(&self, node: SocketAddrV4, key: Bytes, timeout: Duration) -> Answer<Vec<Version>> {
+        if node == self.me {
+            // A read never waits, in either engine.
+            return Answer::Now(self.store.direct.read(&key));
+        }
+        let peers = self.peers.clone();
+        Answer::Later(Box::pin(async move {
+            match peers.call(SocketAddr::V4(node), Request::ReplicaGet { key }, timeout).await? {
+                Response::Versions(versions) => Ok(versions),
+                other => Err(Error::Protocol(format!("{node} answered a get with {other:?}"))),
+            }
+        }))
+    }
+
+    pub fn put(&self, target: &Target, key: Bytes, versions: Vec<Version>, timeout: Duration) -> Answer<()> {
         let (node, hint) = (target.node, target.hint.map(|h| h.to_string()));
         if node == self.me {
+            if self.store.writes_inline {
+                return Answer::Now(self.store.direct.merge(&key, &versions, hint.as_deref()));
+            }
             let store = self.store.clone();
-            Box::pin(async move { store.send(ReplicaPut { key, versions, hint }).await? })
-        } else {
-            let peers = self.peers.clone();
-            Box::pin(async move {
-                match peers.call(SocketAddr::V4(node), Request::ReplicaPut { key, versions, hint }, timeout).await? {
-                    Response::Done => Ok(()),
-                    other => Err(Error::Protocol(format!("{node} answered a put with {other:?}"))),
-                }
-            })
+            return Answer::Later(Box::pin(async move { store.send(ReplicaPut { key, versions, hint }).await? }));
         }
+        let peers = self.peers.clone();
+        Answer::Later(Box::pin(async move {
+            match peers.call(SocketAddr::V4(node), Request::ReplicaPut { key, versions, hint }, timeout).await? {
+                Response::Done => Ok(()),
+                other => Err(Error::Protocol(format!("{node} answered a put with {other:?}"))),
+            }
+        }))
     }
 
-    pub fn coordinate(&self, key: Bytes, write: Write) -> LocalBoxFuture<'static, Result<WriteOutcome>> {
+    pub fn coordinate(&self, key: Bytes, write: Write) -> Answer<WriteOutcome> {
+        if self.store.writes_inline {
+            return Answer::Now(self.store.direct.coordinate(&key, &write));
+        }
         let store = self.store.clone();
-        Box::pin(async move { store.send(CoordinateWrite { key, write }).await? })
+        Answer::Later(Box::pin(async move { store.send(CoordinateWrite { key, write }).await? }))
     }
 
     /// Hands a request to a node among the key's replicas.
@@ -160,11 +174,21 @@ pub struct QuorumSetup {
     pub stats: Arc<NodeStats>,
 }
 
-pub struct CoordinatorActor {
+/// The coordinator's state and logic: where a request goes, whether it is
+/// admitted, and its quorum actor. The actor serves requests that arrive
+/// as messages (forwarded by peers); a worker's sessions call the same
+/// core directly, on their own thread, with no mailbox hop.
+#[derive(Clone)]
+pub struct Coordinator {
     settings: CoordinatorSettings,
     ring: RingHandle,
     liveness: Liveness,
-    setup: QuorumSetup,
+    /// Shared by every quorum actor: one reference count each, no copies.
+    setup: Arc<QuorumSetup>,
+}
+
+pub struct CoordinatorActor {
+    core: Arc<Coordinator>,
 }
 
 /// Where a request goes.
@@ -200,8 +224,14 @@ pub fn route(preference: &[SocketAddrV4], n: usize, down: &BTreeSet<SocketAddrV4
 }
 
 impl CoordinatorActor {
+    pub fn new(core: Arc<Coordinator>) -> Self {
+        CoordinatorActor { core }
+    }
+}
+
+impl Coordinator {
     pub fn new(settings: CoordinatorSettings, ring: RingHandle, liveness: Liveness, setup: QuorumSetup) -> Self {
-        CoordinatorActor { settings, ring, liveness, setup }
+        Coordinator { settings, ring, liveness, setup: Arc::new(setup) }
     }
 
     /// Reads skip members that are down; writes also those whose store
@@ -238,75 +268,88 @@ impl Actor for CoordinatorActor {
 
 crate::supervised!(CoordinatorActor, "coordinator");
 
-fn await_reply<T: 'static>(rx: oneshot::Receiver<Result<T>>) -> LocalBoxFuture<'static, Result<T>> {
-    Box::pin(async move { rx.await.map_err(|_| Error::Unavailable("quorum actor stopped".into()))? })
-}
-
-fn timed<T: 'static>(
-    result: LocalBoxFuture<'static, Result<T>>,
-    latency: impl Fn(&NodeStats) -> &crate::stats::Latency + 'static,
-    stats: Arc<NodeStats>,
-) -> ResponseFuture<Result<T>> {
-    let started = Instant::now();
-    Box::pin(async move {
-        let result = result.await;
-        latency(&stats).record(started.elapsed());
+impl Coordinator {
+    /// Reads a key: its live siblings, newest last (empty when absent).
+    pub async fn get(&self, key: Bytes, hops: u8) -> Result<Vec<Version>> {
+        let started = Instant::now();
+        let job = |_, reply| Job::Read { reply };
+        let unpack = |r| match r {
+            Response::Versions(versions) => Ok(versions),
+            other => Err(Box::new(other)),
+        };
+        let result = self.run(key, hops, ForwardOp::Get, job, unpack).await;
+        self.setup.stats.get_latency.record(started.elapsed());
         result
-    })
-}
+    }
 
-impl CoordinatorActor {
+    /// Writes a key; the outcome says whether it was stored.
+    pub async fn write(&self, key: Bytes, write: Write, hops: u8) -> Result<WriteOutcome> {
+        let started = Instant::now();
+        let job = |op, reply| match op {
+            ForwardOp::Write(write) => Job::Write { write, reply },
+            ForwardOp::Get => unreachable!("a write's job is built from its write"),
+        };
+        let unpack = |r| match r {
+            Response::Outcome(outcome) => Ok(outcome),
+            other => Err(Box::new(other)),
+        };
+        let result = self.run(key, hops, ForwardOp::Write(write), job, unpack).await;
+        self.setup.stats.set_latency.record(started.elapsed());
+        result
+    }
+
     /// Runs a request here through a quorum actor, or forwards it to a
     /// replica, or says why neither can be done.
-    fn run<T: 'static>(
+    async fn run<T: 'static>(
         &self,
         key: Bytes,
         hops: u8,
-        needed: usize,
-        job: impl FnOnce(oneshot::Sender<Result<T>>) -> Job,
         op: ForwardOp,
+        job: fn(ForwardOp, oneshot::Sender<Result<T>>) -> Job,
         unpack: fn(Response) -> std::result::Result<T, Box<Response>>,
-    ) -> LocalBoxFuture<'static, Result<T>> {
-        let writing = matches!(op, ForwardOp::Write(_));
+    ) -> Result<T> {
+        let (writing, needed) = match op {
+            ForwardOp::Get => (false, self.settings.r),
+            ForwardOp::Write(_) => (true, self.settings.w),
+        };
         match self.route(&key, hops, writing) {
-            Route::Here { targets, spares } => match self.admit() {
-                Ok(()) => {
-                    let (reply, rx) = oneshot::channel();
-                    self.start_quorum(key, targets, spares, needed, job(reply));
-                    await_reply(rx)
-                }
-                Err(e) => Box::pin(async move { Err(e) }),
-            },
-            Route::Forward(nodes) => {
-                let (via, timeout) = (self.setup.via.clone(), self.setup.timeout);
-                Box::pin(async move {
-                    let deadline = Instant::now() + timeout;
-                    let mut failure = Error::Unavailable("no time left to forward".into());
-                    for (i, node) in nodes.iter().enumerate() {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            break;
-                        }
-                        // What is left is shared among the replicas not yet
-                        // tried, so a stalled one leaves time for the next.
-                        let attempt = left / (nodes.len() - i) as u32;
-                        match via.forward(*node, key.clone(), op.clone(), hops, attempt).await {
-                            Ok(response) => {
-                                return unpack(response).map_err(|other| {
-                                    Error::Protocol(format!("{node} answered a forwarded request with {other:?}"))
-                                })
-                            }
-                            Err(e) => {
-                                tracing::debug!(%node, "forwarding failed, trying the next replica: {e}");
-                                failure = e;
-                            }
-                        }
-                    }
-                    Err(failure)
-                })
+            Route::Here { targets, spares } => {
+                self.admit()?;
+                let (reply, rx) = oneshot::channel();
+                self.start_quorum(key, targets, spares, needed, job(op, reply));
+                rx.await.map_err(|_| Error::Unavailable("quorum actor stopped".into()))?
             }
-            Route::Nowhere(why) => Box::pin(async move { Err(Error::Unavailable(why)) }),
+            Route::Forward(nodes) => {
+                let response = self.forward(&nodes, key, op, hops).await?;
+                unpack(response)
+                    .map_err(|other| Error::Protocol(format!("a replica answered a forwarded request with {other:?}")))
+            }
+            Route::Nowhere(why) => Err(Error::Unavailable(why)),
         }
+    }
+
+    /// Hands a request to each of the key's replicas in turn, within the
+    /// one deadline, until one answers.
+    async fn forward(&self, nodes: &[SocketAddrV4], key: Bytes, op: ForwardOp, hops: u8) -> Result<Response> {
+        let deadline = Instant::now() + self.setup.timeout;
+        let mut failure = Error::Unavailable("no time left to forward".into());
+        for (i, node) in nodes.iter().enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // What is left is shared among the replicas not yet tried, so a
+            // stalled one leaves time for the next.
+            let attempt = left / (nodes.len() - i) as u32;
+            match self.setup.via.forward(*node, key.clone(), op.clone(), hops, attempt).await {
+                Ok(response) => return Ok(response),
+                Err(e) => {
+                    tracing::debug!(%node, "forwarding failed, trying the next replica: {e}");
+                    failure = e;
+                }
+            }
+        }
+        Err(failure)
     }
 }
 
@@ -314,12 +357,8 @@ impl Handler<ClientGet> for CoordinatorActor {
     type Result = ResponseFuture<Result<Vec<Version>>>;
 
     fn handle(&mut self, msg: ClientGet, _: &mut Self::Context) -> Self::Result {
-        let unpack = |r| match r {
-            Response::Versions(versions) => Ok(versions),
-            other => Err(Box::new(other)),
-        };
-        let result = self.run(msg.key, msg.hops, self.settings.r, |reply| Job::Read { reply }, ForwardOp::Get, unpack);
-        timed(result, |s| &s.get_latency, self.setup.stats.clone())
+        let core = self.core.clone();
+        Box::pin(async move { core.get(msg.key, msg.hops).await })
     }
 }
 
@@ -327,14 +366,8 @@ impl Handler<ClientWrite> for CoordinatorActor {
     type Result = ResponseFuture<Result<WriteOutcome>>;
 
     fn handle(&mut self, msg: ClientWrite, _: &mut Self::Context) -> Self::Result {
-        let unpack = |r| match r {
-            Response::Outcome(outcome) => Ok(outcome),
-            other => Err(Box::new(other)),
-        };
-        let op = ForwardOp::Write(msg.write.clone());
-        let job = |reply| Job::Write { write: msg.write, reply };
-        let result = self.run(msg.key, msg.hops, self.settings.w, job, op, unpack);
-        timed(result, |s| &s.set_latency, self.setup.stats.clone())
+        let core = self.core.clone();
+        Box::pin(async move { core.write(msg.key, msg.write, msg.hops).await })
     }
 }
 

@@ -4,7 +4,7 @@
 //! to apply: replica operations are versioned and idempotent.
 
 use super::tally::{QuorumTally, TallyState};
-use super::{QuorumSetup, Target};
+use super::{Answer, QuorumSetup, Target};
 use crate::error::{Error, Result};
 use crate::stats::NodeStats;
 use crate::store::{now_secs, Condition, Write, WriteOutcome};
@@ -28,7 +28,7 @@ pub struct QuorumActor {
     /// goes to the next of these with a hint, at once.
     spares: std::collections::VecDeque<SocketAddrV4>,
     needed: usize,
-    setup: QuorumSetup,
+    setup: std::sync::Arc<QuorumSetup>,
     job: Option<Job>,
     op: &'static str,
     tally: QuorumTally,
@@ -70,7 +70,14 @@ impl QuorumActor {
         job
     }
 
-    pub fn new(key: Bytes, targets: Vec<Target>, spares: Vec<SocketAddrV4>, needed: usize, setup: QuorumSetup, job: Job) -> Self {
+    pub fn new(
+        key: Bytes,
+        targets: Vec<Target>,
+        spares: Vec<SocketAddrV4>,
+        needed: usize,
+        setup: std::sync::Arc<QuorumSetup>,
+        job: Job,
+    ) -> Self {
         let tally = QuorumTally::new(needed, targets.len());
         setup.stats.requests_in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let op = match job {
@@ -235,7 +242,7 @@ impl QuorumActor {
                         let target = Target { node, hint: None };
                         let repair = act.setup.via.put(&target, act.key.clone(), reconciled.siblings.clone(), act.setup.timeout);
                         actix::spawn(async move {
-                            if let Err(e) = repair.await {
+                            if let Err(e) = repair.wait().await {
                                 tracing::debug!(%node, "read repair failed: {e}");
                             }
                         });
@@ -247,19 +254,16 @@ impl QuorumActor {
     }
 
     fn start_read(&mut self, ctx: &mut Context<Self>) {
-        for node in self.targets.iter().map(|t| t.node).collect::<Vec<_>>() {
-            self.setup
-                .via
-                .get(node, self.key.clone(), self.setup.timeout)
-                .into_actor(self)
-                .map(move |result, act, ctx| match result {
-                    Ok(versions) => {
-                        act.read_replies.push((node, versions));
-                        act.record(true, None, ctx);
-                    }
-                    Err(e) => act.record(false, Some(e), ctx),
-                })
-                .spawn(ctx);
+        for i in 0..self.targets.len() {
+            let node = self.targets[i].node;
+            let answer = self.setup.via.get(node, self.key.clone(), self.setup.timeout);
+            self.on_answer(answer, ctx, move |act, result, ctx| match result {
+                Ok(versions) => {
+                    act.read_replies.push((node, versions));
+                    act.record(true, None, ctx);
+                }
+                Err(e) => act.record(false, Some(e), ctx),
+            });
         }
     }
 
@@ -277,7 +281,7 @@ impl QuorumActor {
         let (via, key, timeout) = (self.setup.via.clone(), self.key.clone(), self.setup.timeout);
         let catch_up = async move {
             use futures_util::stream::{FuturesUnordered, StreamExt};
-            let mut replies: FuturesUnordered<_> = others.iter().map(|n| via.get(*n, key.clone(), timeout / 2)).collect();
+            let mut replies: FuturesUnordered<_> = others.iter().map(|n| via.get(*n, key.clone(), timeout / 2).wait()).collect();
             let (mut versions, mut answered) = (Vec::new(), 0);
             while answered < need {
                 match replies.next().await {
@@ -292,7 +296,7 @@ impl QuorumActor {
             if versions.is_empty() {
                 return Ok(());
             }
-            via.put(&Target { node: me, hint: None }, key, versions, timeout).await
+            via.put(&Target { node: me, hint: None }, key, versions, timeout).wait().await
         };
         catch_up
             .into_actor(self)
@@ -319,22 +323,18 @@ impl QuorumActor {
     /// a stalled (not refusing) replica fails in time for a stand-in to
     /// take it before this actor's deadline.
     fn replicate(&mut self, target: Target, held: Vec<Version>, ctx: &mut Context<Self>) {
-        self.setup
-            .via
-            .put(&target, self.key.clone(), held.clone(), self.setup.timeout / 2)
-            .into_actor(self)
-            .map(move |result, act, ctx| match result {
-                Ok(()) => act.record(true, None, ctx),
-                Err(e) => match (target.hint, act.spares.pop_front()) {
-                    (None, Some(spare)) if !act.expired => {
-                        tracing::debug!(home = %target.node, %spare, "replica write failed, a stand-in takes it: {e}");
-                        NodeStats::incr(&act.setup.stats.hinted_at_once);
-                        act.replicate(Target { node: spare, hint: Some(target.node) }, held, ctx);
-                    }
-                    _ => act.record(false, Some(e), ctx),
-                },
-            })
-            .spawn(ctx);
+        let answer = self.setup.via.put(&target, self.key.clone(), held.clone(), self.setup.timeout / 2);
+        self.on_answer(answer, ctx, move |act, result, ctx| match result {
+            Ok(()) => act.record(true, None, ctx),
+            Err(e) => match (target.hint, act.spares.pop_front()) {
+                (None, Some(spare)) if !act.expired => {
+                    tracing::debug!(home = %target.node, %spare, "replica write failed, a stand-in takes it: {e}");
+                    NodeStats::incr(&act.setup.stats.hinted_at_once);
+                    act.replicate(Target { node: spare, hint: Some(target.node) }, held, ctx);
+                }
+                _ => act.record(false, Some(e), ctx),
+            },
+        });
     }
 
     fn start_write(&mut self, write: Write, ctx: &mut Context<Self>) {
@@ -346,44 +346,57 @@ impl QuorumActor {
         // This node stamps and stores first; then the other replicas receive
         // everything it holds for the key (and a stand-in its hint).
         let coordinate = self.setup.via.coordinate(self.key.clone(), write);
-        coordinate
-            .into_actor(self)
-            .map(|result, act, ctx| match result {
-                Ok(WriteOutcome::Stored { new, held }) => {
-                    act.write_outcome = Some(WriteOutcome::Stored { new, held: held.clone() });
-                    let me = act.setup.via.me;
-                    // The coordinated write is this node's ack, unless this
-                    // node is a stand-in: then its ack waits for the hint.
-                    let mut acked_here = true;
-                    for target in act.targets.clone() {
-                        if target.node == me && target.hint.is_none() {
-                            continue;
-                        }
-                        if target.node == me {
-                            acked_here = false;
-                        }
-                        act.replicate(target, held.clone(), ctx);
+        self.on_answer(coordinate, ctx, |act, result, ctx| match result {
+            Ok(WriteOutcome::Stored { new, held }) => {
+                act.write_outcome = Some(WriteOutcome::Stored { new, held: held.clone() });
+                let me = act.setup.via.me;
+                // The coordinated write is this node's ack, unless this
+                // node is a stand-in: then its ack waits for the hint.
+                let mut acked_here = true;
+                for target in act.targets.clone() {
+                    if target.node == me && target.hint.is_none() {
+                        continue;
                     }
-                    if acked_here {
-                        act.record(true, None, ctx);
+                    if target.node == me {
+                        acked_here = false;
                     }
+                    act.replicate(target, held.clone(), ctx);
                 }
-                Ok(outcome) => {
-                    // Refused (add on a present key, a stale cas, ...):
-                    // nothing to replicate.
-                    if let Some(Job::Write { reply, .. }) = act.take_job() {
-                        let _ = reply.send(Ok(outcome));
-                    }
-                    ctx.stop();
+                if acked_here {
+                    act.record(true, None, ctx);
                 }
-                Err(e) => {
-                    if let Some(Job::Write { reply, .. }) = act.take_job() {
-                        let _ = reply.send(Err(e));
-                    }
-                    ctx.stop();
+            }
+            Ok(outcome) => {
+                // Refused (add on a present key, a stale cas, ...):
+                // nothing to replicate.
+                if let Some(Job::Write { reply, .. }) = act.take_job() {
+                    let _ = reply.send(Ok(outcome));
                 }
-            })
-            .spawn(ctx);
+                ctx.stop();
+            }
+            Err(e) => {
+                if let Some(Job::Write { reply, .. }) = act.take_job() {
+                    let _ = reply.send(Err(e));
+                }
+                ctx.stop();
+            }
+        });
+    }
+
+    /// Runs `then` on a replica's answer: at once when it is here already,
+    /// else when it comes (and not at all if the actor stopped first).
+    fn on_answer<T: 'static>(
+        &mut self,
+        answer: Answer<T>,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self, Result<T>, &mut Context<Self>) + 'static,
+    ) {
+        match answer {
+            Answer::Now(result) => then(self, result, ctx),
+            Answer::Later(future) => {
+                future.into_actor(self).map(move |result, act, ctx| then(act, result, ctx)).spawn(ctx);
+            }
+        }
     }
 }
 
@@ -402,15 +415,6 @@ impl Actor for QuorumActor {
         if crate::supervision::PANIC_NEXT_QUORUM.swap(false, std::sync::atomic::Ordering::Relaxed) {
             panic!("fault injection: quorum actor told to panic");
         }
-        // One deadline for the whole request, not one per reply.
-        ctx.run_later(self.setup.timeout, |act, ctx| {
-            act.expired = true;
-            if act.tally.state() != TallyState::Met {
-                let why = act.last_error.clone().unwrap_or_else(|| format!("timed out after {:?}", act.setup.timeout));
-                act.fail(why);
-            }
-            act.maybe_finish(ctx);
-        });
         match &self.job {
             Some(Job::Read { .. }) => {
                 if self.tally.state() == TallyState::Failed {
@@ -430,6 +434,19 @@ impl Actor for QuorumActor {
                 }
             }
             None => ctx.stop(),
+        }
+        if ctx.state() == ActorState::Running {
+            // Something is still awaited: one deadline for the whole
+            // request, not one per reply. (A request this node's store
+            // answered whole, at once, is done and needs no timer.)
+            ctx.run_later(self.setup.timeout, |act, ctx| {
+                act.expired = true;
+                if act.tally.state() != TallyState::Met {
+                    let why = act.last_error.clone().unwrap_or_else(|| format!("timed out after {:?}", act.setup.timeout));
+                    act.fail(why);
+                }
+                act.maybe_finish(ctx);
+            });
         }
     }
 }

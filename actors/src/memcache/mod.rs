@@ -9,7 +9,7 @@ mod session;
 
 pub use session::{expires_at, Session};
 
-use crate::coordinator::CoordinatorActor;
+use crate::coordinator::Coordinator;
 use crate::hash::RingHandle;
 use crate::stats::{Identity, NodeStats};
 use crate::store::StoreAddr;
@@ -34,7 +34,8 @@ pub struct MemcacheSettings {
 /// What every session shares.
 pub struct SessionEnv {
     pub settings: MemcacheSettings,
-    pub coordinator: Addr<CoordinatorActor>,
+    /// This worker's coordinator, called directly (no mailbox hop).
+    pub coordinator: Arc<Coordinator>,
     pub store: StoreAddr,
     pub stats: Arc<NodeStats>,
     pub identity: Identity,

@@ -24,13 +24,15 @@ pub fn line(out: &mut Vec<u8>, text: &str) {
 
 /// `VALUE <key> <flags> <bytes> [<cas>]` and the data.
 pub fn value_block(out: &mut Vec<u8>, key: &[u8], flags: u32, value: &[u8], cas: Option<u64>) {
+    use std::io::Write;
+    out.reserve(key.len() + value.len() + 48);
     out.extend_from_slice(b"VALUE ");
     out.extend_from_slice(key);
-    let header = match cas {
-        Some(cas) => format!(" {flags} {} {cas}\r\n", value.len()),
-        None => format!(" {flags} {}\r\n", value.len()),
+    // Written straight into the reply: no header string of its own.
+    let _ = match cas {
+        Some(cas) => write!(out, " {flags} {} {cas}\r\n", value.len()),
+        None => write!(out, " {flags} {}\r\n", value.len()),
     };
-    out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }

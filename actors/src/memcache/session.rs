@@ -7,20 +7,19 @@ use super::binary;
 use super::parse::{self, valid_key, Command, Parsed, StoreKind};
 use super::reply::{error_line, line, value_block};
 use super::SessionEnv;
-use crate::coordinator::{ClientGet, ClientWrite};
 use crate::error::{Error, Result};
 use crate::stats::{report, NodeStats};
 use crate::store::{now_secs, Condition, FlushAll, Mutation, Write, WriteOutcome};
 use crate::version::{cas_token, Version};
 use actix::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::io::ReaderStream;
 
 /// memcached's cut-off: exptimes up to 30 days are relative.
 const RELATIVE_EXPTIME_LIMIT: i64 = 60 * 60 * 24 * 30;
@@ -47,49 +46,59 @@ enum Step {
     Close,
 }
 
+/// A client connection's actor: it owns the connection's serving loop and
+/// closes idle or dribbling clients.
 pub struct Session {
+    env: Arc<SessionEnv>,
+    activity: Rc<Activity>,
+    /// Taken by the serving loop when the actor starts.
+    stream: Option<TcpStream>,
+}
+
+/// When the client last sent anything, and since when an unfinished
+/// command has sat in the buffer: shared by the serving loop (which sets
+/// them) and the actor's timer (which reads them).
+struct Activity {
+    last_active: Cell<Instant>,
+    partial_since: Cell<Option<Instant>>,
+}
+
+/// What the serving loop keeps between reads: unparsed bytes and how to
+/// read them.
+struct Connection {
     env: Arc<SessionEnv>,
     buf: BytesMut,
     /// Bytes of an oversized value still to discard as they arrive.
     skip: usize,
-    writer: Option<OwnedWriteHalf>,
-    /// When the client last sent anything.
-    last_active: Instant,
-    /// Since when an unfinished command has sat in the buffer.
-    partial_since: Option<Instant>,
     /// Whether the client speaks the binary protocol: its first byte says.
     binary: Option<bool>,
 }
+
+/// Room the read buffer keeps free for the next read.
+const READ_ROOM: usize = 16 * 1024;
+/// A reply buffer that grew past this (a huge multi-get) is not kept.
+const KEEP_REPLY_CAPACITY: usize = 1 << 20;
 
 impl Session {
     /// Starts a session on a worker thread. The socket travels as a std
     /// socket and is registered with the worker's own event loop there.
     pub fn start_on(worker: &ArbiterHandle, stream: std::net::TcpStream, env: Arc<SessionEnv>) {
         Session::start_in_arbiter(worker, move |ctx| {
-            let mut session = Session {
-                env,
-                buf: BytesMut::with_capacity(4096),
-                skip: 0,
-                writer: None,
-                last_active: Instant::now(),
-                partial_since: None,
-                binary: None,
-            };
-            match TcpStream::from_std(stream) {
-                Ok(stream) => {
-                    let (reader, writer) = stream.into_split();
-                    ctx.add_stream(ReaderStream::with_capacity(reader, 16 * 1024));
-                    session.writer = Some(writer);
-                }
+            let activity = Rc::new(Activity { last_active: Cell::new(Instant::now()), partial_since: Cell::new(None) });
+            let stream = match TcpStream::from_std(stream) {
+                Ok(stream) => Some(stream),
                 Err(e) => {
                     tracing::warn!("cannot take a client connection: {e}");
                     ctx.stop();
+                    None
                 }
-            }
-            session
+            };
+            Session { env, activity, stream }
         });
     }
+}
 
+impl Connection {
     /// Parses every whole command in the buffer into steps to run.
     fn take_steps(&mut self) -> Vec<Step> {
         let first = self.binary.is_none();
@@ -182,13 +191,18 @@ impl Actor for Session {
         // closed, so they cannot hold connections forever.
         ctx.run_interval(Duration::from_secs(1), |act, ctx| {
             let settings = &act.env.settings;
-            let idle = settings.idle_timeout.is_some_and(|t| act.last_active.elapsed() > t);
-            let slow = act.partial_since.is_some_and(|since| since.elapsed() > settings.command_timeout);
+            let idle = settings.idle_timeout.is_some_and(|t| act.activity.last_active.get().elapsed() > t);
+            let slow = act.activity.partial_since.get().is_some_and(|since| since.elapsed() > settings.command_timeout);
             if idle || slow {
                 NodeStats::incr(&act.env.stats.timed_out_connections);
                 ctx.stop();
             }
         });
+        if let Some(stream) = self.stream.take() {
+            let connection = Connection { env: self.env.clone(), buf: BytesMut::with_capacity(READ_ROOM), skip: 0, binary: None };
+            let serve = serve(connection, stream, self.activity.clone());
+            ctx.spawn(serve.into_actor(self).map(|_, _, ctx| ctx.stop()));
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -196,70 +210,74 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<std::io::Result<Bytes>> for Session {
-    fn handle(&mut self, chunk: std::io::Result<Bytes>, ctx: &mut Self::Context) {
-        let mut chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(_) => return ctx.stop(),
+/// A connection's life: read what the client sent, run every whole command
+/// in it in order, write all their replies at once, and read again. While
+/// a batch runs nothing more is read: the client's own pace is the
+/// backpressure. Returns when the client goes or is told to.
+async fn serve(mut conn: Connection, stream: TcpStream, activity: Rc<Activity>) {
+    let (mut reader, mut writer) = stream.into_split();
+    let env = conn.env.clone();
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        if conn.buf.capacity() - conn.buf.len() < READ_ROOM / 4 {
+            conn.buf.reserve(READ_ROOM);
+        }
+        let read = match reader.read_buf(&mut conn.buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
         };
-        NodeStats::add(&self.env.stats.bytes_read, chunk.len() as u64);
-        self.last_active = Instant::now();
-        let skipped = self.skip.min(chunk.len());
-        chunk.advance(skipped);
-        self.skip -= skipped;
-        self.buf.extend_from_slice(&chunk);
+        NodeStats::add(&env.stats.bytes_read, read as u64);
+        activity.last_active.set(Instant::now());
+        // An oversized value's bytes are dropped as they come (the buffer
+        // held nothing else while some were still owed).
+        let skipped = conn.skip.min(conn.buf.len());
+        conn.buf.advance(skipped);
+        conn.skip -= skipped;
 
-        let steps = self.take_steps();
-        let unfinished = !self.buf.is_empty() || self.skip > 0;
+        let steps = conn.take_steps();
+        let unfinished = !conn.buf.is_empty() || conn.skip > 0;
         if !unfinished {
-            self.partial_since = None;
-        } else if self.partial_since.is_none() || !steps.is_empty() {
-            self.partial_since = Some(Instant::now());
+            activity.partial_since.set(None);
+        } else if activity.partial_since.get().is_none() || !steps.is_empty() {
+            activity.partial_since.set(Some(Instant::now()));
         }
         if steps.is_empty() {
-            return;
+            continue;
         }
-        let (env, writer) = (self.env.clone(), self.writer.take());
-        let batch = async move {
-            let mut out = Vec::with_capacity(1024);
-            let mut close = false;
-            for step in steps {
-                match step {
-                    Step::Run(command) => {
-                        if execute(&env, command, &mut out).await == Flow::Close {
-                            close = true;
-                            break;
-                        }
-                    }
-                    Step::Reply(text) => line(&mut out, text),
-                    Step::RunBinary(request) => {
-                        if execute_binary(&env, request, &mut out).await == Flow::Close {
-                            close = true;
-                            break;
-                        }
-                    }
-                    Step::Frame(frame) => out.extend_from_slice(&frame),
-                    Step::Close => {
+        out.clear();
+        if out.capacity() > KEEP_REPLY_CAPACITY {
+            out = Vec::with_capacity(4096);
+        }
+        let mut close = false;
+        for step in steps {
+            match step {
+                Step::Run(command) => {
+                    if execute(&env, command, &mut out).await == Flow::Close {
                         close = true;
                         break;
                     }
                 }
-            }
-            let mut writer = writer;
-            if let Some(w) = writer.as_mut() {
-                if w.write_all(&out).await.is_err() {
+                Step::Reply(text) => line(&mut out, text),
+                Step::RunBinary(request) => {
+                    if execute_binary(&env, request, &mut out).await == Flow::Close {
+                        close = true;
+                        break;
+                    }
+                }
+                Step::Frame(frame) => out.extend_from_slice(&frame),
+                Step::Close => {
                     close = true;
+                    break;
                 }
             }
-            NodeStats::add(&env.stats.bytes_written, out.len() as u64);
-            (writer, close)
-        };
-        ctx.wait(batch.into_actor(self).map(|(writer, close), act, ctx| {
-            act.writer = writer;
-            if close || act.writer.is_none() {
-                ctx.stop();
-            }
-        }));
+        }
+        if writer.write_all(&out).await.is_err() {
+            return;
+        }
+        NodeStats::add(&env.stats.bytes_written, out.len() as u64);
+        if close {
+            return;
+        }
     }
 }
 
@@ -270,11 +288,11 @@ enum Flow {
 }
 
 async fn read(env: &SessionEnv, key: Bytes) -> Result<Vec<Version>> {
-    env.coordinator.send(ClientGet { key, hops: 0 }).await?
+    env.coordinator.get(key, 0).await
 }
 
 async fn write(env: &SessionEnv, key: Bytes, write: Write) -> Result<WriteOutcome> {
-    env.coordinator.send(ClientWrite { key, write, hops: 0 }).await?
+    env.coordinator.write(key, write, 0).await
 }
 
 /// Appends a command's reply line, unless the client asked for none.
@@ -292,7 +310,7 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
     let stats = &env.stats;
     match command {
         Command::Get { keys, with_cas, touch } => {
-            let fetches = keys.iter().map(|key| {
+            let fetch = |key: &Bytes| {
                 let key = key.clone();
                 async move {
                     match touch {
@@ -306,13 +324,20 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
                         }
                     }
                 }
-            });
-            let results = futures_util::future::join_all(fetches).await;
+            };
+            // The common single-key get is awaited as it is; a multi-get's
+            // keys are fetched at once.
+            let results = match keys.as_slice() {
+                [key] => vec![fetch(key).await],
+                _ => futures_util::future::join_all(keys.iter().map(fetch)).await,
+            };
             NodeStats::add(&stats.cmd_get, keys.len() as u64);
             if touch.is_some() {
                 NodeStats::add(&stats.cmd_touch, keys.len() as u64);
             }
-            let mut block = Vec::new();
+            // Values go straight into the reply; on a failure it is cut
+            // back to what it held before this command.
+            let start = out.len();
             for (key, result) in keys.iter().zip(results) {
                 match result {
                     Ok(versions) if versions.is_empty() => NodeStats::incr(&stats.get_misses),
@@ -320,18 +345,18 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
                         NodeStats::incr(&stats.get_hits);
                         let cas = with_cas.then(|| cas_token(key, &versions));
                         for v in &versions {
-                            value_block(&mut block, key, v.flags, &v.value, cas);
+                            value_block(out, key, v.flags, &v.value, cas);
                         }
                     }
                     Err(e) => {
                         // One key's failure fails the command: a partial
                         // answer would read as misses.
+                        out.truncate(start);
                         line(out, &error_line(&e));
                         return Flow::Continue;
                     }
                 }
             }
-            out.extend_from_slice(&block);
             line(out, "END");
         }
         Command::Store { kind, key, flags, exptime, value, cas, noreply } => {

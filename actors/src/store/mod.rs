@@ -785,6 +785,9 @@ pub struct StoreAddr {
     pub pool: Addr<StoreActor>,
     /// Whether writes never wait in this engine (memory).
     pub writes_inline: bool,
+    /// The store itself, for a client request's replica call that never
+    /// waits: made on the request's own thread, no mailbox hop.
+    pub direct: Arc<Store>,
 }
 
 impl StoreAddr {
