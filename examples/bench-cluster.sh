@@ -2,6 +2,9 @@
 # Three-node cluster benchmark: N=3, R=2, W=2, load spread over the three
 # nodes, against one memcached in the same run (interleaved rounds). Three
 # nodes share two cores here, so each runs one worker and one store thread.
+# Then overload: twice the connections that saturate the cluster, which
+# must keep at least 90% of the peak with only `SERVER_ERROR busy` refused
+# and every node still up.
 #
 #   bash examples/bench-cluster.sh [rounds] [seconds] [engine]
 set -euo pipefail
@@ -17,9 +20,19 @@ wait_port "$mc"
 start_cluster node --set store="\"$engine\""
 "$kai" admin --node "${apis[0]}" -e node_list
 kai=$(IFS=,; echo "${servers[*]}")
+common=(--depth 1 --get-ratio 0.8 --value-size 1024 --keys 20000 --seconds "$seconds")
 for round in $(seq "$rounds"); do
-  "$load" --servers "127.0.0.1:$mc" --connections 48 --depth 1 --get-ratio 0.8 \
-    --value-size 1024 --keys 10000 --seconds "$seconds" --label "memcached round $round"
-  "$load" --servers "$kai" --connections 48 --depth 1 --get-ratio 0.8 \
-    --value-size 1024 --keys 10000 --seconds "$seconds" --label "kai-3-nodes-$engine round $round"
+  measure "memcached round $round" --servers "127.0.0.1:$mc" --connections 48 "${common[@]}"
+  measure "kai-3-nodes-$engine round $round" --servers "$kai" --connections 48 "${common[@]}"
 done
+# Saturation: the connections past which the cluster's figure stops rising.
+for connections in 12 24 48; do
+  measure "kai-3-nodes-$engine at $connections connections" --servers "$kai" --connections "$connections" --no-populate "${common[@]}"
+done
+for round in 1 2; do
+  measure "kai-3-nodes-$engine overload 96 connections round $round" --servers "$kai" --connections 96 --no-populate "${common[@]}"
+  measure "kai-3-nodes-$engine overload 192 connections round $round" --servers "$kai" --connections 192 --no-populate "${common[@]}"
+done
+alive "${node_pids[@]}" && echo "all three nodes still up"
+echo
+summary memcached

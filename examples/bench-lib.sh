@@ -23,7 +23,7 @@ start_cluster() {
     local p a
     p=$(port); a=$(port)
     "$kai" --config kai.config.toml --set n=3 --set r=2 --set w=2 \
-      --set data_dir="\"$dir/$name$i\"" --set port="$a" --set memcache_port="$p" --set logfile="\"$dir/$name$i.log\"" \
+      --set data_dir="\"$dir/$name$i\"" --set port="$a" --set memcache_port="$p" --set http_port=0 --set logfile="\"$dir/$name$i.log\"" \
       --set worker_threads=1 --set store_threads=1 --set gossip_interval_ms=500 "$@" & pids+=($!); node_pids+=($!)
     wait_port "$p"; wait_port "$a"
     servers+=("127.0.0.1:$p"); apis+=("127.0.0.1:$a")
@@ -34,3 +34,32 @@ start_cluster() {
   sleep 3
 }
 
+
+# measure NAME ARGS...: one load run, its result line printed and kept in
+# $dir/results for `summary`.
+measure() {
+  local name=$1; shift
+  "$load" --label "$name" "$@" | tee -a "$dir/results"
+}
+
+# summary YARDSTICK: the median of each target's rounds (ops/s and latency
+# quantiles), and its ratio to the yardstick's median at the same depth.
+summary() {
+  python3 examples/bench-summary.py "$1" < "$dir/results"
+}
+
+# yardstick_check SERVER ARGS...: memcached with 2 and then 3 client
+# threads (twice each, interleaved); the load generator is not the
+# bottleneck when the third thread does not raise memcached's figure by
+# more than 5%.
+yardstick_check() {
+  local server=$1; shift
+  for round in 1 2; do
+    for threads in 2 3; do
+      measure "yardstick $threads client threads" --servers "$server" --threads "$threads" "$@"
+    done
+  done
+}
+
+# alive PID...: fails when a node has exited.
+alive() { for p in "$@"; do kill -0 "$p" 2>/dev/null || { echo "node $p exited" >&2; return 1; }; done; }

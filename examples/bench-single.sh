@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Single-node benchmark: memcached and Kai (memory and disk engines) under
 # the same load, interleaved round by round (this machine's speed drifts
-# from minute to minute, so runs side by side compare best).
+# from minute to minute, so runs side by side compare best). First it
+# shows the yardstick is honest: a third client thread must not raise
+# memcached's figure by more than 5%.
 #
 #   bash examples/bench-single.sh [rounds] [seconds]
 #
@@ -11,24 +13,27 @@ cd "$(dirname "$0")/.."
 rounds=${1:-3}
 seconds=${2:-5}
 source examples/bench-lib.sh
+command -v memcached >/dev/null || { echo "memcached is not installed (apt-get install memcached)" >&2; exit 1; }
 
 declare -A targets
-if command -v memcached >/dev/null; then
-  p=$(port); memcached -u nobody -l 127.0.0.1 -p "$p" -U 0 -t 2 -m 2048 -c 4096 & pids+=($!); targets[memcached]=$p; wait_port "$p"
-fi
+p=$(port); memcached -u nobody -l 127.0.0.1 -p "$p" -U 0 -t 2 -m 2048 -c 4096 & pids+=($!); targets[memcached]=$p; wait_port "$p"
 for engine in memory disk; do
   p=$(port); a=$(port)
   "$kai" --config kai.config.toml --set store="\"$engine\"" --set data_dir="\"$dir/$engine\"" \
-    --set port="$a" --set memcache_port="$p" --set logfile="\"$dir/$engine.log\"" & pids+=($!)
+    --set port="$a" --set memcache_port="$p" --set http_port=0 --set logfile="\"$dir/$engine.log\"" & pids+=($!)
   targets[kai-$engine]=$p; wait_port "$p"
 done
+common=(--connections 50 --get-ratio 0.9 --value-size 1024 --keys 20000 --seconds "$seconds")
 
+for depth in 1 16; do
+  yardstick_check "127.0.0.1:${targets[memcached]}" "${common[@]}" --depth "$depth"
+done
 for depth in 1 16; do
   for round in $(seq "$rounds"); do
     for name in memcached kai-memory kai-disk; do
-      [ -n "${targets[$name]:-}" ] || continue
-      "$load" --servers "127.0.0.1:${targets[$name]}" --connections 50 --depth "$depth" \
-        --get-ratio 0.9 --value-size 1024 --keys 10000 --seconds "$seconds" --label "$name round $round"
+      measure "$name round $round" --servers "127.0.0.1:${targets[$name]}" "${common[@]}" --depth "$depth"
     done
   done
 done
+echo
+summary memcached

@@ -76,6 +76,10 @@ impl Requests {
 /// What one reply was.
 #[derive(Debug, PartialEq, Eq)]
 enum Reply {
+    /// A get that found its value.
+    Hit,
+    /// A get that found nothing: counted, so a miss never passes for speed.
+    Miss,
     Ok,
     /// `SERVER_ERROR busy`: load shed on purpose.
     Busy,
@@ -84,7 +88,7 @@ enum Reply {
 
 /// Frames one whole reply at the front of `buf`: its length and kind.
 fn take_reply(buf: &[u8]) -> Option<(usize, Reply)> {
-    let mut at = 0;
+    let (mut at, mut values) = (0, 0);
     loop {
         let end = memchr::memmem::find(&buf[at..], b"\r\n")? + at;
         let line = &buf[at..end];
@@ -96,9 +100,16 @@ fn take_reply(buf: &[u8]) -> Option<(usize, Reply)> {
                 return None;
             }
             at += len + 2;
+            values += 1;
             continue;
         }
-        let kind = if line.starts_with(b"SERVER_ERROR busy") {
+        let kind = if line == b"END" {
+            if values > 0 {
+                Reply::Hit
+            } else {
+                Reply::Miss
+            }
+        } else if line.starts_with(b"SERVER_ERROR busy") {
             Reply::Busy
         } else if line.starts_with(b"SERVER_ERROR") || line.starts_with(b"CLIENT_ERROR") || line == b"ERROR" {
             Reply::Error
@@ -129,6 +140,8 @@ impl Dice {
 
 struct Tally {
     ops: u64,
+    hits: u64,
+    misses: u64,
     busy: u64,
     errors: u64,
     latency: Histogram<u64>,
@@ -136,10 +149,12 @@ struct Tally {
 
 impl Tally {
     fn new() -> Self {
-        Tally { ops: 0, busy: 0, errors: 0, latency: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap() }
+        Tally { ops: 0, hits: 0, misses: 0, busy: 0, errors: 0, latency: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap() }
     }
     fn add(&mut self, other: Tally) {
         self.ops += other.ops;
+        self.hits += other.hits;
+        self.misses += other.misses;
         self.busy += other.busy;
         self.errors += other.errors;
         self.latency.add(other.latency).unwrap();
@@ -176,6 +191,8 @@ async fn connection(
                     replies += 1;
                     match kind {
                         Reply::Ok => {}
+                        Reply::Hit => tally.hits += 1,
+                        Reply::Miss => tally.misses += 1,
                         Reply::Busy => tally.busy += 1,
                         Reply::Error => tally.errors += 1,
                     }
@@ -296,11 +313,12 @@ fn main() {
     let elapsed = started.elapsed().as_secs_f64();
     let h = &total.latency;
     println!(
-        "{label}: {ops:.0} ops/s  errors {errors}  busy {busy}  failed_connections {failed_connections}  p50 {p50} us  p99 {p99} us  p99.9 {p999} us  ({conns} conns, {threads} threads, depth {depth}, get {ratio}, {size} B, {secs} s)",
+        "{label}: {ops:.0} ops/s  errors {errors}  busy {busy}  failed_connections {failed_connections}  get hits {hit_rate:.1}%  p50 {p50} us  p99 {p99} us  p99.9 {p999} us  ({conns} conns, {threads} threads, depth {depth}, get {ratio}, {size} B, {secs} s)",
         label = args.label,
         ops = total.ops as f64 / elapsed,
         errors = total.errors,
         busy = total.busy,
+        hit_rate = 100.0 * total.hits as f64 / (total.hits + total.misses).max(1) as f64,
         p50 = h.value_at_quantile(0.5),
         p99 = h.value_at_quantile(0.99),
         p999 = h.value_at_quantile(0.999),
@@ -319,7 +337,8 @@ mod tests {
     #[test]
     fn replies_are_framed() {
         assert_eq!(take_reply(b"STORED\r\n"), Some((8, Reply::Ok)));
-        assert_eq!(take_reply(b"VALUE k 0 3\r\nabc\r\nEND\r\nX"), Some((23, Reply::Ok)));
+        assert_eq!(take_reply(b"VALUE k 0 3\r\nabc\r\nEND\r\nX"), Some((23, Reply::Hit)));
+        assert_eq!(take_reply(b"END\r\n"), Some((5, Reply::Miss)));
         assert_eq!(take_reply(b"VALUE k 0 3\r\nab"), None);
         assert_eq!(take_reply(b"SERVER_ERROR busy\r\n"), Some((19, Reply::Busy)));
         assert_eq!(take_reply(b"SERVER_ERROR out of memory\r\n"), Some((28, Reply::Error)));

@@ -519,7 +519,12 @@ pub async fn start(config: &Config) -> Result<Node, String> {
     let api_workers: Arc<[ApiWorker]> = arbiters
         .iter()
         .zip(&routers)
-        .map(|(arbiter, router)| ApiWorker { arbiter: arbiter.handle(), handler: router.clone().recipient() })
+        .zip(&stores)
+        .map(|((arbiter, router), store)| ApiWorker {
+            arbiter: arbiter.handle(),
+            handler: router.clone().recipient(),
+            store: store.clone(),
+        })
         .collect();
     let api = supervision::start({
         let settings = ApiSettings {

@@ -65,6 +65,9 @@ impl Faults {
 pub struct ApiWorker {
     pub arbiter: ArbiterHandle,
     pub handler: Recipient<ApiCall>,
+    /// The worker's store: replica calls that never wait are answered
+    /// straight from it, in the connection's own loop.
+    pub store: crate::store::StoreAddr,
 }
 
 /// Accepts peers on the internal port and spreads their connections over
@@ -95,11 +98,11 @@ impl Actor for ApiActor {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let worker = &workers[turn % workers.len()];
-                        let (handler, settings) = (worker.handler.clone(), settings.clone());
+                        let (handler, store, settings) = (worker.handler.clone(), worker.store.clone(), settings.clone());
                         let Ok(stream) = stream.into_std() else { continue };
                         worker.arbiter.spawn(async move {
                             let served = match TcpStream::from_std(stream) {
-                                Ok(stream) => serve(stream, handler, settings).await,
+                                Ok(stream) => serve(stream, handler, store, settings).await,
                                 Err(e) => Err(e.into()),
                             };
                             if let Err(e) = served {
@@ -137,7 +140,26 @@ async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
 
 /// Serves one peer connection: a handshake, then requests answered
 /// concurrently (up to `max_in_flight`), replies in any order by id.
-async fn serve(stream: TcpStream, handler: Recipient<ApiCall>, settings: ApiSettings) -> Result<()> {
+/// A replica call answered at once from this node's store, when it cannot
+/// wait there (every read; writes on the memory engine): no task, no
+/// mailbox hop. Anything else goes to the router.
+fn answer_inline(store: &crate::store::StoreAddr, request: Request) -> std::result::Result<Response, Request> {
+    let failed = |e: Error| Response::Error(e.to_string());
+    match request {
+        Request::ReplicaGet { key } => Ok(store.direct.read(&key).map_or_else(failed, Response::Versions)),
+        Request::ReplicaPut { key, versions, hint } if store.writes_inline => {
+            Ok(store.direct.merge(&key, &versions, hint.as_deref()).map_or_else(failed, |()| Response::Done))
+        }
+        other => Err(other),
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    handler: Recipient<ApiCall>,
+    store: crate::store::StoreAddr,
+    settings: ApiSettings,
+) -> Result<()> {
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(8192);
     let peer_name = match handshake(&mut reader, &mut writer, &mut buf, &settings).await? {
@@ -166,6 +188,14 @@ async fn serve(stream: TcpStream, handler: Recipient<ApiCall>, settings: ApiSett
             if faults.is_blocked(&peer_name) {
                 return Err(Error::Unavailable(format!("traffic with {peer_name} is blocked")));
             }
+            let body = match answer_inline(&store, body) {
+                Ok(body) => {
+                    let bytes = encode(&Frame { id, body })?;
+                    tx.send(bytes).await.map_err(|_| Error::Unavailable("closed".into()))?;
+                    continue;
+                }
+                Err(body) => body,
+            };
             let permit = in_flight.clone().acquire_owned().await.map_err(|_| Error::Unavailable("closed".into()))?;
             let (handler, tx) = (handler.clone(), tx.clone());
             actix::spawn(async move {

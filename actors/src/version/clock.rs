@@ -12,9 +12,36 @@ use std::sync::Arc;
 /// copies its clock: with `String` each copy cost an allocation per entry.
 pub type NodeName = Arc<str>;
 
+/// Decodes a node name as the shared name this thread already holds for
+/// it: a cluster has few names and every version names at least two, so a
+/// decoded version allocates no names. (Names are per thread, so decoding
+/// threads never contend on one reference count.)
+fn interned<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<NodeName, D::Error> {
+    use std::cell::RefCell;
+    thread_local! {
+        static NAMES: RefCell<std::collections::HashSet<NodeName>> = RefCell::default();
+    }
+    /// Beyond this many names (a huge cluster) the table starts over.
+    const MOST: usize = 4096;
+    let name = std::borrow::Cow::<str>::deserialize(deserializer)?;
+    Ok(NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(known) = names.get(name.as_ref()) {
+            return known.clone();
+        }
+        if names.len() >= MOST {
+            names.clear();
+        }
+        let new: NodeName = Arc::from(name.as_ref());
+        names.insert(new.clone());
+        new
+    }))
+}
+
 /// One node's entry in a vector clock.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ClockEntry {
+    #[serde(deserialize_with = "interned")]
     pub node: NodeName,
     pub counter: u64,
     /// Milliseconds since the epoch when this entry last advanced; used only
@@ -40,6 +67,7 @@ pub enum Causality {
 /// The event that created a version: the coordinating node and its counter.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Dot {
+    #[serde(deserialize_with = "interned")]
     pub node: NodeName,
     pub counter: u64,
 }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Resident memory for one million 1 KiB values: memcached and Kai's memory
+# engine, each given room for them, each filled with the same keys by the
+# load generator; VmRSS read from /proc once the last write is answered.
+#
+#   bash examples/bench-memory.sh [keys]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+keys=${1:-1000000}
+source examples/bench-lib.sh
+
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+report() { # report NAME PID
+  python3 -c "import sys; kb=int(sys.argv[2]); print(f'{sys.argv[1]:12} {kb/1024:8.0f} MiB resident  {kb*1024/int(sys.argv[3]):6.0f} bytes per key')" "$1" "$(rss "$2")" "$keys"
+}
+
+p=$(port); memcached -u nobody -l 127.0.0.1 -p "$p" -U 0 -t 2 -m 4096 -c 4096 & mc=$!; pids+=($mc); wait_port "$p"
+echo "memcached empty: $(( $(rss $mc) / 1024 )) MiB"
+"$load" --servers "127.0.0.1:$p" --keys "$keys" --value-size 1024 --seconds 0 --label fill >/dev/null
+report memcached $mc
+
+p=$(port); a=$(port)
+"$kai" --config kai.config.toml --set store='"memory"' --set max_memory_bytes=8589934592 --set data_dir="\"$dir/memory\"" \
+  --set port="$a" --set memcache_port="$p" --set http_port=0 --set logfile="\"$dir/kai.log\"" & k=$!; pids+=($k); wait_port "$p"
+echo "kai empty: $(( $(rss $k) / 1024 )) MiB"
+"$load" --servers "127.0.0.1:$p" --keys "$keys" --value-size 1024 --seconds 0 --label fill >/dev/null
+report kai-memory $k
