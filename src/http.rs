@@ -62,7 +62,7 @@ async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
 /// Serving means a client's read would succeed: a quorum read of a probe
 /// key, through this node's coordinator, as any `get` runs.
 async fn health(state: web::Data<HttpState>) -> HttpResponse {
-    let probe = Request::Forward { key: bytes::Bytes::from_static(b"\0kai-health"), op: ForwardOp::Get, hops: 0 };
+    let probe = Request::Forward { key: bytes::Bytes::from_static(b"\0kai-health"), op: ForwardOp::Get, hops: 0, quorum: None };
     let answer = tokio::time::timeout(Duration::from_secs(3), state.router.send(ApiCall(probe))).await;
     let read_only = state.stats.store_read_only.load(std::sync::atomic::Ordering::Relaxed) != 0;
     match answer {

@@ -122,11 +122,13 @@ impl Handler<ApiCall> for Router {
             Request::ReplicaPut { key, versions, hint } => {
                 reply(self.store.send(ReplicaPut { key, versions, hint }), |()| Response::Done)
             }
-            Request::Forward { key, op, hops } => {
+            Request::Forward { key, op, hops, quorum } => {
                 let coordinator = &self.coordinator;
                 match op {
-                    ForwardOp::Get => reply(coordinator.send(ClientGet { key, hops }), Response::Versions),
-                    ForwardOp::Write(write) => reply(coordinator.send(ClientWrite { key, write, hops }), Response::Outcome),
+                    ForwardOp::Get => reply(coordinator.send(ClientGet { key, hops, quorum }), Response::Versions),
+                    ForwardOp::Write(write) => {
+                        reply(coordinator.send(ClientWrite { key, write, hops, quorum }), Response::Outcome)
+                    }
                 }
             }
             Request::Gossip { members } => {

@@ -3,7 +3,8 @@
 //! add/replace/append/prepend, incr/decr, touch, delete, and gets/cas with a
 //! fresh token (accepted) and a stale one (refused). The steps live in one
 //! script per language under `tests/clients/`; `tests/clients/install.sh`
-//! (run by `.ci/run`) installs the clients from Debian's packages and npm.
+//! (run by `.ci/run`) installs the clients from Debian's packages, npm and
+//! PyPI.
 
 mod common;
 
@@ -32,6 +33,13 @@ const CLIENTS: &[Client] = &[
     // Node.js: memcached (text) and memjs (binary).
     Client { name: "node memcached", program: "node", script: "node/clients.js", mode: Some("memcached") },
     Client { name: "node memjs (binary)", program: "node", script: "node/clients.js", mode: Some("memjs") },
+    // The meta protocol: meta-memcache (PyPI), in the venv install.sh makes.
+    Client {
+        name: "meta-memcache (meta)",
+        program: concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/.venv/bin/python"),
+        script: "meta_client.py",
+        mode: None,
+    },
 ];
 
 fn scripts() -> PathBuf {

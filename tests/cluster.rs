@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestCluster, TestNode};
+use common::{with_link_cut, TestCluster, TestNode};
 use std::time::Duration;
 
 fn value(node: &TestNode, key: &str) -> Option<String> {
@@ -98,13 +98,11 @@ fn partitioned_coordinators_make_siblings_that_cas_resolves() {
     let cluster = TestCluster::start(3, &[]);
     let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
     // Cut the link between a and b; both still reach c.
-    assert!(a.admin(&[&format!("block {}", b.api_addr())]).0);
-    assert!(b.admin(&[&format!("block {}", a.api_addr())]).0);
-    assert_eq!(a.raw().request("set contested 1 0 6\r\nfrom-a\r\n", "\r\n"), "STORED\r\n");
-    std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(b.raw().request("set contested 2 0 6\r\nfrom-b\r\n", "\r\n"), "STORED\r\n");
-    assert!(a.admin(&["block"]).0);
-    assert!(b.admin(&["block"]).0);
+    with_link_cut(a, b, || {
+        assert_eq!(a.raw().request("set contested 1 0 6\r\nfrom-a\r\n", "\r\n"), "STORED\r\n");
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(b.raw().request("set contested 2 0 6\r\nfrom-b\r\n", "\r\n"), "STORED\r\n");
+    });
 
     // Both writes were acknowledged, so both are kept: siblings, newest last.
     let mut raw = c.raw();

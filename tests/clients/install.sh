@@ -5,8 +5,10 @@
 # tests/clients.rs — pylibmc and pymemcache (Debian's python3 packages, for
 # /usr/bin/python3), PHP's memcached extension, Perl's
 # Cache::Memcached::Fast, and the Node.js clients memcached and memjs (npm,
-# pinned in node/package-lock.json). Safe to run again: it installs only
-# what is not there.
+# pinned in node/package-lock.json), memcached itself (the yardstick the
+# meta protocol's replies are compared with) and the meta-protocol client
+# meta-memcache (PyPI, pinned, in tests/clients/.venv). Safe to run again:
+# it installs only what is not there.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
@@ -16,6 +18,7 @@ as_root() {
 
 missing=()
 command -v memccapable >/dev/null || missing+=(libmemcached-tools)
+command -v memcached >/dev/null || missing+=(memcached)
 /usr/bin/python3 -c 'import pylibmc' 2>/dev/null || missing+=(python3-pylibmc)
 /usr/bin/python3 -c 'import pymemcache' 2>/dev/null || missing+=(python3-pymemcache)
 { command -v php >/dev/null && php -r 'exit(class_exists("Memcached") ? 0 : 1);'; } || missing+=(php-cli php-memcached)
@@ -27,6 +30,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! "$here/.venv/bin/python" -c 'import meta_memcache' 2>/dev/null; then
+  echo "installing the meta-protocol client"
+  python3 -m venv "$here/.venv"
+  "$here/.venv/bin/pip" install --quiet --disable-pip-version-check meta-memcache==4.3.0
 fi
 
 if [ ! -d "$here/node/node_modules/memjs" ] || [ ! -d "$here/node/node_modules/memcached" ]; then

@@ -315,6 +315,17 @@ pub struct TestCluster {
     pub nodes: Vec<TestNode>,
 }
 
+/// Runs `during` with the link between `a` and `b` cut both ways (each
+/// still reaches every other node), then mends it: writes made through
+/// each side meanwhile are concurrent, so siblings.
+pub fn with_link_cut(a: &TestNode, b: &TestNode, during: impl FnOnce()) {
+    assert!(a.admin(&[&format!("block {}", b.api_addr())]).0);
+    assert!(b.admin(&[&format!("block {}", a.api_addr())]).0);
+    during();
+    assert!(a.admin(&["block"]).0);
+    assert!(b.admin(&["block"]).0);
+}
+
 impl TestCluster {
     /// Starts `k` nodes and links them as an operator would: each new node
     /// is told about the first, then the first about it.

@@ -45,6 +45,10 @@ pub enum Request {
         key: Bytes,
         op: ForwardOp,
         hops: u8,
+        /// R or W for this request alone (the meta protocol's `r`/`w`
+        /// flags); none: the node's own.
+        #[serde(default)]
+        quorum: Option<u8>,
     },
     Gossip {
         members: Vec<MemberDigest>,

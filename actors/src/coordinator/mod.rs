@@ -127,10 +127,12 @@ impl Replicas {
         key: Bytes,
         op: ForwardOp,
         hops: u8,
+        quorum: Option<u8>,
         timeout: Duration,
-    ) -> LocalBoxFuture<'static, Result<Response>> {
+    ) -> Answer<Response> {
         let peers = self.peers.clone();
-        Box::pin(async move { peers.call(SocketAddr::V4(node), Request::Forward { key, op, hops: hops + 1 }, timeout).await })
+        let request = Request::Forward { key, op, hops: hops + 1, quorum };
+        Answer::Later(Box::pin(async move { peers.call(SocketAddr::V4(node), request, timeout).await }))
     }
 }
 
@@ -151,6 +153,8 @@ pub struct ClientGet {
     pub key: Bytes,
     /// How many nodes forwarded this request already.
     pub hops: u8,
+    /// R for this request alone; none: the node's own.
+    pub quorum: Option<u8>,
 }
 
 /// Writes a key; the outcome says whether it was stored.
@@ -160,6 +164,8 @@ pub struct ClientWrite {
     pub key: Bytes,
     pub write: Write,
     pub hops: u8,
+    /// W for this request alone; none: the node's own.
+    pub quorum: Option<u8>,
 }
 
 /// What every quorum actor of a coordinator works with.
@@ -269,21 +275,28 @@ impl Actor for CoordinatorActor {
 crate::supervised!(CoordinatorActor, "coordinator");
 
 impl Coordinator {
-    /// Reads a key: its live siblings, newest last (empty when absent).
-    pub async fn get(&self, key: Bytes, hops: u8) -> Result<Vec<Version>> {
+    /// N: how many replicas each key has (the most R or W can be).
+    pub fn replicas(&self) -> usize {
+        self.settings.n
+    }
+
+    /// Reads a key: its live siblings, newest last (empty when absent),
+    /// with R replies, or `quorum` for this request alone.
+    pub async fn get(&self, key: Bytes, hops: u8, quorum: Option<u8>) -> Result<Vec<Version>> {
         let started = Instant::now();
         let job = |_, reply| Job::Read { reply };
         let unpack = |r| match r {
             Response::Versions(versions) => Ok(versions),
             other => Err(Box::new(other)),
         };
-        let result = self.run(key, hops, ForwardOp::Get, job, unpack).await;
+        let result = self.run(key, hops, quorum, ForwardOp::Get, job, unpack).await;
         self.setup.stats.get_latency.record(started.elapsed());
         result
     }
 
-    /// Writes a key; the outcome says whether it was stored.
-    pub async fn write(&self, key: Bytes, write: Write, hops: u8) -> Result<WriteOutcome> {
+    /// Writes a key with W acknowledgements (or `quorum`); the outcome
+    /// says whether it was stored.
+    pub async fn write(&self, key: Bytes, write: Write, hops: u8, quorum: Option<u8>) -> Result<WriteOutcome> {
         let started = Instant::now();
         let job = |op, reply| match op {
             ForwardOp::Write(write) => Job::Write { write, reply },
@@ -293,7 +306,7 @@ impl Coordinator {
             Response::Outcome(outcome) => Ok(outcome),
             other => Err(Box::new(other)),
         };
-        let result = self.run(key, hops, ForwardOp::Write(write), job, unpack).await;
+        let result = self.run(key, hops, quorum, ForwardOp::Write(write), job, unpack).await;
         self.setup.stats.set_latency.record(started.elapsed());
         result
     }
@@ -304,13 +317,19 @@ impl Coordinator {
         &self,
         key: Bytes,
         hops: u8,
+        quorum: Option<u8>,
         op: ForwardOp,
         job: fn(ForwardOp, oneshot::Sender<Result<T>>) -> Job,
         unpack: fn(Response) -> std::result::Result<T, Box<Response>>,
     ) -> Result<T> {
-        let (writing, needed) = match op {
+        let (writing, default) = match op {
             ForwardOp::Get => (false, self.settings.r),
             ForwardOp::Write(_) => (true, self.settings.w),
+        };
+        let needed = match quorum {
+            None => default,
+            Some(q) if (1..=self.settings.n).contains(&(q as usize)) => q as usize,
+            Some(q) => return Err(Error::Client(format!("a quorum of {q} is not between 1 and N = {}", self.settings.n))),
         };
         match self.route(&key, hops, writing) {
             Route::Here { targets, spares } => {
@@ -320,7 +339,7 @@ impl Coordinator {
                 rx.await.map_err(|_| Error::Unavailable("quorum actor stopped".into()))?
             }
             Route::Forward(nodes) => {
-                let response = self.forward(&nodes, key, op, hops).await?;
+                let response = self.forward(&nodes, key, op, hops, quorum).await?;
                 unpack(response)
                     .map_err(|other| Error::Protocol(format!("a replica answered a forwarded request with {other:?}")))
             }
@@ -330,7 +349,7 @@ impl Coordinator {
 
     /// Hands a request to each of the key's replicas in turn, within the
     /// one deadline, until one answers.
-    async fn forward(&self, nodes: &[SocketAddrV4], key: Bytes, op: ForwardOp, hops: u8) -> Result<Response> {
+    async fn forward(&self, nodes: &[SocketAddrV4], key: Bytes, op: ForwardOp, hops: u8, quorum: Option<u8>) -> Result<Response> {
         let deadline = Instant::now() + self.setup.timeout;
         let mut failure = Error::Unavailable("no time left to forward".into());
         for (i, node) in nodes.iter().enumerate() {
@@ -341,7 +360,7 @@ impl Coordinator {
             // What is left is shared among the replicas not yet tried, so a
             // stalled one leaves time for the next.
             let attempt = left / (nodes.len() - i) as u32;
-            match self.setup.via.forward(*node, key.clone(), op.clone(), hops, attempt).await {
+            match self.setup.via.forward(*node, key.clone(), op.clone(), hops, quorum, attempt).wait().await {
                 Ok(response) => return Ok(response),
                 Err(e) => {
                     tracing::debug!(%node, "forwarding failed, trying the next replica: {e}");
@@ -358,7 +377,7 @@ impl Handler<ClientGet> for CoordinatorActor {
 
     fn handle(&mut self, msg: ClientGet, _: &mut Self::Context) -> Self::Result {
         let core = self.core.clone();
-        Box::pin(async move { core.get(msg.key, msg.hops).await })
+        Box::pin(async move { core.get(msg.key, msg.hops, msg.quorum).await })
     }
 }
 
@@ -367,7 +386,7 @@ impl Handler<ClientWrite> for CoordinatorActor {
 
     fn handle(&mut self, msg: ClientWrite, _: &mut Self::Context) -> Self::Result {
         let core = self.core.clone();
-        Box::pin(async move { core.write(msg.key, msg.write, msg.hops).await })
+        Box::pin(async move { core.write(msg.key, msg.write, msg.hops, msg.quorum).await })
     }
 }
 

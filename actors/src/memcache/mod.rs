@@ -3,6 +3,8 @@
 //! actor per connection.
 
 pub mod binary;
+pub mod meta;
+mod meta_run;
 pub mod parse;
 pub mod reply;
 mod session;

@@ -63,6 +63,8 @@ pub enum Command {
     Stats {
         args: Vec<String>,
     },
+    /// A meta command (`mg`, `ms`, `md`, `ma`, `mn`, `me`).
+    Meta(super::meta::MetaRequest),
     Version,
     Verbosity {
         noreply: bool,
@@ -185,19 +187,10 @@ pub fn parse(buf: &[u8], max_value_size: usize) -> Parsed {
             if bytes < 0 || bytes > i32::MAX as i64 - 2 {
                 return Parsed::Invalid { reply: quiet(BAD_FORMAT), consumed: line_len, close: false };
             }
-            let bytes = bytes as usize;
-            if bytes > max_value_size {
-                return Parsed::Swallow { reply: quiet(TOO_LARGE), consumed: line_len, skip: bytes + 2 };
-            }
-            let end = line_len + bytes + 2;
-            if buf.len() < end {
-                return Parsed::Incomplete;
-            }
-            if &buf[end - 2..end] != b"\r\n" {
-                return Parsed::Invalid { reply: quiet(BAD_CHUNK), consumed: end, close: false };
-            }
-            let value = Bytes::copy_from_slice(&buf[line_len..end - 2]);
-            return Parsed::Command(Command::Store { kind, key, flags, exptime, value, cas, noreply }, end);
+            return match data_block(buf, line_len, bytes as usize, max_value_size, noreply) {
+                Ok((value, end)) => Parsed::Command(Command::Store { kind, key, flags, exptime, value, cas, noreply }, end),
+                Err(parsed) => parsed,
+            };
         }
         b"delete" => {
             // memcached still takes a legacy time of 0: `delete <key> 0`.
@@ -249,12 +242,40 @@ pub fn parse(buf: &[u8], max_value_size: usize) -> Parsed {
         }
         b"stats" => Command::Stats { args: args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect() },
         // memcached 1.6 ignores whatever follows `version`.
+        b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" if tokens.len() == 1 && name != b"mn" && name != b"ms" => {
+            return invalid(ERROR, line_len)
+        }
+        b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" => return super::meta::parse(buf, &tokens, line_len, max_value_size),
         b"version" => Command::Version,
         b"verbosity" if !args.is_empty() && args.len() <= 2 => Command::Verbosity { noreply },
         b"quit" => Command::Quit,
         _ => return invalid(ERROR, line_len),
     };
     Parsed::Command(command, line_len)
+}
+
+/// A storage command's data block of `bytes` after its `line_len`-byte
+/// line: the value and where the command ends, or what to do instead (wait
+/// for more, swallow an oversized value, refuse a bad chunk).
+pub fn data_block(
+    buf: &[u8],
+    line_len: usize,
+    bytes: usize,
+    max_value_size: usize,
+    noreply: bool,
+) -> std::result::Result<(Bytes, usize), Parsed> {
+    let quiet = |reply: &'static str| if noreply { None } else { Some(reply) };
+    if bytes > max_value_size {
+        return Err(Parsed::Swallow { reply: quiet(TOO_LARGE), consumed: line_len, skip: bytes.saturating_add(2) });
+    }
+    let end = line_len + bytes + 2;
+    if buf.len() < end {
+        return Err(Parsed::Incomplete);
+    }
+    if &buf[end - 2..end] != b"\r\n" {
+        return Err(Parsed::Invalid { reply: quiet(BAD_CHUNK), consumed: end, close: false });
+    }
+    Ok((Bytes::copy_from_slice(&buf[line_len..end - 2]), end))
 }
 
 fn is_retrieval(buf: &[u8]) -> bool {

@@ -288,11 +288,11 @@ enum Flow {
 }
 
 async fn read(env: &SessionEnv, key: Bytes) -> Result<Vec<Version>> {
-    env.coordinator.get(key, 0).await
+    env.coordinator.get(key, 0, None).await
 }
 
 async fn write(env: &SessionEnv, key: Bytes, write: Write) -> Result<WriteOutcome> {
-    env.coordinator.write(key, write, 0).await
+    env.coordinator.write(key, write, 0, None).await
 }
 
 /// Appends a command's reply line, unless the client asked for none.
@@ -477,6 +477,7 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
             Some("items" | "slabs" | "sizes" | "conns") => line(out, "END"),
             Some(_) => line(out, parse::ERROR),
         },
+        Command::Meta(request) => super::meta_run::execute(env, request, out).await,
         Command::Version => line(out, &format!("VERSION {}", crate::stats::VERSION)),
         Command::Verbosity { noreply } => respond(out, noreply, Ok("OK")),
         Command::Quit => return Flow::Close,

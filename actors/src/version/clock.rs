@@ -248,13 +248,15 @@ pub fn context(versions: &[Version]) -> VClock {
     versions.iter().fold(VClock::new(), |acc, v| acc.merge(&v.history()))
 }
 
-/// The largest token handed out, plus one: 2^53, so JavaScript clients
-/// (numbers are doubles) and every client that holds a signed 64-bit
-/// integer can keep it exactly.
-pub const CAS_TOKEN_LIMIT: u64 = 1 << 53;
+/// The largest token handed out, plus one: 2^32, so every client keeps it
+/// exactly: JavaScript's doubles, signed 64-bit integers (libmemcached,
+/// PHP), and meta-memcache, which reads a meta `c` token as 32 bits and
+/// drops a larger one (a cas then becomes a plain set). The cost: a stale
+/// token matches the current one by chance once in 2^32 tries.
+pub const CAS_TOKEN_LIMIT: u64 = 1 << 32;
 
 /// The memcache `cas` token of a key's live versions: a digest of the key
-/// and of each version's dot and stamp time, in [1, 2^53).
+/// and of each version's dot and stamp time, in [1, 2^32).
 ///
 /// A function of what is stored, so every replica gives the same token
 /// without coordination. The key is in it, so keys written alike get
@@ -397,7 +399,7 @@ mod tests {
 
     #[test]
     fn tokens_fill_the_range_below_the_limit() {
-        // The digest is spread over [1, 2^53): some tokens land in the top
+        // The digest is spread over [1, 2^32): some tokens land in the top
         // half, none at or above the limit.
         let v = write("a", &[], &VClock::new(), "v", 1);
         let top = (0..1000).filter(|i| tokens(format!("k{i}").as_bytes(), &[v.clone()]) >= CAS_TOKEN_LIMIT / 2).count();
