@@ -54,6 +54,9 @@ pub struct Config {
     /// The memory engine's budget for values, in bytes (memcached's -m);
     /// a write past it gets `SERVER_ERROR out of memory storing object`.
     pub max_memory_bytes: u64,
+    /// The disk engine's cache of recently read or written keys, in bytes
+    /// (0: none): a point read it holds skips the LSM search and decode.
+    pub disk_cache_bytes: u64,
     pub allow_flush_all: bool,
     /// fsync every write before acknowledging it (survives power loss, not
     /// just a crash of the process).
@@ -115,6 +118,7 @@ impl Default for Config {
             max_requests_in_flight: 4096,
             max_value_size: 1 << 20,
             max_memory_bytes: 1 << 30,
+            disk_cache_bytes: 64 << 20,
             allow_flush_all: false,
             fsync: false,
             request_timeout_ms: 1000,

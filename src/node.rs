@@ -335,10 +335,11 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         StoreKind::Memory => Box::new(MemoryEngine::new(config.number_of_buckets)),
         StoreKind::Disk => {
             crate::ring_shape::check_or_record(&config.data_dir, config.number_of_buckets)?;
-            Box::new(DiskEngine::open(&config.data_dir).map_err(|e| match e.to_string().contains("Locked") {
+            let disk = DiskEngine::open(&config.data_dir).map_err(|e| match e.to_string().contains("Locked") {
                 true => format!("data_dir {} is in use: another kai may be running on it", config.data_dir.display()),
                 false => format!("cannot open {}: {e}", config.data_dir.display()),
-            })?)
+            })?;
+            Box::new(disk.with_cache(config.disk_cache_bytes as usize))
         }
     };
     let store_settings = StoreSettings {

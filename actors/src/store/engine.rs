@@ -137,6 +137,7 @@ pub struct DiskEngine {
     dir: std::path::PathBuf,
     /// None only while it is being reopened.
     open: std::sync::RwLock<Option<OpenDisk>>,
+    cache: super::cache::ReadCache,
 }
 
 struct OpenDisk {
@@ -156,7 +157,14 @@ impl OpenDisk {
 
 impl DiskEngine {
     pub fn open(dir: &Path) -> Result<Self> {
-        Ok(DiskEngine { dir: dir.to_path_buf(), open: std::sync::RwLock::new(Some(OpenDisk::open(dir)?)) })
+        let open = std::sync::RwLock::new(Some(OpenDisk::open(dir)?));
+        Ok(DiskEngine { dir: dir.to_path_buf(), open, cache: super::cache::ReadCache::new(0) })
+    }
+
+    /// Keeps up to `bytes` of recently read or written keys decoded in RAM.
+    pub fn with_cache(mut self, bytes: usize) -> Self {
+        self.cache = super::cache::ReadCache::new(bytes);
+        self
     }
 
     fn with<T>(&self, f: impl FnOnce(&OpenDisk) -> Result<T>) -> Result<T> {
@@ -171,22 +179,35 @@ impl Engine for DiskEngine {
     }
 
     fn read(&self, bucket: u32, key: &[u8]) -> Result<Vec<Version>> {
-        self.with(|d| match d.items.get(engine_key(bucket, key))? {
+        let miss = match self.cache.get(bucket, key) {
+            Ok(versions) => return Ok(versions),
+            Err(miss) => miss,
+        };
+        let versions = self.with(|d| match d.items.get(engine_key(bucket, key))? {
             Some(bytes) => decode(&bytes),
             None => Ok(Vec::new()),
-        })
+        })?;
+        if self.cache.enabled() {
+            self.cache.fill(miss, key, &versions);
+        }
+        Ok(versions)
     }
 
     fn write(&self, bucket: u32, key: &[u8], versions: &[Version]) -> Result<()> {
         let k = engine_key(bucket, key);
-        self.with(|d| {
+        let written = self.with(|d| {
             if versions.is_empty() {
                 d.items.remove(k)?;
             } else {
                 d.items.insert(k, rmp_serde::to_vec(versions)?)?;
             }
             Ok(())
-        })
+        });
+        match &written {
+            Ok(()) => self.cache.put(bucket, key, versions),
+            Err(_) => self.cache.forget(bucket, key),
+        }
+        written
     }
 
     fn list_bucket(&self, bucket: u32) -> Result<Vec<Entry>> {
@@ -235,6 +256,7 @@ impl Engine for DiskEngine {
     fn reopen(&self) -> Result<()> {
         let mut open = self.open.write().unwrap_or_else(|e| e.into_inner());
         *open = None;
+        self.cache.clear();
         *open = Some(OpenDisk::open(&self.dir)?);
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! lock). The actor is a pool of threads (`SyncArbiter`), since disk work
 //! must not block an event loop.
 
+mod cache;
 mod engine;
 pub mod merkle;
 mod write;
