@@ -415,14 +415,12 @@ pub async fn start(config: &Config) -> Result<Node, String> {
         .iter()
         .map(|arbiter| {
             let store = store.clone();
-            let writes_inline = !store.writes_may_wait();
             StoreAddr {
                 local: supervision::start_in_arbiter(&arbiter.handle(), {
                     let store = store.clone();
                     move |_| LocalStoreActor::new(store.clone())
                 }),
                 pool: pool.clone(),
-                writes_inline,
                 direct: store.clone(),
             }
         })

@@ -147,7 +147,7 @@ fn answer_inline(store: &crate::store::StoreAddr, request: Request) -> std::resu
     let failed = |e: Error| Response::Error(e.to_string());
     match request {
         Request::ReplicaGet { key } => Ok(store.direct.read(&key).map_or_else(failed, Response::Versions)),
-        Request::ReplicaPut { key, versions, hint } if store.writes_inline => {
+        Request::ReplicaPut { key, versions, hint } if store.writes_inline() => {
             Ok(store.direct.merge(&key, &versions, hint.as_deref()).map_or_else(failed, |()| Response::Done))
         }
         other => Err(other),

@@ -97,7 +97,7 @@ impl Replicas {
     pub fn put(&self, target: &Target, key: Bytes, versions: Vec<Version>, timeout: Duration) -> Answer<()> {
         let (node, hint) = (target.node, target.hint.map(|h| h.to_string()));
         if node == self.me {
-            if self.store.writes_inline {
+            if self.store.writes_inline() {
                 return Answer::Now(self.store.direct.merge(&key, &versions, hint.as_deref()));
             }
             let store = self.store.clone();
@@ -113,7 +113,7 @@ impl Replicas {
     }
 
     pub fn coordinate(&self, key: Bytes, write: Write) -> Answer<WriteOutcome> {
-        if self.store.writes_inline {
+        if self.store.writes_inline() {
             return Answer::Now(self.store.direct.coordinate(&key, &write));
         }
         let store = self.store.clone();

@@ -23,8 +23,8 @@ pub trait Engine: Send + Sync + 'static {
     fn list_bucket(&self, bucket: u32) -> Result<Vec<Entry>>;
     /// Makes every write so far survive power loss (an fsync).
     fn sync(&self) -> Result<()>;
-    /// Whether a write may wait (on I/O, or the engine's backpressure), and
-    /// so must not run on an event loop.
+    /// Whether a write may wait now (on I/O, or the engine's backpressure),
+    /// and so must not run on an event loop.
     fn writes_may_wait(&self) -> bool;
     /// Records that this node holds `key` for the down node `home`.
     fn add_hint(&self, home: &str, key: &[u8]) -> Result<()>;
@@ -226,8 +226,11 @@ impl Engine for DiskEngine {
         self.with(|d| d.db.persist(fjall::PersistMode::SyncData).map_err(Error::from))
     }
 
+    /// fjall holds writes back from 4 sealed memtables or 20 level-0 runs:
+    /// well short of either, a write is a journal append and a memtable
+    /// insert, and runs on the worker; nearer, it goes to the store pool.
     fn writes_may_wait(&self) -> bool {
-        true
+        self.with(|d| Ok(d.items.sealed_memtable_count() >= 2 || d.items.l0_table_count() >= 12)).unwrap_or(true)
     }
 
     fn add_hint(&self, home: &str, key: &[u8]) -> Result<()> {

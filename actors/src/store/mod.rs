@@ -81,8 +81,10 @@ impl Store {
         self.engine.name()
     }
 
+    /// Whether a write may wait now: with fsync on, or while the engine
+    /// holds writes back.
     pub fn writes_may_wait(&self) -> bool {
-        self.engine.writes_may_wait()
+        self.settings.fsync || self.engine.writes_may_wait()
     }
 
     fn bucket(&self, key: &[u8]) -> u32 {
@@ -785,13 +787,19 @@ pub struct StoreAddr {
     pub local: Addr<LocalStoreActor>,
     pub pool: Addr<StoreActor>,
     /// Whether writes never wait in this engine (memory).
-    pub writes_inline: bool,
     /// The store itself, for a client request's replica call that never
     /// waits: made on the request's own thread, no mailbox hop.
     pub direct: Arc<Store>,
 }
 
 impl StoreAddr {
+    /// Whether a write would not wait now, and so may run on the worker's
+    /// own loop (always on the memory engine; on disk, while the engine
+    /// is far from holding writes back).
+    pub fn writes_inline(&self) -> bool {
+        !self.direct.writes_may_wait()
+    }
+
     pub fn send<M>(&self, msg: M) -> impl std::future::Future<Output = std::result::Result<M::Result, MailboxError>>
     where
         M: StoreRequest + Send + 'static,
@@ -802,7 +810,7 @@ impl StoreAddr {
         use futures_util::future::Either;
         let inline = match M::COST {
             Cost::Read => true,
-            Cost::Write => self.writes_inline,
+            Cost::Write => self.writes_inline(),
             Cost::Scan => false,
         };
         if inline {
