@@ -193,7 +193,7 @@ impl Admin {
     /// member says of its own keys, bytes and transfers ("-" when it does
     /// not answer).
     fn status_table(&self, rows: &[MemberRow]) -> String {
-        let header = ["address", "state", "vnodes", "first", "home", "keys", "bytes", "hints", "moving", "heard", "phi"];
+        let header = ["address", "state", "zone", "vnodes", "first", "home", "keys", "bytes", "hints", "moving", "heard", "phi"];
         let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
         for row in rows {
             let stats = match (row.state, resolve(&row.addr)) {
@@ -218,6 +218,7 @@ impl Admin {
             table.push(vec![
                 row.addr.clone(),
                 shown_state(row),
+                if row.zone.is_empty() { "-".into() } else { row.zone.clone() },
                 row.virtual_nodes.to_string(),
                 row.buckets_first.to_string(),
                 row.buckets_home.to_string(),

@@ -57,6 +57,9 @@ pub struct Config {
     /// The disk engine's cache of recently read or written keys, in bytes
     /// (0: none): a point read it holds skips the LSM search and decode.
     pub disk_cache_bytes: u64,
+    /// This node's failure domain (a rack, a data centre): a key's
+    /// replicas go to as many zones as there are. Empty: none.
+    pub zone: String,
     pub allow_flush_all: bool,
     /// fsync every write before acknowledging it (survives power loss, not
     /// just a crash of the process).
@@ -119,6 +122,7 @@ impl Default for Config {
             max_value_size: 1 << 20,
             max_memory_bytes: 1 << 30,
             disk_cache_bytes: 64 << 20,
+            zone: String::new(),
             allow_flush_all: false,
             fsync: false,
             request_timeout_ms: 1000,

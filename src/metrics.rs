@@ -53,7 +53,7 @@ impl Out {
 
 pub fn render(s: &Scrape) -> String {
     let st = s.stats;
-    let get = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
+    let get = |c: &kai_actors::stats::Counter| c.load(Relaxed);
     let mut out = Out(String::new());
 
     out.family("kai_requests_total", "counter", "Client requests by command and outcome.");
@@ -222,6 +222,7 @@ mod tests {
             heartbeat_age_ms: None,
             phi: f64::INFINITY,
             accepts_writes: true,
+            zone: String::new(),
         };
         let text = render(&Scrape {
             stats: &stats,

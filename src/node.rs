@@ -373,7 +373,7 @@ pub async fn start(config: &Config) -> Result<Node, String> {
     };
     // The member table as this node left it (a node comes back knowing its
     // cluster, and a removed node stays removed), or this node alone.
-    let me_on_ring = RingNode::new(me, config.number_of_virtual_nodes);
+    let me_on_ring = RingNode::new(me, config.number_of_virtual_nodes).in_zone(&config.zone);
     let members_file = (config.store == StoreKind::Disk).then(|| config.data_dir.join("members"));
     let saved = match &members_file {
         Some(path) => load_saved(path).map_err(|e| format!("cannot read the member table {}: {e}", path.display()))?,

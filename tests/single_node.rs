@@ -419,11 +419,11 @@ fn admin_reports_and_refuses_clearly() {
     assert!(ok);
     // node_list is a status table: a header, then a row per member.
     assert!(out.starts_with("address  "), "{out}");
-    for column in ["state", "vnodes", "first", "home", "keys", "bytes", "hints", "moving", "heard", "phi"] {
+    for column in ["state", "zone", "vnodes", "first", "home", "keys", "bytes", "hints", "moving", "heard", "phi"] {
         assert!(out.lines().next().unwrap().split_whitespace().any(|c| c == column), "no {column} column: {out}");
     }
     let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(row[..6], [node.api_addr().as_str(), "up", "128", "1024", "1024", "0"], "{out}");
+    assert_eq!(row[..7], [node.api_addr().as_str(), "up", "-", "128", "1024", "1024", "0"], "{out}");
     assert!(out.contains("quorum 1,1,1"), "{out}");
     assert!(out.contains("kai_store disk"), "{out}");
     let (ok, _, err) = node.admin(&["no_such_command"]);

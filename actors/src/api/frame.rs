@@ -156,6 +156,16 @@ pub struct MemberDigest {
     /// False while its store takes no writes (a full disk): others then
     /// send its writes to stand-ins with hints, as for a down member.
     pub accepts_writes: bool,
+    /// Its zone (failure domain); empty: none.
+    #[serde(default)]
+    pub zone: String,
+}
+
+impl MemberDigest {
+    /// The member as the ring places it.
+    pub fn ring_node(&self) -> crate::hash::RingNode {
+        crate::hash::RingNode::new(self.addr, self.virtual_nodes).in_zone(&self.zone)
+    }
 }
 
 /// One member as `node_list` shows it, from the answering node's view.
@@ -177,6 +187,8 @@ pub struct MemberRow {
     pub phi: f64,
     /// Its store takes writes (false: a full disk).
     pub accepts_writes: bool,
+    #[serde(default)]
+    pub zone: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]

@@ -1,22 +1,32 @@
 //! The consistent-hash ring, placed exactly as the original Kai placed keys:
 //! MD5 positions for keys and virtual nodes, equal buckets, and preference
-//! lists of distinct physical nodes walking clockwise. Pure.
+//! lists of distinct physical nodes walking clockwise. When nodes name
+//! zones (failure domains), a preference list takes nodes of zones not yet
+//! in it before any second node of a zone, so the first N span as many
+//! zones as there are. Pure.
 
 use md5::{Digest, Md5};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 
-/// A node's ring identity: its internal API address and ring share.
+/// A node's ring identity: its internal API address, ring share and zone.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RingNode {
     pub addr: SocketAddrV4,
     pub virtual_nodes: u16,
+    /// Its failure domain (a rack, a data centre); empty: none named.
+    pub zone: Arc<str>,
 }
 
 impl RingNode {
     pub fn new(addr: SocketAddrV4, virtual_nodes: u16) -> Self {
-        Self { addr, virtual_nodes }
+        Self { addr, virtual_nodes, zone: Arc::from("") }
+    }
+
+    pub fn in_zone(mut self, zone: &str) -> Self {
+        self.zone = Arc::from(zone);
+        self
     }
 
     pub fn name(&self) -> String {
@@ -58,6 +68,26 @@ pub fn bucket_of(key: &[u8], number_of_buckets: u32) -> u32 {
     (hash_bytes(key) as u64 / bucket_width(number_of_buckets)) as u32
 }
 
+/// Reorders a clockwise list so each zone's first node comes before any
+/// zone's second, each second before any third, and so on, keeping the
+/// clockwise order within each round. The first k nodes then span
+/// min(k, zones) zones, for every k: the N home replicas, and the
+/// stand-ins after them, follow the rule whatever N is.
+fn spread_over_zones(clockwise: &[SocketAddrV4], zones: &HashMap<SocketAddrV4, Arc<str>>) -> Vec<SocketAddrV4> {
+    let mut taken: HashMap<&str, usize> = HashMap::new();
+    let mut rounds: Vec<Vec<SocketAddrV4>> = Vec::new();
+    for addr in clockwise {
+        let zone = zones.get(addr).map_or("", |z| z);
+        let round = taken.entry(zone).or_default();
+        if rounds.len() <= *round {
+            rounds.push(Vec::new());
+        }
+        rounds[*round].push(*addr);
+        *round += 1;
+    }
+    rounds.concat()
+}
+
 /// An immutable ring: readers hold an `Arc<Ring>` snapshot and never wait.
 #[derive(Debug, Clone)]
 pub struct Ring {
@@ -79,6 +109,10 @@ impl Ring {
                 positions.entry(pos).and_modify(|a| *a = (*a).min(node.addr)).or_insert(node.addr);
             }
         }
+        // Zones reorder the lists only when some node names one: with none,
+        // placement is exactly the original's.
+        let zones: Option<HashMap<SocketAddrV4, Arc<str>>> =
+            nodes.iter().any(|n| !n.zone.is_empty()).then(|| nodes.iter().map(|n| (n.addr, n.zone.clone())).collect());
         let width = bucket_width(number_of_buckets);
         let preference = (0..number_of_buckets)
             .map(|bucket| {
@@ -88,15 +122,19 @@ impl Ring {
                     .chain(positions.range(..=(start as u32)))
                     .map(|(_, addr)| *addr);
                 let mut list: Vec<SocketAddrV4> = Vec::with_capacity(nodes.len());
+                let mut seen = std::collections::HashSet::with_capacity(nodes.len());
                 for addr in clockwise {
-                    if !list.contains(&addr) {
+                    if seen.insert(addr) {
                         list.push(addr);
                         if list.len() == nodes.len() {
                             break;
                         }
                     }
                 }
-                list.into()
+                match &zones {
+                    Some(zones) => spread_over_zones(&list, zones).into(),
+                    None => list.into(),
+                }
             })
             .collect();
         Ring { number_of_buckets, nodes, preference }
@@ -211,6 +249,54 @@ mod tests {
     /// Names nodes 11011..11014 as 1..4, as the original's test suite does.
     fn numbered(list: &[SocketAddrV4]) -> Vec<u16> {
         list.iter().map(|a| a.port() - 11010).collect()
+    }
+
+    fn zoned(i: u16) -> RingNode {
+        node(i, 64).in_zone(["east", "west", "north"][i as usize % 3])
+    }
+
+    #[test]
+    fn with_zones_every_home_spans_as_many_zones_as_it_can() {
+        let ring = Ring::new(1024, (1..=6).map(zoned));
+        let zone = |a: &SocketAddrV4| ["east", "west", "north"][a.port() as usize % 3];
+        for b in 0..1024 {
+            let list = ring.preference_list(b);
+            assert_eq!(list.len(), 6);
+            let first: BTreeSet<_> = list[..3].iter().map(zone).collect();
+            assert_eq!(first.len(), 3, "bucket {b}: {list:?}");
+            // Stand-ins follow the rule too: the next three are the second
+            // node of each zone.
+            let next: BTreeSet<_> = list[3..].iter().map(zone).collect();
+            assert_eq!(next.len(), 3, "bucket {b}: {list:?}");
+        }
+        // Two zones, N = 3: both zones before any second node of either.
+        let two = Ring::new(256, (1..=4).map(|i| node(i, 64).in_zone(if i % 2 == 0 { "a" } else { "b" })));
+        for b in 0..256 {
+            let l = two.preference_list(b);
+            assert_ne!(l[0].port() % 2, l[1].port() % 2, "bucket {b}: {l:?}");
+        }
+    }
+
+    #[test]
+    fn zones_keep_the_clockwise_order_within_a_round_and_change_nothing_unnamed() {
+        let plain = Ring::new(1024, (1..=6).map(|i| node(i, 64)));
+        let zoned_ring = Ring::new(1024, (1..=6).map(zoned));
+        let zone = |a: &SocketAddrV4| a.port() % 3;
+        for b in 0..1024 {
+            let (clockwise, spread) = (plain.preference_list(b), zoned_ring.preference_list(b));
+            // The first node is the clockwise first: a zone's first node is
+            // never passed over.
+            assert_eq!(clockwise[0], spread[0]);
+            // Within a zone, nodes keep their clockwise order.
+            for z in 0..3 {
+                let a: Vec<_> = clockwise.iter().filter(|n| zone(n) == z).collect();
+                let c: Vec<_> = spread.iter().filter(|n| zone(n) == z).collect();
+                assert_eq!(a, c);
+            }
+        }
+        // Everyone in one named zone is the same as none named.
+        let one = Ring::new(1024, (1..=6).map(|i| node(i, 64).in_zone("only")));
+        assert!((0..1024).all(|b| one.preference_list(b) == plain.preference_list(b)));
     }
 
     #[test]

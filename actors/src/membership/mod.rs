@@ -445,6 +445,7 @@ impl Handler<MemberStatus> for MembershipActor {
                 heartbeat_age_ms: m.last_heard_ms().map(|t| now.saturating_sub(t)),
                 phi: self.members.phi(&m.node.addr, now),
                 accepts_writes: m.accepts_writes,
+                zone: m.node.zone.to_string(),
             })
             .collect();
         MessageResult(rows)

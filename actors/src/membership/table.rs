@@ -70,6 +70,7 @@ impl Member {
             heartbeat: self.heartbeat,
             state: self.state,
             accepts_writes: self.accepts_writes,
+            zone: self.node.zone.to_string(),
         }
     }
 }
@@ -106,7 +107,7 @@ impl Members {
         let incarnation = mine.map_or(0, |d| d.incarnation) + 1;
         let mut table = Members::new(me, state, incarnation, phi, now_ms);
         for d in saved.members.iter().filter(|d| d.addr != table.me) {
-            let mut m = Member::new(RingNode::new(d.addr, d.virtual_nodes), d.state, d.incarnation, d.heartbeat, &phi);
+            let mut m = Member::new(d.ring_node(), d.state, d.incarnation, d.heartbeat, &phi);
             m.suspected = true;
             table.members.insert(d.addr, m);
         }
@@ -231,7 +232,7 @@ impl Members {
     fn merge_member(&mut self, d: &MemberDigest, now_ms: u64, events: &mut Vec<Event>) {
         let phi = self.phi;
         let Some(m) = self.members.get_mut(&d.addr) else {
-            let node = RingNode::new(d.addr, d.virtual_nodes);
+            let node = d.ring_node();
             let mut m = Member::new(node.clone(), d.state, d.incarnation, d.heartbeat, &phi);
             m.accepts_writes = d.accepts_writes;
             m.detector.heartbeat(now_ms);
@@ -249,8 +250,9 @@ impl Members {
             if d.incarnation > m.incarnation {
                 // A new life: its old intervals say nothing about this one.
                 m.detector = PhiDetector::new(&phi);
-                if d.virtual_nodes != m.node.virtual_nodes && m.state.on_ring() && d.state.on_ring() {
-                    m.node = RingNode::new(d.addr, d.virtual_nodes);
+                // A restart with another share or zone is taken as it is now.
+                if d.ring_node() != m.node && m.state.on_ring() && d.state.on_ring() {
+                    m.node = d.ring_node();
                     events.push(Event::Joined(m.node.clone()));
                 }
             }

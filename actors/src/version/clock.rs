@@ -6,42 +6,98 @@
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
-/// A node's name in clocks and dots. Shared, since every copy of a version
-/// copies its clock: with `String` each copy cost an allocation per entry.
-pub type NodeName = Arc<str>;
+/// A node's name in clocks and dots: interned once per process and then
+/// copied as a pointer. Every copy of a version copies its clock, so with
+/// `String` each copy cost an allocation per entry, and with `Arc<str>` an
+/// atomic count that worker threads pulled back and forth between them.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeName(&'static str);
 
-/// Decodes a node name as the shared name this thread already holds for
-/// it: a cluster has few names and every version names at least two, so a
-/// decoded version allocates no names. (Names are per thread, so decoding
-/// threads never contend on one reference count.)
-fn interned<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<NodeName, D::Error> {
-    use std::cell::RefCell;
-    thread_local! {
-        static NAMES: RefCell<std::collections::HashSet<NodeName>> = RefCell::default();
+/// The most distinct names a process takes in (a node name is an address;
+/// a cluster has as many as it ever had members): past it a peer's frame
+/// naming yet another is refused rather than held forever.
+const MOST_NAMES: usize = 1 << 16;
+
+impl NodeName {
+    /// The interned name; None once the process holds `MOST_NAMES`.
+    pub fn try_new(name: &str) -> Option<Self> {
+        use std::cell::RefCell;
+        use std::collections::HashSet;
+        thread_local! {
+            // This thread's copy of the table: a known name costs no lock.
+            static KNOWN: RefCell<HashSet<&'static str>> = RefCell::default();
+        }
+        static ALL: std::sync::Mutex<Option<HashSet<&'static str>>> = std::sync::Mutex::new(None);
+        if let Some(known) = KNOWN.with(|k| k.borrow().get(name).copied()) {
+            return Some(NodeName(known));
+        }
+        let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
+        let all = all.get_or_insert_with(HashSet::new);
+        let interned = match all.get(name) {
+            Some(known) => *known,
+            None if all.len() >= MOST_NAMES => return None,
+            None => {
+                let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+                all.insert(leaked);
+                leaked
+            }
+        };
+        KNOWN.with(|k| k.borrow_mut().insert(interned));
+        Some(NodeName(interned))
     }
-    /// Beyond this many names (a huge cluster) the table starts over.
-    const MOST: usize = 4096;
-    let name = std::borrow::Cow::<str>::deserialize(deserializer)?;
-    Ok(NAMES.with(|names| {
-        let mut names = names.borrow_mut();
-        if let Some(known) = names.get(name.as_ref()) {
-            return known.clone();
-        }
-        if names.len() >= MOST {
-            names.clear();
-        }
-        let new: NodeName = Arc::from(name.as_ref());
-        names.insert(new.clone());
-        new
-    }))
+
+    /// The interned name (a node's own, or one from a trusted source).
+    pub fn new(name: &str) -> Self {
+        Self::try_new(name).expect("more distinct node names than any cluster has")
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        self.0
+    }
+}
+
+impl std::ops::Deref for NodeName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.0
+    }
+}
+
+impl From<&str> for NodeName {
+    fn from(name: &str) -> Self {
+        NodeName::new(name)
+    }
+}
+
+impl std::fmt::Debug for NodeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.0, f)
+    }
+}
+
+impl std::fmt::Display for NodeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl Serialize for NodeName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        NodeName::try_new(&name).ok_or_else(|| serde::de::Error::custom("too many distinct node names"))
+    }
 }
 
 /// One node's entry in a vector clock.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ClockEntry {
-    #[serde(deserialize_with = "interned")]
     pub node: NodeName,
     pub counter: u64,
     /// Milliseconds since the epoch when this entry last advanced; used only
@@ -67,7 +123,6 @@ pub enum Causality {
 /// The event that created a version: the coordinating node and its counter.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Dot {
-    #[serde(deserialize_with = "interned")]
     pub node: NodeName,
     pub counter: u64,
 }
@@ -99,11 +154,11 @@ impl VClock {
 
     /// Raises `node`'s entry to `counter` (never lowers it).
     pub fn advance(&mut self, node: &str, counter: u64, timestamp: u64) {
-        self.advance_with(node, counter, timestamp, || Arc::from(node));
+        self.advance_with(node, counter, timestamp, || NodeName::new(node));
     }
 
     fn advance_entry(&mut self, entry: &ClockEntry) {
-        self.advance_with(&entry.node, entry.counter, entry.timestamp, || entry.node.clone());
+        self.advance_with(&entry.node, entry.counter, entry.timestamp, || entry.node);
     }
 
     fn advance_with(&mut self, node: &str, counter: u64, timestamp: u64, name: impl FnOnce() -> NodeName) {
@@ -203,7 +258,7 @@ impl Version {
     /// The causal past including this version's own dot.
     pub fn history(&self) -> VClock {
         let mut h = self.clock.clone();
-        h.advance_entry(&ClockEntry { node: self.dot.node.clone(), counter: self.dot.counter, timestamp: self.timestamp });
+        h.advance_entry(&ClockEntry { node: self.dot.node, counter: self.dot.counter, timestamp: self.timestamp });
         h
     }
 
@@ -292,7 +347,7 @@ pub fn stamp(node: &str, seen: &[Version], context: &VClock, payload: Payload, n
     let mut clock = context.clone();
     clock.prune(max_clock_entries, node);
     Version {
-        dot: Dot { node: Arc::from(node), counter },
+        dot: Dot { node: NodeName::new(node), counter },
         clock,
         timestamp: now_ms,
         flags: payload.flags,
