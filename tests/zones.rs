@@ -1,7 +1,9 @@
-//! Zones on real processes: six nodes in three zones with N = 3. Every
-//! key's home replicas span the three zones; a whole zone killed under
-//! write load costs no request; when it comes back every acknowledged
-//! write is there and the replicas agree.
+//! Failure domains and uneven nodes on real processes: six nodes in three
+//! zones with N = 3 (every key's home replicas span the three zones; a
+//! whole zone killed under write load costs no request; when it comes back
+//! every acknowledged write is there and the replicas agree), and a node
+//! with twice the virtual nodes, restarted with fewer; and a ring cut into
+//! fewer buckets than it would have nodes, refused.
 
 mod common;
 
@@ -119,4 +121,71 @@ fn a_whole_zone_down_costs_no_request_and_it_catches_up_when_back() {
         assert_eq!(reply, format!("VALUE {key} 0 {}\r\n{key}\r\nEND\r\n", key.len()), "after the zone came back");
     }
     println!("zone down: {during} writes acknowledged in the outage; {} keys in all converged", acked.len());
+}
+
+/// Buckets each node is a home replica of, as `kai admin buckets` says.
+fn balance(node: &TestNode) -> BTreeMap<String, u32> {
+    let (ok, out, err) = node.admin(&["buckets"]);
+    assert!(ok, "{err}");
+    out.lines()
+        .skip_while(|l| !l.starts_with("balance"))
+        .skip(1)
+        .filter_map(|l| {
+            let mut cells = l.split_whitespace();
+            Some((cells.next()?.to_string(), cells.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn twice_the_virtual_nodes_hold_about_twice_the_buckets_and_a_restart_changes_the_share() {
+    // N = 1, so a node's home buckets are its first-replica buckets.
+    let settings = |vnodes: &'static str| {
+        let mut s: Vec<&str> = CLUSTER.to_vec();
+        s.extend(["n=1", "r=1", "w=1", vnodes]);
+        s
+    };
+    let nodes = vec![
+        TestNode::start(&settings("number_of_virtual_nodes=256")),
+        TestNode::start(&settings("number_of_virtual_nodes=128")),
+        TestNode::start(&settings("number_of_virtual_nodes=128")),
+    ];
+    let mut cluster = TestCluster::link(nodes);
+    let big = cluster.nodes[0].api_addr();
+    let counts = balance(&cluster.nodes[1]);
+    let small: Vec<u32> = counts.iter().filter(|(n, _)| **n != big).map(|(_, c)| *c).collect();
+    let ratio = counts[&big] as f64 / (small.iter().sum::<u32>() as f64 / 2.0);
+    println!("256 vnodes: {} buckets; 128 vnodes: {small:?} ({ratio:.2}x)", counts[&big]);
+    assert!((1.6..=2.5).contains(&ratio), "the 256-vnode node holds {ratio:.2}x: {counts:?}");
+
+    // Restarted with 128, it is placed at 128 by the others.
+    cluster.nodes[0].kill();
+    cluster.nodes[0].set("number_of_virtual_nodes=128".into());
+    cluster.nodes[0].launch();
+    cluster.wait_until_all_up(Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let counts = balance(&cluster.nodes[1]);
+        let (lo, hi) = (counts.values().min().copied().unwrap_or(0), counts.values().max().copied().unwrap_or(0));
+        if counts.len() == 3 && hi as f64 / lo.max(1) as f64 <= 1.5 {
+            println!("after the restart at 128 vnodes: {counts:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new share was not taken: {counts:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, list, _) = cluster.nodes[2].admin(&["node_list"]);
+    let row = list.lines().find(|l| l.starts_with(&big)).expect("its row");
+    assert!(row.split_whitespace().any(|c| c == "128") && !row.contains("256"), "{row}");
+}
+
+#[test]
+fn a_ring_with_fewer_buckets_than_nodes_is_refused() {
+    let mut settings: Vec<&str> = CLUSTER.to_vec();
+    settings.extend(["n=1", "r=1", "w=1", "number_of_buckets=1"]);
+    let (a, b) = (TestNode::start(&settings), TestNode::start(&settings));
+    let (ok, out, err) = b.admin(&[&format!("check_node {} {}", b.api_addr(), a.api_addr())]);
+    assert!(!ok, "linked two nodes on one bucket: {out}");
+    assert!(err.contains("fewer buckets than nodes") && err.contains("number_of_buckets of at least"), "{err}");
+    assert_eq!(b.up_members(), vec![b.api_addr()], "nothing changed");
 }

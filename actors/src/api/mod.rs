@@ -427,6 +427,11 @@ pub struct Peers {
 }
 
 impl Peers {
+    /// The ring's bucket count this node says in its hello.
+    pub fn number_of_buckets(&self) -> u32 {
+        self.number_of_buckets
+    }
+
     pub fn new(from: String, number_of_buckets: u32, secret: Secret, connect_timeout: Duration, faults: Faults) -> Self {
         Peers { clients: Default::default(), from, number_of_buckets, secret, connect_timeout, faults }
     }

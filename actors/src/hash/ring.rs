@@ -48,6 +48,11 @@ pub fn virtual_node_position(addr: &SocketAddrV4, v: u16) -> u32 {
     hash_bytes(&[a, b, c, d, port[0], port[1], v[0], v[1]])
 }
 
+/// How many distinct nodes a bucket's preference list holds: the N home
+/// replicas and stand-ins enough past them. Walking the whole ring for
+/// every node per bucket made a 1,000-node ring take seconds to build.
+pub const PREFERENCE_LENGTH: usize = 32;
+
 /// The most buckets a ring may be cut into.
 pub const MAX_BUCKETS: u32 = 1 << 16;
 
@@ -93,7 +98,8 @@ fn spread_over_zones(clockwise: &[SocketAddrV4], zones: &HashMap<SocketAddrV4, A
 pub struct Ring {
     number_of_buckets: u32,
     nodes: BTreeSet<RingNode>,
-    /// Per bucket, every physical node in clockwise order from the bucket.
+    /// Per bucket, the first `PREFERENCE_LENGTH` physical nodes clockwise
+    /// from it (every node, on a smaller ring).
     preference: Vec<Arc<[SocketAddrV4]>>,
 }
 
@@ -121,12 +127,12 @@ impl Ring {
                     .range((std::ops::Bound::Excluded(start as u32), std::ops::Bound::Unbounded))
                     .chain(positions.range(..=(start as u32)))
                     .map(|(_, addr)| *addr);
-                let mut list: Vec<SocketAddrV4> = Vec::with_capacity(nodes.len());
-                let mut seen = std::collections::HashSet::with_capacity(nodes.len());
+                let length = nodes.len().min(PREFERENCE_LENGTH);
+                let mut list: Vec<SocketAddrV4> = Vec::with_capacity(length);
                 for addr in clockwise {
-                    if seen.insert(addr) {
+                    if !list.contains(&addr) {
                         list.push(addr);
-                        if list.len() == nodes.len() {
+                        if list.len() == length {
                             break;
                         }
                     }
@@ -160,7 +166,8 @@ impl Ring {
         bucket_of(key, self.number_of_buckets)
     }
 
-    /// Every node in the bucket's preference order; the first N are its home.
+    /// The bucket's preference order (up to `PREFERENCE_LENGTH` nodes); the
+    /// first N are its home.
     pub fn preference_list(&self, bucket: u32) -> &[SocketAddrV4] {
         &self.preference[bucket as usize]
     }

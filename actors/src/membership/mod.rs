@@ -400,6 +400,17 @@ impl Handler<CheckNode> for MembershipActor {
         if peer == me {
             return Box::pin(async { Ok(()) }.into_actor(self));
         }
+        // Every node on the ring needs buckets of its own: a ring cut into
+        // fewer buckets than nodes would leave some holding nothing.
+        let (nodes, buckets) = (self.members.ring_nodes().len() + 1, self.peers.number_of_buckets() as usize);
+        if self.members.get(&peer).is_none() && nodes > buckets {
+            let why = format!(
+                "linking {peer} would put {nodes} nodes on a ring of {buckets} buckets, fewer buckets than nodes; \
+                 a cluster of {nodes} needs number_of_buckets of at least {} (see SCALE.md)",
+                (nodes * 16).next_power_of_two()
+            );
+            return Box::pin(async move { Err(Error::Client(why)) }.into_actor(self));
+        }
         // Linked means both ends are members afterwards: say so if either
         // turns out to be removed, never "linked" with no effect.
         Box::pin(self.exchange(peer).map(move |result, act, _| {

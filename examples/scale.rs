@@ -1,0 +1,99 @@
+//! The ring at scale, in simulation (the pure core, no sockets): build and
+//! update time for a membership change, balance of buckets and keys per
+//! node, and what a join moves. Figures for SCALE.md.
+//!
+//!     cargo run --release --example scale
+
+use kai_actors::hash::{Ring, RingNode};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Instant;
+
+const N: usize = 3;
+const VNODES: u16 = 128;
+
+fn node(i: u32) -> RingNode {
+    node_with(i, VNODES)
+}
+
+fn node_with(i: u32, vnodes: u16) -> RingNode {
+    let ip = Ipv4Addr::from(0x0A00_0000 + i);
+    RingNode::new(SocketAddrV4::new(ip, 11011), vnodes)
+}
+
+/// Max over mean of per-node counts (1.0 is perfect balance).
+fn spread(counts: impl Iterator<Item = u64>, nodes: usize) -> f64 {
+    let counts: Vec<u64> = counts.collect();
+    let mean = counts.iter().sum::<u64>() as f64 / nodes as f64;
+    *counts.iter().max().unwrap_or(&0) as f64 / mean
+}
+
+fn main() {
+    println!("## Ring build and update ({VNODES} vnodes a node, N = {N})\n");
+    println!("| nodes | buckets | build | a join (update_nodes) | buckets whose home changed | share of buckets |");
+    println!("|---|---|---|---|---|---|");
+    for (nodes, buckets) in [(100u32, 1024u32), (1000, 16384), (5000, 65536)] {
+        let started = Instant::now();
+        let ring = Ring::new(buckets, (0..nodes).map(node));
+        let build = started.elapsed();
+        let started = Instant::now();
+        let (next, moved) = ring.update_nodes(&[node(nodes)], &[], N);
+        let update = started.elapsed();
+        assert_eq!(next.len(), nodes as usize + 1);
+        println!(
+            "| {nodes} | {buckets} | {:.1} ms | {:.1} ms | {} | {:.2}% (≈ N/n = {:.2}%) |",
+            build.as_secs_f64() * 1e3,
+            update.as_secs_f64() * 1e3,
+            moved.len(),
+            100.0 * moved.len() as f64 / buckets as f64,
+            100.0 * N as f64 / (nodes + 1) as f64
+        );
+    }
+
+    println!("\n## Balance: max/mean buckets (home replicas) and keys (first replica) per node\n");
+    println!("| nodes | buckets | buckets max/mean | keys max/mean (20,000 keys a node) |");
+    println!("|---|---|---|---|");
+    for nodes in [10u32, 100, 1000] {
+        for buckets in [1024u32, 4096, 16384, 65536] {
+            if buckets < nodes {
+                continue;
+            }
+            let ring = Ring::new(buckets, (0..nodes).map(node));
+            let (_, home) = ring.bucket_counts(N);
+            let mut keys: HashMap<SocketAddrV4, u64> = HashMap::new();
+            let total_keys = nodes as u64 * 20_000;
+            for k in 0..total_keys {
+                let key = format!("key:{k}");
+                *keys.entry(ring.find_nodes(key.as_bytes(), 1)[0]).or_default() += 1;
+            }
+            println!(
+                "| {nodes} | {buckets} | {:.3} | {:.3} |",
+                spread(home.values().map(|c| *c as u64), nodes as usize),
+                spread(keys.values().copied(), nodes as usize)
+            );
+        }
+    }
+
+    println!("\n## Buckets max/mean at 1,000 nodes by virtual nodes a node (65,536 buckets)\n");
+    println!("| vnodes | buckets max/mean |");
+    println!("|---|---|");
+    for vnodes in [128u16, 256, 512, 1024] {
+        let ring = Ring::new(65536, (0..1000).map(|i| node_with(i, vnodes)));
+        let (_, home) = ring.bucket_counts(N);
+        println!("| {vnodes} | {:.3} |", spread(home.values().map(|c| *c as u64), 1000));
+    }
+
+    println!("\n## A node with twice the virtual nodes\n");
+    let mut nodes: Vec<RingNode> = (0..9).map(node).collect();
+    nodes.push(RingNode::new(node(9).addr, VNODES * 2));
+    let ring = Ring::new(4096, nodes);
+    let (first, home) = ring.bucket_counts(N);
+    for (what, counts) in [("first replica of", &first), ("home replica of (N = 3)", &home)] {
+        let others: f64 = (0..9).map(|i| counts[&node(i).addr] as f64).sum::<f64>() / 9.0;
+        let big = counts[&node(9).addr];
+        println!(
+            "- buckets {what}: 128-vnode nodes {others:.0} on average, the 256-vnode node {big} ({:.2}×)",
+            big as f64 / others
+        );
+    }
+}
