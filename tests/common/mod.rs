@@ -126,8 +126,12 @@ impl TestNode {
         self.child = Some(child);
         let deadline = Instant::now() + STARTUP;
         while Instant::now() < deadline {
+            // Every port the node serves, the HTTP one too (it may open a
+            // moment after the others) unless the test turned it off.
+            let http_off = self.overrides.iter().any(|o| o.replace(' ', "") == "http_port=0");
             if TcpStream::connect(("127.0.0.1", self.memcache_port)).is_ok()
                 && TcpStream::connect(("127.0.0.1", self.api_port)).is_ok()
+                && (http_off || TcpStream::connect(("127.0.0.1", self.http_port)).is_ok())
             {
                 return;
             }
