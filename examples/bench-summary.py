@@ -29,7 +29,6 @@ for (name, depth), rs in runs.items():
     busy = sum(r[2] for r in rs)
     print(f"{name:34} {depth:>5} {rounds:>28} {med[0]:>9,} {ratio:>6.2f} {f'{med[3]} / {med[4]} / {med[5]}':>30} {errors:>6} {busy:>4} {min(r[6] for r in rs):>5.1f}%")
 
-two = [r[0] for r in runs.get(("yardstick 2 client threads", 1), [])] + [r[0] for r in runs.get(("yardstick 2 client threads", 16), [])]
 if runs.get(("yardstick 2 client threads", 1)):
     for depth in (1, 16):
         a = runs.get(("yardstick 2 client threads", depth))

@@ -221,38 +221,33 @@ async fn connection(
     Ok(tally)
 }
 
-/// Sets every key once so gets hit.
+/// Sets every key once, through the first server, so gets hit (a
+/// cluster's nodes share the keys: one node's writes serve all).
 async fn populate(args: &Args, requests: &Requests) -> std::io::Result<()> {
-    for server in &args.servers {
-        let mut stream = TcpStream::connect(server).await?;
-        for batch in requests.sets.chunks(100) {
-            let mut out = Vec::new();
-            for set in batch {
-                out.extend_from_slice(set);
-            }
-            stream.write_all(&out).await?;
-            let mut buf = Vec::new();
-            let mut replies = 0;
-            while replies < batch.len() {
-                match take_reply(&buf) {
-                    Some((used, _)) => {
-                        buf.drain(..used);
-                        replies += 1;
+    let mut stream = TcpStream::connect(&args.servers[0]).await?;
+    for batch in requests.sets.chunks(100) {
+        let mut out = Vec::new();
+        for set in batch {
+            out.extend_from_slice(set);
+        }
+        stream.write_all(&out).await?;
+        let mut buf = Vec::new();
+        let mut replies = 0;
+        while replies < batch.len() {
+            match take_reply(&buf) {
+                Some((used, _)) => {
+                    buf.drain(..used);
+                    replies += 1;
+                }
+                None => {
+                    let mut chunk = [0u8; 4096];
+                    let n = stream.read(&mut chunk).await?;
+                    if n == 0 {
+                        return Err(std::io::Error::other("closed while populating"));
                     }
-                    None => {
-                        let mut chunk = [0u8; 4096];
-                        let n = stream.read(&mut chunk).await?;
-                        if n == 0 {
-                            return Err(std::io::Error::other("closed while populating"));
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
+                    buf.extend_from_slice(&chunk[..n]);
                 }
             }
-        }
-        if args.servers.len() > 1 {
-            // A cluster's nodes share the keys: one node's writes serve all.
-            break;
         }
     }
     Ok(())

@@ -125,10 +125,10 @@ impl TestNode {
         let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn kai");
         self.child = Some(child);
         let deadline = Instant::now() + STARTUP;
+        // Every port the node serves, the HTTP one too (it may open a
+        // moment after the others) unless the test turned it off.
+        let http_off = self.overrides.iter().any(|o| o.replace(' ', "") == "http_port=0");
         while Instant::now() < deadline {
-            // Every port the node serves, the HTTP one too (it may open a
-            // moment after the others) unless the test turned it off.
-            let http_off = self.overrides.iter().any(|o| o.replace(' ', "") == "http_port=0");
             if TcpStream::connect(("127.0.0.1", self.memcache_port)).is_ok()
                 && TcpStream::connect(("127.0.0.1", self.api_port)).is_ok()
                 && (http_off || TcpStream::connect(("127.0.0.1", self.http_port)).is_ok())

@@ -127,7 +127,10 @@ pub fn parse(buf: &[u8], tokens: &[&[u8]], line_len: usize, max_value_size: usiz
             line_len,
         );
     }
-    let Some(&sent_key) = tokens.get(1) else { return invalid(BAD_FORMAT, line_len) };
+    // No key: memcached says ERROR, but a format error for `ms`.
+    let Some(&sent_key) = tokens.get(1) else {
+        return invalid(if kind == MetaKind::Set { BAD_FORMAT } else { super::parse::ERROR }, line_len);
+    };
     let (datalen, rest) = if kind == MetaKind::Set {
         match tokens.get(2).and_then(|t| std::str::from_utf8(t).ok()?.parse::<usize>().ok()) {
             Some(n) => (Some(n), &tokens[3..]),

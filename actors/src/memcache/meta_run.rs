@@ -16,6 +16,11 @@ use bytes::Bytes;
 const NON_NUMERIC: &str = "CLIENT_ERROR cannot increment or decrement non-numeric value";
 const BAD_SET_MODE: &str = "CLIENT_ERROR invalid mode for ms M token";
 
+/// The error line of a request the node could not serve.
+fn failed(e: Error) -> String {
+    error_line(&e)
+}
+
 /// Runs one meta command, appending its reply (if any) to `out`.
 pub async fn execute(env: &SessionEnv, request: MetaRequest, out: &mut Vec<u8>) {
     if let Err(reply) = run(env, &request, out).await {
@@ -30,7 +35,6 @@ async fn run(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std:
     if let Some(why) = request.flags.iter().find_map(|f| unsupported(request.kind, f.letter)) {
         return Err(why.to_string());
     }
-    let failed = |e: Error| error_line(&e);
     match request.kind {
         MetaKind::Noop => out.extend_from_slice(b"MN\r\n"),
         MetaKind::Get => get(env, request, out).await?,
@@ -127,7 +131,6 @@ fn held_live(outcome: &WriteOutcome) -> Vec<Version> {
 }
 
 async fn get(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std::result::Result<(), String> {
-    let failed = |e: Error| error_line(&e);
     let r = quorum(env, request, b'r')?;
     let touch = request.number::<i64>(b'T')?;
     let check = request.number::<u64>(b'C')?;
@@ -185,7 +188,6 @@ async fn get(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std:
 }
 
 async fn set(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std::result::Result<(), String> {
-    let failed = |e: Error| error_line(&e);
     let w = quorum(env, request, b'w')?;
     let flags = request.number::<u32>(b'F')?.unwrap_or(0);
     let expires = expires_at(request.number::<i64>(b'T')?.unwrap_or(0), now_secs());
@@ -236,7 +238,6 @@ async fn set(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std:
 }
 
 async fn arith(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std::result::Result<(), String> {
-    let failed = |e: Error| error_line(&e);
     let w = quorum(env, request, b'w')?;
     let delta = request.number::<u64>(b'D')?.unwrap_or(1);
     let initial = request.number::<u64>(b'J')?.unwrap_or(0);

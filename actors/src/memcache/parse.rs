@@ -242,9 +242,6 @@ pub fn parse(buf: &[u8], max_value_size: usize) -> Parsed {
         }
         b"stats" => Command::Stats { args: args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect() },
         // memcached 1.6 ignores whatever follows `version`.
-        b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" if tokens.len() == 1 && name != b"mn" && name != b"ms" => {
-            return invalid(ERROR, line_len)
-        }
         b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" => return super::meta::parse(buf, &tokens, line_len, max_value_size),
         b"version" => Command::Version,
         b"verbosity" if !args.is_empty() && args.len() <= 2 => Command::Verbosity { noreply },
