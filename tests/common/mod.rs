@@ -21,17 +21,41 @@ pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) ->
     started.elapsed()
 }
 
-/// A free loopback port (the OS picks; a race with another process is
-/// possible but harmless here: the node then fails to start and says so).
+/// A free loopback port for a listener. Chosen below the kernel's
+/// ephemeral range: an outgoing connection (any test's client, any node's
+/// gossip) takes its local port from that range, and could take a node's
+/// port while the node is down for a restart. Each test process walks its
+/// own stretch of the range (from its pid), and never hands a port out twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    free_ports::<1>()[0]
 }
 
-/// Several free ports, all different: the listeners are held until every
-/// one is chosen, so the OS cannot hand out one port twice.
+/// Several free ports, all different.
 pub fn free_ports<const K: usize>() -> [u16; K] {
-    let listeners: Vec<TcpListener> = (0..K).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = listener_port_range();
+    let span = u32::from(high - low);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    std::array::from_fn(|_| {
+        for _ in 0..span {
+            let port = low + ((start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+        panic!("no free port in {low}..{high}");
+    })
+}
+
+/// The ports from 10000 up to the ephemeral range (`ip_local_port_range`);
+/// at least 10000..20000 if that range starts lower.
+fn listener_port_range() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    (10000, ephemeral_low.max(20000))
 }
 
 pub struct TestNode {
