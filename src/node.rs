@@ -14,8 +14,8 @@ use kai_actors::coordinator::{
 };
 use kai_actors::hash::{HashActor, Ring, RingHandle, RingNode, WatchRing};
 use kai_actors::membership::{
-    load_saved, CheckNode, Liveness, MemberList, MemberStatus, MembershipActor, MembershipSettings, PhiSettings, ReceiveGossip,
-    RemoveNode,
+    load_saved, Answer, CheckNode, Liveness, MemberList, MemberStatus, MembershipActor, MembershipSettings, PhiSettings,
+    ReceiveDelta, ReceiveGossip, ReceiveHeartbeats, RemoveNode,
 };
 use kai_actors::memcache::{MemcacheActor, MemcacheSettings, SessionEnv, Worker};
 use kai_actors::stats::{report, Identity, NodeStats};
@@ -134,6 +134,20 @@ impl Handler<ApiCall> for Router {
             Request::Gossip { members } => {
                 let answer = self.membership.send(ReceiveGossip(members));
                 Box::pin(async move { answer.await.map(Response::Members).unwrap_or_else(failed) })
+            }
+            Request::GossipHeartbeats(opening) => {
+                let answer = self.membership.send(ReceiveHeartbeats(opening));
+                Box::pin(async move {
+                    match answer.await {
+                        Ok(Answer::Ahead(ahead)) => Response::HeartbeatsAhead(ahead),
+                        Ok(Answer::Table(table)) => Response::Members(table),
+                        Err(e) => failed(e),
+                    }
+                })
+            }
+            Request::GossipDelta { members } => {
+                let merged = self.membership.send(ReceiveDelta(members));
+                Box::pin(async move { merged.await.map(|()| Response::Done).unwrap_or_else(failed) })
             }
             Request::CheckNode { node } => match node.parse::<SocketAddrV4>() {
                 Ok(addr) => reply(self.membership.send(CheckNode(addr)), |()| Response::Done),

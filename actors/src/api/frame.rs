@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddrV4;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// No frame may claim more than this; a peer that does is cut off.
 pub const MAX_FRAME: usize = 64 << 20;
@@ -50,7 +50,16 @@ pub enum Request {
         #[serde(default)]
         quorum: Option<u8>,
     },
+    /// A whole member table, answered with the answerer's (linking, and
+    /// contacting seeds while alone: both ends learn in one round trip).
     Gossip {
+        members: Vec<MemberDigest>,
+    },
+    /// A gossip round's opening: answered with the answerer's heartbeats
+    /// when both tables agree on everything else, else with its table.
+    GossipHeartbeats(Heartbeats),
+    /// What the opener knows newer than the table it was answered with.
+    GossipDelta {
         members: Vec<MemberDigest>,
     },
     /// Every member as this node sees it, for `node_list`.
@@ -168,6 +177,17 @@ impl MemberDigest {
     }
 }
 
+/// A member table in brief: a fingerprint of everything gossip agrees on
+/// but heartbeats (members, their lives, states, vnodes, zones, whether
+/// they take writes), and every member's heartbeat in address order. Two
+/// tables with one fingerprint list the same members in the same order, so
+/// the heartbeats need no addresses.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeats {
+    pub table: u64,
+    pub beats: Vec<u64>,
+}
+
 /// One member as `node_list` shows it, from the answering node's view.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct MemberRow {
@@ -236,6 +256,9 @@ pub enum Response {
     Versions(Vec<Version>),
     Outcome(WriteOutcome),
     Members(Vec<MemberDigest>),
+    /// The answer to agreeing heartbeats: how far each of the answerer's
+    /// is ahead of the opening's.
+    HeartbeatsAhead(Heartbeats),
     MemberStatus(Vec<MemberRow>),
     Placement(Placement),
     /// Buckets held by each node (home replica of), and this node's.

@@ -6,7 +6,7 @@ pub mod auth;
 mod frame;
 
 pub use frame::{
-    decode, encode, ForwardOp, Frame, MemberDigest, MemberRow, MemberState, NodeInfo, Placement, Request, Response,
+    decode, encode, ForwardOp, Frame, Heartbeats, MemberDigest, MemberRow, MemberState, NodeInfo, Placement, Request, Response,
     TransferProgress, MAX_FRAME, PROTOCOL_VERSION,
 };
 

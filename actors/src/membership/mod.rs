@@ -10,9 +10,9 @@ mod table;
 
 pub use crate::api::{MemberDigest, MemberRow, MemberState};
 pub use phi::{PhiDetector, PhiSettings};
-pub use table::{Event, Member, Members, SavedMembers};
+pub use table::{Answer, Event, Member, Members, SavedMembers};
 
-use crate::api::{Peers, Request, Response};
+use crate::api::{Heartbeats, Peers, Request, Response};
 use crate::error::{Error, Result};
 use crate::hash::{HashActor, RingNode, UpdateNodes};
 use crate::stats::NodeStats;
@@ -105,10 +105,20 @@ pub struct MemberList;
 #[rtype(result = "Vec<MemberRow>")]
 pub struct MemberStatus;
 
-/// Gossip from a peer: merge it and answer with our table.
+/// A whole table from a peer: merge it and answer with our table.
 #[derive(Message)]
 #[rtype(result = "Vec<MemberDigest>")]
 pub struct ReceiveGossip(pub Vec<MemberDigest>);
+
+/// A peer's gossip round opens: answer with heartbeats, or our table.
+#[derive(Message)]
+#[rtype(result = "Answer")]
+pub struct ReceiveHeartbeats(pub Heartbeats);
+
+/// What a peer knows newer than the table we answered it with.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReceiveDelta(pub Vec<MemberDigest>);
 
 /// `check_node`: contact a node and merge member lists with it.
 #[derive(Message)]
@@ -286,7 +296,40 @@ impl MembershipActor {
         }
     }
 
-    /// One push-pull exchange with `peer`, run outside the message loop.
+    /// One gossip round with `peer`, run outside the message loop: our
+    /// heartbeats out, its heartbeats or table back, and if its table
+    /// differed, what we know newer sent after.
+    fn gossip_round(&self, peer: SocketAddrV4) -> impl ActorFuture<Self, Output = Result<()>> {
+        let (peers, timeout) = (self.peers.clone(), self.settings.timeout);
+        let opening = self.members.heartbeats();
+        let request = Request::GossipHeartbeats(opening.clone());
+        async move { peers.call(SocketAddr::V4(peer), request, timeout).await }.into_actor(self).map(move |result, act, ctx| {
+            let answer = match result? {
+                Response::HeartbeatsAhead(ahead) => Answer::Ahead(ahead),
+                Response::Members(table) => Answer::Table(table),
+                Response::Error(why) => return Err(Error::Unavailable(why)),
+                other => return Err(Error::Protocol(format!("{peer} answered gossip with {other:?}"))),
+            };
+            let now = act.now_ms();
+            let (events, delta) = act.members.take_answer(&opening, &answer, now);
+            act.apply(events);
+            if !delta.is_empty() {
+                let (peers, timeout) = (act.peers.clone(), act.settings.timeout);
+                ctx.spawn(
+                    async move {
+                        if let Err(e) = peers.call(SocketAddr::V4(peer), Request::GossipDelta { members: delta }, timeout).await {
+                            tracing::debug!(%peer, "gossip delta not delivered (the next round will do): {e}");
+                        }
+                    }
+                    .into_actor(act),
+                );
+            }
+            Ok(())
+        })
+    }
+
+    /// One push-pull exchange of whole tables with `peer`: both ends know
+    /// each other once it returns (linking, and contacting seeds).
     fn exchange(&self, peer: SocketAddrV4) -> impl ActorFuture<Self, Output = Result<()>> {
         let (peers, timeout) = (self.peers.clone(), self.settings.timeout);
         let request = Request::Gossip { members: self.members.digests() };
@@ -360,7 +403,7 @@ impl Handler<GossipTick> for MembershipActor {
         self.apply(events);
         self.count_states();
         if let Some(peer) = self.members.gossip_target(&mut rand::thread_rng()) {
-            ctx.spawn(self.exchange(peer).map(move |result, _, _| {
+            ctx.spawn(self.gossip_round(peer).map(move |result, _, _| {
                 if let Err(e) = result {
                     tracing::debug!(%peer, "gossip failed: {e}");
                 }
@@ -378,6 +421,27 @@ impl Handler<ReceiveGossip> for MembershipActor {
         let events = self.members.merge(&msg.0, now);
         self.apply(events);
         MessageResult(self.members.digests())
+    }
+}
+
+impl Handler<ReceiveHeartbeats> for MembershipActor {
+    type Result = MessageResult<ReceiveHeartbeats>;
+
+    fn handle(&mut self, ReceiveHeartbeats(opening): ReceiveHeartbeats, _: &mut Self::Context) -> Self::Result {
+        let now = self.now_ms();
+        let (answer, events) = self.members.answer(&opening, now);
+        self.apply(events);
+        MessageResult(answer)
+    }
+}
+
+impl Handler<ReceiveDelta> for MembershipActor {
+    type Result = ();
+
+    fn handle(&mut self, ReceiveDelta(delta): ReceiveDelta, _: &mut Self::Context) {
+        let now = self.now_ms();
+        let events = self.members.merge(&delta, now);
+        self.apply(events);
     }
 }
 

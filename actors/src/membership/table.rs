@@ -11,10 +11,18 @@
 //! down is each node's own judgement, by a phi accrual failure detector
 //! on the heartbeats it sees rise; a down member keeps its place on the
 //! ring (its writes go to stand-ins with hints).
+//!
+//! A gossip round sends no whole tables while tables agree: the opener
+//! sends [`Heartbeats`] (a fingerprint of everything but heartbeats, and
+//! the heartbeats in address order); a peer with the same fingerprint
+//! merges them and answers with its own. Only when the fingerprints differ
+//! (a join, a restart, a state change) does the peer answer with its whole
+//! table, and the opener sends back just what it knows newer: a delta.
 
 use super::phi::{PhiDetector, PhiSettings};
-use crate::api::{MemberDigest, MemberState};
+use crate::api::{Heartbeats, MemberDigest, MemberState};
 use crate::hash::RingNode;
+use md5::{Digest, Md5};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -50,11 +58,37 @@ pub struct Member {
     /// Its store takes writes (false: a full disk).
     pub accepts_writes: bool,
     detector: PhiDetector,
+    /// [`Member::hash_agreed`], kept: the table's fingerprint is their sum.
+    agreed_hash: u64,
 }
 
 impl Member {
     fn new(node: RingNode, state: MemberState, incarnation: u64, heartbeat: u64, phi: &PhiSettings) -> Self {
-        Member { node, state, incarnation, heartbeat, suspected: false, accepts_writes: true, detector: PhiDetector::new(phi) }
+        let detector = PhiDetector::new(phi);
+        let mut m =
+            Member { node, state, incarnation, heartbeat, suspected: false, accepts_writes: true, detector, agreed_hash: 0 };
+        m.agreed_hash = m.hash_agreed();
+        m
+    }
+
+    /// What gossip makes every node agree on about this member, but its
+    /// heartbeat, hashed (suspicion is each node's own judgement: left out).
+    fn hash_agreed(&self) -> u64 {
+        let mut md5 = Md5::new();
+        md5.update(self.node.addr.ip().octets());
+        md5.update(self.node.addr.port().to_be_bytes());
+        md5.update(self.node.virtual_nodes.to_be_bytes());
+        md5.update((self.node.zone.len() as u32).to_be_bytes());
+        md5.update(self.node.zone.as_bytes());
+        md5.update(self.incarnation.to_be_bytes());
+        md5.update([self.state as u8, u8::from(self.accepts_writes)]);
+        u64::from_be_bytes(md5.finalize()[..8].try_into().expect("an MD5 digest has 16 bytes"))
+    }
+
+    /// What changes the agreed hash. Vnodes and zone are not here: they
+    /// change only with a new incarnation.
+    fn agreed(&self) -> (u64, MemberState, bool) {
+        (self.incarnation, self.state, self.accepts_writes)
     }
 
     /// Local time its heartbeat last rose here; None if never since start.
@@ -87,6 +121,64 @@ pub struct Members {
     me: SocketAddrV4,
     phi: PhiSettings,
     members: BTreeMap<SocketAddrV4, Member>,
+    /// The wrapping sum of every member's agreed hash (see [`Heartbeats`]).
+    fingerprint: u64,
+}
+
+/// How a node answers a gossip round's opening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The tables agree: how far each of our heartbeats is ahead of the
+    /// opening's (mostly 0 or 1: a byte a member, where absolute beats
+    /// take up to nine).
+    Ahead(Heartbeats),
+    /// They differ: our whole table.
+    Table(Vec<MemberDigest>),
+}
+
+/// A heartbeat of a member's current life: if it rose, the member is alive.
+fn hear(m: &mut Member, heartbeat: u64, now_ms: u64, events: &mut Vec<Event>) {
+    if heartbeat <= m.heartbeat {
+        return;
+    }
+    m.heartbeat = heartbeat;
+    m.detector.heartbeat(now_ms);
+    if m.suspected {
+        m.suspected = false;
+        events.push(Event::Up(m.node.addr));
+    }
+}
+
+/// What another node tells of a member we know, merged into ours.
+fn merge_into(m: &mut Member, d: &MemberDigest, now_ms: u64, phi: &PhiSettings, events: &mut Vec<Event>) {
+    if m.state == MemberState::Removed {
+        return;
+    }
+    let was_on_ring = m.state.on_ring();
+    if (d.incarnation, d.heartbeat) > (m.incarnation, m.heartbeat) {
+        if d.incarnation > m.incarnation {
+            // A new life: its old intervals say nothing about this one.
+            m.detector = PhiDetector::new(phi);
+            // A restart with another share or zone is taken as it is now.
+            if d.ring_node() != m.node && m.state.on_ring() && d.state.on_ring() {
+                m.node = d.ring_node();
+                events.push(Event::Joined(m.node.clone()));
+            }
+            m.incarnation = d.incarnation;
+            m.heartbeat = 0;
+        }
+        if m.accepts_writes != d.accepts_writes {
+            m.accepts_writes = d.accepts_writes;
+            events.push(Event::Writes(d.addr, d.accepts_writes));
+        }
+        hear(m, d.heartbeat, now_ms, events);
+    }
+    if d.state > m.state {
+        m.state = d.state;
+        if was_on_ring && !m.state.on_ring() {
+            events.push(Event::Left(d.addr));
+        }
+    }
 }
 
 impl Members {
@@ -95,7 +187,28 @@ impl Members {
         let addr = me.addr;
         let mut mine = Member::new(me, state, incarnation, 1, &phi);
         mine.detector.heartbeat(now_ms);
-        Members { me: addr, phi, members: BTreeMap::from([(addr, mine)]) }
+        let mut table = Members { me: addr, phi, members: BTreeMap::new(), fingerprint: 0 };
+        table.insert(mine);
+        table
+    }
+
+    fn insert(&mut self, m: Member) {
+        self.fingerprint = self.fingerprint.wrapping_add(m.agreed_hash);
+        self.members.insert(m.node.addr, m);
+    }
+
+    /// Runs `change` on a member, keeping its agreed hash and the table's
+    /// fingerprint true.
+    fn change<R>(&mut self, addr: &SocketAddrV4, change: impl FnOnce(&mut Member) -> R) -> Option<R> {
+        let m = self.members.get_mut(addr)?;
+        let before = m.agreed();
+        let result = change(m);
+        if m.agreed() != before {
+            let new = m.hash_agreed();
+            self.fingerprint = self.fingerprint.wrapping_sub(m.agreed_hash).wrapping_add(new);
+            m.agreed_hash = new;
+        }
+        Some(result)
     }
 
     /// The table a node comes back with after a restart: its own entry at
@@ -105,11 +218,12 @@ impl Members {
         let mine = saved.members.iter().find(|d| d.addr == me.addr);
         let state = mine.map_or(MemberState::Joining, |d| d.state);
         let incarnation = mine.map_or(0, |d| d.incarnation) + 1;
+        let addr = me.addr;
         let mut table = Members::new(me, state, incarnation, phi, now_ms);
-        for d in saved.members.iter().filter(|d| d.addr != table.me) {
+        for d in saved.members.iter().filter(|d| d.addr != addr) {
             let mut m = Member::new(d.ring_node(), d.state, d.incarnation, d.heartbeat, &phi);
             m.suspected = true;
-            table.members.insert(d.addr, m);
+            table.insert(m);
         }
         table
     }
@@ -163,12 +277,12 @@ impl Members {
 
     /// Whether this node's store takes writes, told to others by gossip.
     pub fn set_my_writes(&mut self, accepts: bool) -> Vec<Event> {
-        let me = self.members.get_mut(&self.me).expect("self is a member");
-        if me.accepts_writes == accepts {
+        let me = self.me;
+        let changed = self.change(&me, |m| std::mem::replace(&mut m.accepts_writes, accepts) != accepts);
+        if changed != Some(true) {
             return Vec::new();
         }
-        me.accepts_writes = accepts;
-        vec![Event::Writes(self.me, accepts)]
+        vec![Event::Writes(me, accepts)]
     }
 
     /// Other members this node may contact: every one not removed.
@@ -183,6 +297,70 @@ impl Members {
 
     pub fn digests(&self) -> Vec<MemberDigest> {
         self.members.values().map(Member::digest).collect()
+    }
+
+    /// A gossip round's opening: the table in brief.
+    pub fn heartbeats(&self) -> Heartbeats {
+        Heartbeats { table: self.fingerprint, beats: self.members.values().map(|m| m.heartbeat).collect() }
+    }
+
+    /// Merges a peer's heartbeats if its table agrees with ours on all
+    /// else (then the i-th beat is our i-th member's); None if it does not.
+    pub fn merge_heartbeats(&mut self, theirs: &Heartbeats, now_ms: u64) -> Option<Vec<Event>> {
+        if theirs.table != self.fingerprint || theirs.beats.len() != self.members.len() {
+            return None;
+        }
+        let mut events = Vec::new();
+        for (m, &beat) in self.members.values_mut().zip(&theirs.beats) {
+            if m.node.addr == self.me {
+                // Someone saw a later beat of this life than ours: move past it.
+                if beat > m.heartbeat {
+                    m.heartbeat = beat + 1;
+                }
+            } else if m.state != MemberState::Removed {
+                hear(m, beat, now_ms, &mut events);
+            }
+        }
+        Some(events)
+    }
+
+    /// A peer opened a gossip round: merge its heartbeats and answer with
+    /// ours, or, if our tables differ, answer with our whole table.
+    pub fn answer(&mut self, opening: &Heartbeats, now_ms: u64) -> (Answer, Vec<Event>) {
+        match self.merge_heartbeats(opening, now_ms) {
+            Some(events) => {
+                let ahead = self.members.values().zip(&opening.beats).map(|(m, theirs)| m.heartbeat.saturating_sub(*theirs));
+                (Answer::Ahead(Heartbeats { table: self.fingerprint, beats: ahead.collect() }), events)
+            }
+            None => (Answer::Table(self.digests()), Vec::new()),
+        }
+    }
+
+    /// The opener's side of a round: takes the answer to `opening`, and
+    /// answers the delta to send back (what we know newer than the table
+    /// we were sent; nothing after heartbeats).
+    pub fn take_answer(&mut self, opening: &Heartbeats, answer: &Answer, now_ms: u64) -> (Vec<Event>, Vec<MemberDigest>) {
+        match answer {
+            Answer::Ahead(ahead) if ahead.beats.len() == opening.beats.len() => {
+                let beats = opening.beats.iter().zip(&ahead.beats).map(|(sent, ahead)| sent.saturating_add(*ahead)).collect();
+                // Our table may have changed since we opened: then the
+                // beats are not ours to place, and the next round will do.
+                let events = self.merge_heartbeats(&Heartbeats { table: ahead.table, beats }, now_ms);
+                (events.unwrap_or_default(), Vec::new())
+            }
+            Answer::Ahead(_) => (Vec::new(), Vec::new()),
+            Answer::Table(table) => {
+                let events = self.merge(table, now_ms);
+                (events, self.newer_than(table))
+            }
+        }
+    }
+
+    /// Our entries that are not as in `theirs`: after merging theirs into
+    /// ours, what we know newer (or what their merge would keep final).
+    pub fn newer_than(&self, theirs: &[MemberDigest]) -> Vec<MemberDigest> {
+        let theirs: BTreeMap<SocketAddrV4, &MemberDigest> = theirs.iter().map(|d| (d.addr, d)).collect();
+        self.members.values().map(Member::digest).filter(|d| theirs.get(&d.addr) != Some(&d)).collect()
     }
 
     /// One gossip period: bump our heartbeat, suspect the silent.
@@ -215,64 +393,35 @@ impl Members {
     }
 
     fn merge_about_me(&mut self, d: &MemberDigest, events: &mut Vec<Event>) {
-        let me = self.members.get_mut(&self.me).expect("self is a member");
-        if (d.incarnation, d.heartbeat) >= (me.incarnation, me.heartbeat) {
-            // Others remember a later life of ours than we do (our data dir
-            // was wiped): move past it so our news wins.
-            me.incarnation = d.incarnation;
-            me.heartbeat = d.heartbeat + 1;
-        }
-        if d.state > me.state {
-            // Removed (or leaving) by an operator at another node.
-            me.state = d.state;
-            events.push(Event::MyState(d.state));
-        }
+        let me = self.me;
+        self.change(&me, |me| {
+            if (d.incarnation, d.heartbeat) > (me.incarnation, me.heartbeat) {
+                // Others remember a later life of ours than we do (our data
+                // dir was wiped): move past it so our news wins.
+                me.incarnation = d.incarnation;
+                me.heartbeat = d.heartbeat + 1;
+            }
+            if d.state > me.state {
+                // Removed (or leaving) by an operator at another node.
+                me.state = d.state;
+                events.push(Event::MyState(d.state));
+            }
+        });
     }
 
     fn merge_member(&mut self, d: &MemberDigest, now_ms: u64, events: &mut Vec<Event>) {
         let phi = self.phi;
-        let Some(m) = self.members.get_mut(&d.addr) else {
-            let node = d.ring_node();
-            let mut m = Member::new(node.clone(), d.state, d.incarnation, d.heartbeat, &phi);
-            m.accepts_writes = d.accepts_writes;
-            m.detector.heartbeat(now_ms);
-            self.members.insert(d.addr, m);
-            if d.state.on_ring() {
-                events.push(Event::Joined(node));
-            }
-            return;
-        };
-        if m.state == MemberState::Removed {
+        if self.change(&d.addr, |m| merge_into(m, d, now_ms, &phi, events)).is_some() {
             return;
         }
-        let was_on_ring = m.state.on_ring();
-        if (d.incarnation, d.heartbeat) > (m.incarnation, m.heartbeat) {
-            if d.incarnation > m.incarnation {
-                // A new life: its old intervals say nothing about this one.
-                m.detector = PhiDetector::new(&phi);
-                // A restart with another share or zone is taken as it is now.
-                if d.ring_node() != m.node && m.state.on_ring() && d.state.on_ring() {
-                    m.node = d.ring_node();
-                    events.push(Event::Joined(m.node.clone()));
-                }
-            }
-            m.incarnation = d.incarnation;
-            m.heartbeat = d.heartbeat;
-            m.detector.heartbeat(now_ms);
-            if m.accepts_writes != d.accepts_writes {
-                m.accepts_writes = d.accepts_writes;
-                events.push(Event::Writes(d.addr, d.accepts_writes));
-            }
-            if m.suspected {
-                m.suspected = false;
-                events.push(Event::Up(d.addr));
-            }
-        }
-        if d.state > m.state {
-            m.state = d.state;
-            if was_on_ring && !m.state.on_ring() {
-                events.push(Event::Left(d.addr));
-            }
+        let node = d.ring_node();
+        let mut m = Member::new(node.clone(), d.state, d.incarnation, d.heartbeat, &phi);
+        m.accepts_writes = d.accepts_writes;
+        m.agreed_hash = m.hash_agreed();
+        m.detector.heartbeat(now_ms);
+        self.insert(m);
+        if d.state.on_ring() {
+            events.push(Event::Joined(node));
         }
     }
 
@@ -281,13 +430,15 @@ impl Members {
     /// cannot hand anything over, so it is removed at once (its buckets'
     /// new homes pull from the other replicas).
     pub fn remove(&mut self, addr: SocketAddrV4) -> Vec<Event> {
-        let Some(m) = self.members.get_mut(&addr) else { return Vec::new() };
-        let target = if m.suspected { MemberState::Removed } else { MemberState::Leaving };
-        if m.state >= target {
-            return Vec::new();
-        }
-        let was_on_ring = m.state.on_ring();
-        m.state = target;
+        let step = self.change(&addr, |m| {
+            let target = if m.suspected { MemberState::Removed } else { MemberState::Leaving };
+            let was_on_ring = m.state.on_ring();
+            (m.state < target).then(|| {
+                m.state = target;
+                (target, was_on_ring)
+            })
+        });
+        let Some(Some((target, was_on_ring))) = step else { return Vec::new() };
         match (addr == self.me, was_on_ring) {
             (true, _) => vec![Event::MyState(target)],
             (false, true) => vec![Event::Left(addr)],
@@ -298,12 +449,12 @@ impl Members {
     /// This node's own step forward: joining to up once its buckets are
     /// pulled, leaving to removed once they are handed over.
     pub fn advance_me(&mut self, state: MemberState) -> Vec<Event> {
-        let me = self.members.get_mut(&self.me).expect("self is a member");
-        if state <= me.state {
-            return Vec::new();
+        let me = self.me;
+        let advanced = self.change(&me, |m| (state > m.state).then(|| m.state = state));
+        match advanced {
+            Some(Some(())) => vec![Event::MyState(state)],
+            _ => Vec::new(),
         }
-        me.state = state;
-        vec![Event::MyState(state)]
     }
 
     /// Whom to gossip with this period: a random live peer, or now and then
@@ -347,20 +498,48 @@ mod tests {
         t
     }
 
-    /// A push-pull exchange between two tables.
-    fn exchange(tables: &mut [Members], a: usize, b: usize, now: u64) {
-        let from_a = tables[a].digests();
-        tables[b].merge(&from_a, now);
-        let from_b = tables[b].digests();
-        tables[a].merge(&from_b, now);
+    fn wire<T: Serialize>(message: &T) -> usize {
+        rmp_serde::to_vec(message).unwrap().len()
+    }
+
+    /// A gossip round from `a` to `b` as the actor runs it: heartbeats,
+    /// the answer, and a delta if any. Answers the bytes each end sent.
+    fn exchange(tables: &mut [Members], a: usize, b: usize, now: u64) -> (usize, usize) {
+        let opening = tables[a].heartbeats();
+        let (answer, _) = tables[b].answer(&opening, now);
+        let (_, delta) = tables[a].take_answer(&opening, &answer, now);
+        let answered = match &answer {
+            Answer::Ahead(ahead) => wire(ahead),
+            Answer::Table(table) => wire(table),
+        };
+        if !delta.is_empty() {
+            tables[b].merge(&delta, now);
+        }
+        (wire(&opening) + if delta.is_empty() { 0 } else { wire(&delta) }, answered)
+    }
+
+    /// Bytes nodes sent per round: on average, and the most by any node.
+    #[derive(Debug, Default)]
+    struct Sent {
+        mean: usize,
+        most: usize,
     }
 
     /// Gossips every node with one random peer, every second, until
-    /// `until` holds or `limit` rounds pass; answers the rounds taken.
-    fn gossip_until(tables: &mut [Members], dead: &[usize], seed: u64, limit: u64, until: impl Fn(&[Members]) -> bool) -> u64 {
+    /// `until` holds or `limit` rounds pass; answers the rounds taken and
+    /// the bytes sent.
+    fn gossip_until(
+        tables: &mut [Members],
+        dead: &[usize],
+        seed: u64,
+        limit: u64,
+        until: impl Fn(&[Members]) -> bool,
+    ) -> (u64, Sent) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let (mut total, mut most) = (0, 0);
         for round in 1..=limit {
             let now = round * 1000;
+            let mut sent = vec![0usize; tables.len()];
             for i in 0..tables.len() {
                 if dead.contains(&i) {
                     continue;
@@ -368,13 +547,20 @@ mod tests {
                 tables[i].tick(now);
                 if let Some(peer) = tables[i].gossip_target(&mut rng) {
                     let j = (peer.port() - 20000) as usize;
-                    if !dead.contains(&j) {
-                        exchange(tables, i, j, now);
+                    if dead.contains(&j) {
+                        sent[i] += wire(&tables[i].heartbeats());
+                    } else {
+                        let (by_i, by_j) = exchange(tables, i, j, now);
+                        sent[i] += by_i;
+                        sent[j] += by_j;
                     }
                 }
             }
+            total += sent.iter().sum::<usize>();
+            most = most.max(sent.into_iter().max().unwrap_or(0));
             if until(tables) {
-                return round;
+                let mean = total / (round as usize * tables.len());
+                return (round, Sent { mean, most });
             }
         }
         panic!("not settled after {limit} rounds");
@@ -504,6 +690,65 @@ mod tests {
         assert!(a.ring_nodes().contains(&RingNode::new(addr(2), 16)));
     }
 
+    #[test]
+    fn tables_that_agree_trade_heartbeats_only_and_those_that_differ_a_table_and_a_delta() {
+        let (mut a, mut b) = (table(1), table(2));
+        a.merge(&b.digests(), 0);
+        b.merge(&a.digests(), 0);
+        assert_eq!(a.heartbeats().table, b.heartbeats().table, "one table, in whatever order it was learned");
+        // Agreeing: heartbeats alone, and a silent member's beat revives it.
+        let late = (1000..60_000).step_by(500).find(|t| !a.tick(*t).is_empty()).unwrap();
+        assert!(!a.is_up(&addr(2)));
+        assert_eq!(b.tick(late), vec![Event::Down(addr(1))], "b has not heard from a either");
+        let opening = a.heartbeats();
+        let (answer, events) = b.answer(&opening, late);
+        assert_eq!(events, vec![Event::Up(addr(1))]);
+        let Answer::Ahead(ahead) = &answer else { panic!("agreeing tables answered with {answer:?}") };
+        assert!(ahead.beats.iter().all(|beat| *beat <= 1), "{ahead:?}");
+        assert_eq!(a.take_answer(&opening, &answer, late), (vec![Event::Up(addr(2))], Vec::new()));
+        assert_eq!(a.get(&addr(2)).unwrap().heartbeat, b.get(&addr(2)).unwrap().heartbeat);
+        // b takes no writes: the fingerprints part, b answers with its
+        // table, a learns from it and has nothing newer to send back.
+        b.set_my_writes(false);
+        b.tick(late + 1);
+        assert_ne!(a.heartbeats().table, b.heartbeats().table);
+        let opening = a.heartbeats();
+        let (answer, _) = b.answer(&opening, late + 1);
+        let Answer::Table(_) = &answer else { panic!("differing tables answered with {answer:?}") };
+        let (events, delta) = a.take_answer(&opening, &answer, late + 1);
+        assert_eq!(events, vec![Event::Writes(addr(2), false)]);
+        assert!(delta.iter().all(|d| d.addr == addr(1)), "only what a knows newer: {delta:?}");
+        b.merge(&delta, late + 1);
+        assert_eq!(a.heartbeats().table, b.heartbeats().table);
+        // a learns of c; opening to b, it is answered with b's table and
+        // sends c back as the delta.
+        let c = table(3);
+        a.merge(&c.digests(), late + 2);
+        let opening = a.heartbeats();
+        let (answer, _) = b.answer(&opening, late + 2);
+        let (_, delta) = a.take_answer(&opening, &answer, late + 2);
+        assert!(delta.iter().any(|d| d.addr == addr(3)), "{delta:?}");
+        assert_eq!(b.merge(&delta, late + 2), vec![Event::Joined(RingNode::new(addr(3), 8))]);
+        assert_eq!(a.heartbeats().table, b.heartbeats().table);
+    }
+
+    #[test]
+    fn heartbeats_from_a_table_that_has_changed_since_are_not_placed() {
+        let (mut a, mut b) = (table(1), table(2));
+        a.merge(&b.digests(), 0);
+        b.merge(&a.digests(), 0);
+        let opening = a.heartbeats();
+        let (answer, _) = b.answer(&opening, 1);
+        // a learns of another member before the answer arrives.
+        a.merge(&table(0).digests(), 1);
+        let before = a.get(&addr(2)).unwrap().heartbeat;
+        b.tick(2);
+        let Answer::Ahead(mut ahead) = answer else { panic!() };
+        ahead.beats.iter_mut().for_each(|beat| *beat += 10);
+        assert_eq!(a.take_answer(&opening, &Answer::Ahead(ahead), 2), (Vec::new(), Vec::new()));
+        assert_eq!(a.get(&addr(2)).unwrap().heartbeat, before, "a beat placed by position into another table");
+    }
+
     /// 128 nodes linked in a line (each told only of the one before it, as
     /// a chain of `check_node`s would); every round each node gossips with
     /// one random peer it knows. Report and bound the rounds to agree.
@@ -515,18 +760,24 @@ mod tests {
             let before = tables[i - 1].digests();
             tables[i].merge(&before, 0);
         }
-        let rounds = gossip_until(&mut tables, &[], 7, 40, |ts| ts.iter().all(|t| t.ring_nodes().len() == n as usize));
+        let (rounds, _) = gossip_until(&mut tables, &[], 7, 40, |ts| ts.iter().all(|t| t.ring_nodes().len() == n as usize));
         println!("{n} nodes agreed on membership after {rounds} gossip rounds");
         assert!(rounds <= 20, "{rounds} rounds is slow for {n} nodes");
     }
 
     /// 1,000 nodes that all know each other; one joins through a single
     /// node, and later one dies. Reports the rounds until every node knows
-    /// (target O(log n)) and the bytes each node sends per round.
+    /// (target O(log n)) and the bytes a node sends per round: heartbeats
+    /// while tables agree, a table and a delta only while they differ.
     #[test]
     fn a_thousand_nodes_learn_of_a_join_and_a_failure() {
         let n = 1000u16;
         let mut tables: Vec<Members> = (0..n).map(table).collect();
+        // Heartbeats as of a cluster up for a month (a beat a second):
+        // absolute beats then take five bytes each on the wire.
+        for (i, t) in tables.iter_mut().enumerate() {
+            t.members.get_mut(&addr(i as u16)).unwrap().heartbeat = 2_600_000 + i as u64;
+        }
         let all: Vec<MemberDigest> = tables.iter().flat_map(|t| t.digests()).collect();
         for t in tables.iter_mut() {
             t.merge(&all, 0);
@@ -535,19 +786,35 @@ mod tests {
         tables.push(table(n));
         let first = tables[0].digests();
         tables[joiner].merge(&first, 0);
-        let joined = gossip_until(&mut tables, &[], 11, 60, |ts| ts.iter().all(|t| t.get(&addr(n)).is_some()));
+        let agreed = |ts: &[Members]| ts.iter().all(|t| t.heartbeats().table == ts[0].heartbeats().table);
+        let (joined, join) = gossip_until(&mut tables, &[], 11, 60, |ts| agreed(ts));
+        let steady_rounds = std::cell::Cell::new(0);
+        let (_, steady) = gossip_until(&mut tables, &[], 12, 10, |_| {
+            steady_rounds.set(steady_rounds.get() + 1);
+            steady_rounds.get() == 10
+        });
         let dead = 500usize;
-        let failed = gossip_until(&mut tables, &[dead], 13, 60, |ts| {
+        let (failed, failure) = gossip_until(&mut tables, &[dead], 13, 60, |ts| {
             ts.iter().enumerate().filter(|(i, _)| *i != dead).all(|(_, t)| !t.is_up(&addr(dead as u16)))
         });
-        let bytes = rmp_serde::to_vec(&tables[0].digests()).unwrap().len();
+        let whole_table = wire(&tables[0].digests());
         println!(
-            "{} nodes: a join known to all after {joined} rounds, a failure after {failed} rounds; \
-             one gossip message is {bytes} bytes (each node sends one and answers one per round on average: ~{} KiB/round)",
+            "{} nodes (one whole table: {whole_table} bytes; bytes a node sends a round, mean and most):\n  \
+             a join known to all after {joined} rounds, meanwhile {} and {}\n  \
+             tables agreeing: {} and {}\n  \
+             a failure known to all after {failed} rounds, meanwhile {} and {}",
             n + 1,
-            2 * bytes / 1024
+            join.mean,
+            join.most,
+            steady.mean,
+            steady.most,
+            failure.mean,
+            failure.most,
         );
         assert!(joined <= 25, "{joined} rounds for a join");
         assert!(failed <= 25, "{failed} rounds for a failure");
+        // A push-pull of whole tables would send two tables a node a round.
+        assert!(steady.mean < whole_table / 2, "agreeing tables still trade whole tables: {steady:?}");
+        assert!(failure.mean < whole_table / 2, "a failure needs no table: {failure:?}");
     }
 }
