@@ -89,6 +89,12 @@ pub fn render(s: &Scrape) -> String {
             get(&st.quorum_failures) as i64,
         ),
         ("kai_read_repairs_total", "counter", "Replicas repaired by reads.", get(&st.read_repairs) as i64),
+        (
+            "kai_speculative_reads_total",
+            "counter",
+            "Reads that asked past their first R replicas (one failed or was slow).",
+            get(&st.speculative_reads) as i64,
+        ),
         ("kai_siblings_served_total", "counter", "Sibling versions answered to reads.", get(&st.siblings_served) as i64),
         ("kai_hints_pending", "gauge", "Hinted writes held here for down home nodes.", st.hints_pending.load(Relaxed)),
         (

@@ -241,4 +241,8 @@ fn a_stalled_replica_slows_nothing_and_sheds_nothing() {
     assert!(slowest < Duration::from_millis(2000), "a request waited {slowest:?} (the deadline is 3 s)");
     let (_, stats, _) = cluster.nodes[0].admin(&["stats"]);
     assert!(stats.contains("kai_shed_busy 0\n"), "{stats}");
+    // A read asks R = 2 replicas first; where the stalled one was among
+    // them, the third was asked once the first two were slow.
+    let speculated: u64 = cluster.nodes[0].stat("kai_speculative_reads").parse().unwrap();
+    assert!(speculated > 0, "no read asked past the stalled replica");
 }

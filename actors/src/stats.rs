@@ -171,6 +171,9 @@ pub struct NodeStats {
     pub siblings_served: Counter,
     pub unreconciled_get: Counter,
     pub read_repairs: Counter,
+    /// Reads that asked past their first R replicas: one failed, or did
+    /// not answer within the speculation delay.
+    pub speculative_reads: Counter,
     /// Replica writes that failed and went to a stand-in with a hint at once.
     pub hinted_at_once: Counter,
     pub quorum_failures: Counter,
@@ -355,6 +358,7 @@ pub fn report(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Vec
         ("kai_buckets_held", held.to_string()),
         ("kai_unreconciled_get", get(&stats.unreconciled_get)),
         ("kai_read_repairs", get(&stats.read_repairs)),
+        ("kai_speculative_reads", get(&stats.speculative_reads)),
         ("kai_hinted_at_once", get(&stats.hinted_at_once)),
         ("kai_siblings_served", get(&stats.siblings_served)),
         ("kai_quorum_failures", get(&stats.quorum_failures)),

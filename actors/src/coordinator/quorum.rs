@@ -2,6 +2,12 @@
 //! the replicas, answers the client once R (or W) replied, and stops when
 //! every replica answered or its one deadline passed. Late replies are safe
 //! to apply: replica operations are versioned and idempotent.
+//!
+//! A read asks R replicas first (this node's own store among them), and
+//! the others only if one of those fails, or if the quorum is not met
+//! within [`SPECULATE_AFTER`] (a slow replica, not yet suspected). The
+//! replicas that answered are compared and the stale among them repaired;
+//! one not asked is brought level by anti-entropy.
 
 use super::tally::{QuorumTally, TallyState};
 use super::{Answer, QuorumSetup, Target};
@@ -12,7 +18,13 @@ use crate::version::{Reconcile, Version};
 use actix::prelude::*;
 use bytes::Bytes;
 use std::net::SocketAddrV4;
+use std::time::Duration;
 use tokio::sync::oneshot;
+
+/// How long a read waits for its first R replicas before asking the rest:
+/// past the tail of a healthy replica read under load, far below the
+/// request deadline.
+pub const SPECULATE_AFTER: Duration = Duration::from_millis(20);
 
 pub enum Job {
     /// Read a key: answers its live siblings, newest last.
@@ -78,11 +90,15 @@ impl QuorumActor {
         setup: std::sync::Arc<QuorumSetup>,
         job: Job,
     ) -> Self {
-        let tally = QuorumTally::new(needed, targets.len());
+        let mut tally = QuorumTally::new(needed, targets.len());
         setup.stats.requests_in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let op = match job {
             Job::Read { .. } => "read",
-            Job::Write { .. } => "write",
+            Job::Write { .. } => {
+                // A write goes to every replica at once.
+                while tally.ask().is_some() {}
+                "write"
+            }
         };
         QuorumActor {
             key,
@@ -253,18 +269,45 @@ impl QuorumActor {
             .spawn(ctx);
     }
 
+    /// Asks R replicas, this node first (its store answers at once); the
+    /// rest if the quorum is not met soon.
     fn start_read(&mut self, ctx: &mut Context<Self>) {
-        for i in 0..self.targets.len() {
-            let node = self.targets[i].node;
-            let answer = self.setup.via.get(node, self.key.clone(), self.setup.timeout);
-            self.on_answer(answer, ctx, move |act, result, ctx| match result {
-                Ok(versions) => {
-                    act.read_replies.push((node, versions));
-                    act.record(true, None, ctx);
+        let me = self.setup.via.me;
+        self.targets.sort_by_key(|t| t.node != me);
+        for _ in 0..self.needed.min(self.targets.len()) {
+            self.ask_next(ctx);
+        }
+        if ctx.state() == ActorState::Running && !self.tally.asked_all() {
+            ctx.run_later(SPECULATE_AFTER, |act, ctx| {
+                if act.job.is_some() && !act.expired && !act.tally.asked_all() {
+                    NodeStats::incr(&act.setup.stats.speculative_reads);
+                    while !act.tally.asked_all() {
+                        act.ask_next(ctx);
+                    }
                 }
-                Err(e) => act.record(false, Some(e), ctx),
             });
         }
+    }
+
+    /// Asks the next replica not asked yet, if any, for the key's versions;
+    /// a failure asks the one after it.
+    fn ask_next(&mut self, ctx: &mut Context<Self>) {
+        let Some(i) = self.tally.ask() else { return };
+        let node = self.targets[i].node;
+        let answer = self.setup.via.get(node, self.key.clone(), self.setup.timeout);
+        self.on_answer(answer, ctx, move |act, result, ctx| match result {
+            Ok(versions) => {
+                act.read_replies.push((node, versions));
+                act.record(true, None, ctx);
+            }
+            Err(e) => {
+                if act.job.is_some() && !act.expired && !act.tally.asked_all() {
+                    NodeStats::incr(&act.setup.stats.speculative_reads);
+                    act.ask_next(ctx);
+                }
+                act.record(false, Some(e), ctx);
+            }
+        });
     }
 
     /// A conditional write (cas, add, replace, incr, delete, ...) is decided
