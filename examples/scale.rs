@@ -4,7 +4,7 @@
 //!
 //!     cargo run --release --example scale
 
-use kai_actors::hash::{Ring, RingNode};
+use kai_actors::hash::{Ring, RingNode, MAX_BUCKETS};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
@@ -26,6 +26,18 @@ fn spread(counts: impl Iterator<Item = u64>, nodes: usize) -> f64 {
     let counts: Vec<u64> = counts.collect();
     let mean = counts.iter().sum::<u64>() as f64 / nodes as f64;
     *counts.iter().max().unwrap_or(&0) as f64 / mean
+}
+
+/// Max over mean of keys per node, counting every home replica of 20,000
+/// keys a node.
+fn home_key_spread(ring: &Ring, nodes: u32) -> f64 {
+    let mut keys: HashMap<SocketAddrV4, u64> = HashMap::new();
+    for k in 0..nodes as u64 * 20_000 {
+        for node in ring.find_nodes(format!("key:{k}").as_bytes(), N) {
+            *keys.entry(*node).or_default() += 1;
+        }
+    }
+    spread(keys.values().copied(), nodes as usize)
 }
 
 fn main() {
@@ -74,13 +86,35 @@ fn main() {
         }
     }
 
-    println!("\n## Buckets max/mean at 1,000 nodes by virtual nodes a node (65,536 buckets)\n");
-    println!("| vnodes | buckets max/mean |");
-    println!("|---|---|");
-    for vnodes in [128u16, 256, 512, 1024] {
-        let ring = Ring::new(65536, (0..1000).map(|i| node_with(i, vnodes)));
-        let (_, home) = ring.bucket_counts(N);
-        println!("| {vnodes} | {:.3} |", spread(home.values().map(|c| *c as u64), 1000));
+    println!("\n## Buckets max/mean (home replicas) by virtual nodes and buckets\n");
+    println!("Past 65,536 buckets (marked *) is beyond what `number_of_buckets` may be: the same placement, for the figure.\n");
+    let bucket_counts = [1024u32, 4096, 16384, 65536, 1 << 18, 1 << 20];
+    let header: Vec<String> = bucket_counts.iter().map(|b| format!("{b}{}", if *b > MAX_BUCKETS { "*" } else { "" })).collect();
+    println!("| nodes | vnodes | {} | smallest under 1.1 | keys max/mean there |", header.join(" | "));
+    println!("|---|---|{}---|---|", "---|".repeat(bucket_counts.len()));
+    for nodes in [10u32, 100, 1000] {
+        for vnodes in [128u16, 256, 512] {
+            let mut cells = Vec::new();
+            let mut under = None;
+            for &buckets in &bucket_counts {
+                if buckets < nodes * 16 {
+                    cells.push("-".to_string());
+                    continue;
+                }
+                let ring = Ring::new(buckets, (0..nodes).map(|i| node_with(i, vnodes)));
+                let (_, home) = ring.bucket_counts(N);
+                let spread = spread(home.values().map(|c| *c as u64), nodes as usize);
+                if spread < 1.1 && under.is_none() {
+                    under = Some((buckets, home_key_spread(&ring, nodes)));
+                }
+                cells.push(format!("{spread:.3}"));
+            }
+            let (smallest, keys) = match under {
+                Some((buckets, keys)) => (buckets.to_string(), format!("{keys:.3}")),
+                None => ("none".to_string(), "-".to_string()),
+            };
+            println!("| {nodes} | {vnodes} | {} | {smallest} | {keys} |", cells.join(" | "));
+        }
     }
 
     println!("\n## A node with twice the virtual nodes\n");
