@@ -95,6 +95,14 @@ pub fn render(s: &Scrape) -> String {
             "Reads that asked past their first R replicas (one failed or was slow).",
             get(&st.speculative_reads) as i64,
         ),
+        ("kai_gossip_rounds_total", "counter", "Gossip rounds this node opened.", get(&st.gossip_rounds) as i64),
+        (
+            "kai_gossip_tables_sent_total",
+            "counter",
+            "Whole member tables sent (only while tables differ, and to link).",
+            get(&st.gossip_tables_sent) as i64,
+        ),
+        ("kai_gossip_bytes_sent_total", "counter", "Bytes of gossip messages sent.", get(&st.gossip_bytes_sent) as i64),
         ("kai_siblings_served_total", "counter", "Sibling versions answered to reads.", get(&st.siblings_served) as i64),
         ("kai_hints_pending", "gauge", "Hinted writes held here for down home nodes.", st.hints_pending.load(Relaxed)),
         (

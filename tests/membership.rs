@@ -285,3 +285,49 @@ fn stats_count_members_by_state() {
     assert_eq!(a.stat("kai_ring_nodes"), "3", "down is not left");
     assert_eq!(state_of(a, &b).as_deref(), Some("down"));
 }
+
+/// Gossip counters summed over the cluster: rounds opened, whole tables
+/// sent, bytes sent.
+fn gossip_totals(cluster: &TestCluster) -> (u64, u64, u64) {
+    cluster.nodes.iter().fold((0, 0, 0), |(r, t, b), n| {
+        (
+            r + stat_u64(n, "kai_gossip_rounds"),
+            t + stat_u64(n, "kai_gossip_tables_sent"),
+            b + stat_u64(n, "kai_gossip_bytes_sent"),
+        )
+    })
+}
+
+/// Waits for a stretch of gossip rounds with no whole table sent; answers
+/// the rounds and bytes of that stretch.
+fn quiet_gossip(cluster: &TestCluster, what: &str) -> (u64, u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (rounds, tables, bytes) = gossip_totals(cluster);
+        std::thread::sleep(Duration::from_secs(3));
+        let (rounds_after, tables_after, bytes_after) = gossip_totals(cluster);
+        if tables_after == tables && rounds_after >= rounds + 6 {
+            return (rounds_after - rounds, bytes_after - bytes);
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: whole tables still sent every few rounds");
+    }
+}
+
+#[test]
+fn a_quiet_cluster_gossips_heartbeats_and_a_change_sends_tables_until_known() {
+    let mut cluster = TestCluster::start(3, &["gossip_interval_ms=200"]);
+    let (rounds, bytes) = quiet_gossip(&cluster, "after linking");
+    println!("quiet: {rounds} rounds, {} bytes a round", bytes / rounds);
+    // A restart is a new incarnation: tables differ until every node knows.
+    let (_, tables_before, _) = gossip_totals(&cluster);
+    cluster.nodes[2].kill();
+    cluster.nodes[2].launch();
+    cluster.wait_until_all_up(Duration::from_secs(20));
+    let (_, tables_after, _) = gossip_totals(&cluster);
+    assert!(tables_after > tables_before, "the restarted node's new life spread without a table");
+    quiet_gossip(&cluster, "after the restart");
+    // Heartbeats still keep every member up.
+    for node in &cluster.nodes {
+        assert_eq!(node.up_members().len(), 3);
+    }
+}

@@ -167,6 +167,12 @@ pub struct NodeStats {
     pub members_down: AtomicI64,
     pub members_leaving: AtomicI64,
     pub members_removed: AtomicI64,
+    /// Gossip rounds this node opened, whole member tables it sent (as an
+    /// answer to a differing table, or to link), and the bytes of every
+    /// gossip message it sent (openings, answers, deltas, tables).
+    pub gossip_rounds: Counter,
+    pub gossip_tables_sent: Counter,
+    pub gossip_bytes_sent: Counter,
     // coordinator
     pub siblings_served: Counter,
     pub unreconciled_get: Counter,
@@ -355,6 +361,9 @@ pub fn report(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Vec
         ("kai_members_down", stats.members_down.load(Relaxed).to_string()),
         ("kai_members_leaving", stats.members_leaving.load(Relaxed).to_string()),
         ("kai_members_removed", stats.members_removed.load(Relaxed).to_string()),
+        ("kai_gossip_rounds", get(&stats.gossip_rounds)),
+        ("kai_gossip_tables_sent", get(&stats.gossip_tables_sent)),
+        ("kai_gossip_bytes_sent", get(&stats.gossip_bytes_sent)),
         ("kai_buckets_held", held.to_string()),
         ("kai_unreconciled_get", get(&stats.unreconciled_get)),
         ("kai_read_repairs", get(&stats.read_repairs)),

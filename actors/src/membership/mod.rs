@@ -195,6 +195,16 @@ impl MembershipActor {
         }
     }
 
+    /// Counts a gossip message this node sends (encoded once more to
+    /// measure it: a few a second).
+    fn count_sent<T: serde::Serialize>(&self, message: &T, whole_table: bool) {
+        let bytes = rmp_serde::to_vec(message).map_or(0, |b| b.len());
+        NodeStats::add(&self.stats.gossip_bytes_sent, bytes as u64);
+        if whole_table {
+            NodeStats::incr(&self.stats.gossip_tables_sent);
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
@@ -303,6 +313,8 @@ impl MembershipActor {
         let (peers, timeout) = (self.peers.clone(), self.settings.timeout);
         let opening = self.members.heartbeats();
         let request = Request::GossipHeartbeats(opening.clone());
+        NodeStats::incr(&self.stats.gossip_rounds);
+        self.count_sent(&request, false);
         async move { peers.call(SocketAddr::V4(peer), request, timeout).await }.into_actor(self).map(move |result, act, ctx| {
             let answer = match result? {
                 Response::HeartbeatsAhead(ahead) => Answer::Ahead(ahead),
@@ -315,9 +327,11 @@ impl MembershipActor {
             act.apply(events);
             if !delta.is_empty() {
                 let (peers, timeout) = (act.peers.clone(), act.settings.timeout);
+                let request = Request::GossipDelta { members: delta };
+                act.count_sent(&request, false);
                 ctx.spawn(
                     async move {
-                        if let Err(e) = peers.call(SocketAddr::V4(peer), Request::GossipDelta { members: delta }, timeout).await {
+                        if let Err(e) = peers.call(SocketAddr::V4(peer), request, timeout).await {
                             tracing::debug!(%peer, "gossip delta not delivered (the next round will do): {e}");
                         }
                     }
@@ -333,6 +347,7 @@ impl MembershipActor {
     fn exchange(&self, peer: SocketAddrV4) -> impl ActorFuture<Self, Output = Result<()>> {
         let (peers, timeout) = (self.peers.clone(), self.settings.timeout);
         let request = Request::Gossip { members: self.members.digests() };
+        self.count_sent(&request, true);
         async move { peers.call(SocketAddr::V4(peer), request, timeout).await }.into_actor(self).map(move |result, act, _| {
             match result {
                 Ok(Response::Members(digests)) => {
@@ -420,7 +435,9 @@ impl Handler<ReceiveGossip> for MembershipActor {
         let now = self.now_ms();
         let events = self.members.merge(&msg.0, now);
         self.apply(events);
-        MessageResult(self.members.digests())
+        let table = self.members.digests();
+        self.count_sent(&table, true);
+        MessageResult(table)
     }
 }
 
@@ -431,6 +448,10 @@ impl Handler<ReceiveHeartbeats> for MembershipActor {
         let now = self.now_ms();
         let (answer, events) = self.members.answer(&opening, now);
         self.apply(events);
+        match &answer {
+            Answer::Ahead(ahead) => self.count_sent(ahead, false),
+            Answer::Table(table) => self.count_sent(table, true),
+        }
         MessageResult(answer)
     }
 }
