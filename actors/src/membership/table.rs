@@ -73,10 +73,16 @@ impl Member {
 
     /// What gossip makes every node agree on about this member, but its
     /// heartbeat, hashed (suspicion is each node's own judgement: left out).
+    /// Of a removed member only that: merging stops at removed, so nodes
+    /// may keep different last lives of it, and must still agree.
     fn hash_agreed(&self) -> u64 {
         let mut md5 = Md5::new();
         md5.update(self.node.addr.ip().octets());
         md5.update(self.node.addr.port().to_be_bytes());
+        if self.state == MemberState::Removed {
+            md5.update([self.state as u8]);
+            return u64::from_be_bytes(md5.finalize()[..8].try_into().expect("an MD5 digest has 16 bytes"));
+        }
         md5.update(self.node.virtual_nodes.to_be_bytes());
         md5.update((self.node.zone.len() as u32).to_be_bytes());
         md5.update(self.node.zone.as_bytes());
@@ -223,6 +229,8 @@ impl Members {
         for d in saved.members.iter().filter(|d| d.addr != addr) {
             let mut m = Member::new(d.ring_node(), d.state, d.incarnation, d.heartbeat, &phi);
             m.suspected = true;
+            m.accepts_writes = d.accepts_writes;
+            m.agreed_hash = m.hash_agreed();
             table.insert(m);
         }
         table
@@ -730,6 +738,31 @@ mod tests {
         assert!(delta.iter().any(|d| d.addr == addr(3)), "{delta:?}");
         assert_eq!(b.merge(&delta, late + 2), vec![Event::Joined(RingNode::new(addr(3), 8))]);
         assert_eq!(a.heartbeats().table, b.heartbeats().table);
+    }
+
+    #[test]
+    fn tables_agree_on_a_removed_member_whatever_life_of_it_they_kept() {
+        let (mut a, mut b, c) = (table(1), table(2), table(3));
+        a.merge(&b.digests(), 0);
+        b.merge(&a.digests(), 0);
+        // a hears of c's first life, b of a later one, then both of its
+        // removal: merging stops at removed, their entries keep the lives.
+        a.merge(&c.digests(), 1);
+        let later = Members::new(RingNode::new(addr(3), 16), MemberState::Up, 5, phi(), 1);
+        b.merge(&later.digests(), 1);
+        let mut removed = later.digests();
+        removed[0].state = MemberState::Removed;
+        a.merge(&removed, 2);
+        removed[0].incarnation = 9;
+        b.merge(&removed, 2);
+        assert_ne!(a.get(&addr(3)).unwrap().incarnation, b.get(&addr(3)).unwrap().incarnation);
+        assert_eq!(a.heartbeats().table, b.heartbeats().table, "a removed member's last life must not part the tables");
+        // A table kept across a restart, with a member taking no writes,
+        // comes back agreeing with the table it was saved from.
+        b.set_my_writes(false);
+        let saved = b.save();
+        let restored = Members::restore(RingNode::new(addr(1), 8), &saved, phi(), 3);
+        assert!(!restored.get(&addr(2)).unwrap().accepts_writes);
     }
 
     #[test]
