@@ -405,9 +405,9 @@ impl Members {
         self.change(&me, |me| {
             if (d.incarnation, d.heartbeat) > (me.incarnation, me.heartbeat) {
                 // Others remember a later life of ours than we do (our data
-                // dir was wiped): move past it so our news wins.
-                me.incarnation = d.incarnation;
-                me.heartbeat = d.heartbeat + 1;
+                // dir was wiped): start the one after it, so our news wins,
+                // vnodes and zone as they are now included.
+                me.incarnation = d.incarnation + 1;
             }
             if d.state > me.state {
                 // Removed (or leaving) by an operator at another node.
@@ -667,10 +667,14 @@ mod tests {
     fn a_wiped_node_moves_past_the_life_others_remember() {
         let (mut a, b) = (table(1), aged(2, 50));
         a.merge(&b.digests(), 50);
-        let mut wiped = table(2); // incarnation 1, heartbeat 1 again
+        // Back with an empty data dir and twice the vnodes: incarnation 1,
+        // heartbeat 1 again.
+        let mut wiped = Members::new(RingNode::new(addr(2), 16), MemberState::Up, 1, phi(), 60);
         wiped.merge(&a.digests(), 60);
-        let me = wiped.get(&addr(2)).unwrap();
-        assert!(me.heartbeat > 51, "heartbeat {}", me.heartbeat);
+        assert_eq!(wiped.get(&addr(2)).unwrap().incarnation, 2, "the life after the one a remembers");
+        wiped.tick(61);
+        assert_eq!(a.merge(&wiped.digests(), 61), vec![Event::Joined(RingNode::new(addr(2), 16))]);
+        assert_eq!(a.heartbeats().table, wiped.heartbeats().table);
     }
 
     #[test]
