@@ -49,6 +49,7 @@ fn exchange(node: &TestNode, bytes: &[u8]) -> String {
 
 #[test]
 fn malformed_input_gets_errors_and_harms_nothing() {
+    let _machine = common::beside();
     let mut node = TestNode::start(&[]);
     node.raw().request("set precious 7 0 8\r\nprecious\r\n", "\r\n");
     let attacks: Vec<(&str, Vec<u8>, &str)> = vec![
@@ -83,6 +84,7 @@ fn malformed_input_gets_errors_and_harms_nothing() {
 
 #[test]
 fn thousands_of_held_connections_and_slow_clients() {
+    let _machine = common::beside();
     let mut node = TestNode::start(&["max_connections=1200"]);
     let held: Vec<TcpStream> = (0..1500).filter_map(|_| TcpStream::connect(("127.0.0.1", node.memcache_port)).ok()).collect();
     assert_eq!(held.len(), 1500);
@@ -122,6 +124,7 @@ fn thousands_of_held_connections_and_slow_clients() {
 
 #[test]
 fn a_flood_of_big_values_keeps_memory_bounded() {
+    let _machine = common::beside();
     let mut node = TestNode::start(&["store=\"memory\"", "max_value_size=65536"]);
     let value = vec![b'v'; 60_000];
     let mut threads = Vec::new();
@@ -150,6 +153,7 @@ fn a_flood_of_big_values_keeps_memory_bounded() {
 
 #[test]
 fn an_overloaded_cluster_sheds_load_loses_nothing_and_recovers() {
+    let _machine = common::beside();
     let mut cluster = TestCluster::start(3, &["max_requests_in_flight=32", "max_connections=4096"]);
     let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.memcache_port).collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -219,6 +223,7 @@ fn an_overloaded_cluster_sheds_load_loses_nothing_and_recovers() {
 
 #[test]
 fn a_stalled_replica_slows_nothing_and_sheds_nothing() {
+    let _machine = common::alone();
     let cluster = TestCluster::start(3, &["max_requests_in_flight=16", "request_timeout_ms=3000"]);
     let stalled = cluster.nodes[2].pid();
     // SIGSTOP: the node keeps its sockets open but answers nothing, the

@@ -41,6 +41,7 @@ fn homes(node: &TestNode, keys: &[String]) -> Vec<Vec<String>> {
 
 #[test]
 fn every_preference_list_spans_the_three_zones() {
+    let _machine = common::beside();
     let (cluster, zone_of) = zoned_cluster();
     let keys: Vec<String> = (0..1000).map(|i| format!("zoned-{i}")).collect();
     for (key, home) in keys.iter().zip(homes(&cluster.nodes[0], &keys)) {
@@ -68,6 +69,7 @@ fn replica_copies(node: &TestNode, key: &str) -> Vec<String> {
 
 #[test]
 fn a_whole_zone_down_costs_no_request_and_it_catches_up_when_back() {
+    let _machine = common::alone();
     let (mut cluster, _) = zoned_cluster();
     // Nodes 0 and 3 are "east": kill both under write load through "west".
     let mut writer = cluster.nodes[1].raw();
@@ -139,6 +141,7 @@ fn balance(node: &TestNode) -> BTreeMap<String, u32> {
 
 #[test]
 fn twice_the_virtual_nodes_hold_about_twice_the_buckets_and_a_restart_changes_the_share() {
+    let _machine = common::beside();
     // N = 1, so a node's home buckets are its first-replica buckets.
     let settings = |vnodes: &'static str| {
         let mut s: Vec<&str> = CLUSTER.to_vec();
@@ -181,6 +184,7 @@ fn twice_the_virtual_nodes_hold_about_twice_the_buckets_and_a_restart_changes_th
 
 #[test]
 fn a_ring_with_fewer_buckets_than_nodes_is_refused() {
+    let _machine = common::beside();
     let mut settings: Vec<&str> = CLUSTER.to_vec();
     settings.extend(["n=1", "r=1", "w=1", "number_of_buckets=1"]);
     let (a, b) = (TestNode::start(&settings), TestNode::start(&settings));

@@ -457,3 +457,17 @@ impl TestCluster {
         ring.find_nodes(key.as_bytes(), 3).iter().map(|a| a.to_string()).collect()
     }
 }
+
+/// Tests in one binary run in parallel. A test that times how a failure
+/// is ridden out takes the machine alone (`alone`); its neighbours take
+/// it shared (`beside`), so a cluster of theirs cannot starve its nodes
+/// into timeouts that say nothing about Kai.
+static MACHINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+pub fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn beside() -> std::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(|e| e.into_inner())
+}
