@@ -298,11 +298,23 @@ pub struct Frame<T> {
 }
 
 pub fn encode<T: Serialize>(frame: &Frame<T>) -> Result<Vec<u8>> {
-    let body = rmp_serde::to_vec(frame)?;
-    let mut out = Vec::with_capacity(4 + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
+    let mut out = Vec::with_capacity(256);
+    encode_into(&mut out, frame)?;
     Ok(out)
+}
+
+/// Appends one frame to `out`, serialized in place (no buffer of its own
+/// to copy from): the length is written once the body is.
+pub fn encode_into<T: Serialize>(out: &mut Vec<u8>, frame: &Frame<T>) -> Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    if let Err(e) = rmp_serde::encode::write(out, frame) {
+        out.truncate(start);
+        return Err(e.into());
+    }
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
 }
 
 /// Takes one whole frame off the front of `buf`, if one is there.

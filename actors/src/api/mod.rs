@@ -6,8 +6,8 @@ pub mod auth;
 mod frame;
 
 pub use frame::{
-    decode, encode, ForwardOp, Frame, Heartbeats, MemberDigest, MemberRow, MemberState, NodeInfo, Placement, Request, Response,
-    TransferProgress, MAX_FRAME, PROTOCOL_VERSION,
+    decode, encode, encode_into, ForwardOp, Frame, Heartbeats, MemberDigest, MemberRow, MemberState, NodeInfo, Placement,
+    Request, Response, TransferProgress, MAX_FRAME, PROTOCOL_VERSION,
 };
 
 use crate::error::{Error, Result};
@@ -365,25 +365,28 @@ impl ApiClient {
     }
 }
 
+/// The most a connection's reused write buffer keeps between batches.
+const KEPT_BATCH_BYTES: usize = 1 << 20;
+
 /// Owns a client connection: writes requests with fresh ids, matches
 /// replies to callers, and fails every caller if the connection breaks.
 async fn drive(stream: TcpStream, mut buf: BytesMut, mut rx: mpsc::Receiver<Pending>) {
     let (mut reader, mut writer) = stream.into_split();
     let mut waiting: HashMap<u64, oneshot::Sender<Result<Response>>> = HashMap::new();
     let mut next_id = 1u64;
+    let mut batch = Vec::new();
     let failure = loop {
         tokio::select! {
             pending = rx.recv() => {
                 let Some(first) = pending else { break None };
                 // Whatever else is ready goes out in the same write.
-                let mut batch = Vec::new();
+                batch.clear();
                 let mut next = Some(first);
                 while let Some((request, reply)) = next.take() {
                     let id = next_id;
                     next_id += 1;
-                    match encode(&Frame { id, body: request }) {
-                        Ok(bytes) => {
-                            batch.extend_from_slice(&bytes);
+                    match encode_into(&mut batch, &Frame { id, body: request }) {
+                        Ok(()) => {
                             waiting.insert(id, reply);
                         }
                         Err(e) => { let _ = reply.send(Err(e)); }
@@ -392,6 +395,10 @@ async fn drive(stream: TcpStream, mut buf: BytesMut, mut rx: mpsc::Receiver<Pend
                 }
                 if let Err(e) = writer.write_all(&batch).await {
                     break Some(format!("write failed: {e}"));
+                }
+                if batch.capacity() > KEPT_BATCH_BYTES {
+                    // A transfer's big batch: not kept for the small ones.
+                    batch = Vec::new();
                 }
             }
             frame = read_frame::<Response>(&mut reader, &mut buf) => {
