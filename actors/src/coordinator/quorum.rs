@@ -48,7 +48,8 @@ pub struct QuorumActor {
     read_replies: Vec<(SocketAddrV4, Vec<Version>)>,
     /// A write's outcome, held until W replicas acknowledged it.
     write_outcome: Option<WriteOutcome>,
-    last_error: Option<String>,
+    /// Every replica's failure, in order: all of them go into the reply.
+    errors: Vec<String>,
     /// A read's answer is being reconciled; do not stop under it.
     answering: bool,
     /// The deadline passed: no more replies are awaited.
@@ -111,7 +112,7 @@ impl QuorumActor {
             tally,
             read_replies: Vec::new(),
             write_outcome: None,
-            last_error: None,
+            errors: Vec::new(),
             answering: false,
             expired: false,
             caught_up: false,
@@ -154,13 +155,13 @@ impl QuorumActor {
 
     fn record(&mut self, ok: bool, error: Option<Error>, ctx: &mut Context<Self>) {
         if let Some(e) = error {
-            self.last_error = Some(e.to_string());
+            self.errors.push(e.to_string());
         }
         let state = if ok { self.tally.ok() } else { self.tally.fail() };
         match state {
             TallyState::Met => self.answer(ctx),
             TallyState::Failed => {
-                let why = self.last_error.clone().unwrap_or_else(|| "replicas failed".into());
+                let why = if self.errors.is_empty() { "replicas failed".into() } else { self.errors.join("; ") };
                 self.fail(why);
             }
             TallyState::Waiting => {}
@@ -485,8 +486,10 @@ impl Actor for QuorumActor {
             ctx.run_later(self.setup.timeout, |act, ctx| {
                 act.expired = true;
                 if act.tally.state() != TallyState::Met {
-                    let why = act.last_error.clone().unwrap_or_else(|| format!("timed out after {:?}", act.setup.timeout));
-                    act.fail(why);
+                    // Say who failed, and that the rest did not answer in time.
+                    let mut why = act.errors.clone();
+                    why.push(format!("the rest timed out after {:?}", act.setup.timeout));
+                    act.fail(why.join("; "));
                 }
                 act.maybe_finish(ctx);
             });
