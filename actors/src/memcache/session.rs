@@ -10,7 +10,7 @@ use super::SessionEnv;
 use crate::error::{Error, Result};
 use crate::stats::{report, NodeStats};
 use crate::store::{now_secs, Condition, FlushAll, Mutation, Write, WriteOutcome};
-use crate::version::{cas_token, Version};
+use crate::version::{cas_token, distinct_values, Version};
 use actix::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
 use std::cell::Cell;
@@ -344,7 +344,7 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
                     Ok(versions) => {
                         NodeStats::incr(&stats.get_hits);
                         let cas = with_cas.then(|| cas_token(key, &versions));
-                        for v in &versions {
+                        for v in distinct_values(&versions) {
                             value_block(out, key, v.flags, &v.value, cas);
                         }
                     }

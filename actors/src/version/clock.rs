@@ -294,6 +294,19 @@ pub fn sort_siblings(versions: &mut [Version]) {
     versions.sort_by(|x, y| x.order_key().cmp(&y.order_key()));
 }
 
+/// The siblings a plain memcache `get` shows: one per distinct value and
+/// flags, the newest of each (siblings come oldest first). Two versions
+/// that say the same thing — a write retried through another coordinator
+/// after the first applied it but could not answer — are one value to a
+/// client; the cas token still covers them all, so a `cas` replaces both.
+pub fn distinct_values(versions: &[Version]) -> impl Iterator<Item = &Version> {
+    versions
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| !versions[i + 1..].iter().any(|later| later.flags == v.flags && later.value == v.value))
+        .map(|(_, v)| v)
+}
+
 /// The merged history of a set of versions: what a reader has seen.
 ///
 /// This is exact because a coordinator stamps a key's dots in order and
@@ -389,6 +402,21 @@ mod tests {
         // Writing back with the merged context resolves both.
         let z = write("b", &merged, &context(&merged), "z", 6);
         assert_eq!(sync(&merged, &[z.clone()]), vec![z]);
+    }
+
+    #[test]
+    fn siblings_that_say_the_same_show_once_and_keep_one_token() {
+        let v1 = write("a", &[], &VClock::new(), "same", 1);
+        let retried = write("b", &[], &VClock::new(), "same", 2);
+        let other = write("c", &[], &VClock::new(), "other", 3);
+        let siblings = sync(&[v1.clone(), other.clone()], &[retried.clone()]);
+        assert_eq!(siblings.len(), 3);
+        let shown: Vec<&Version> = distinct_values(&siblings).collect();
+        assert_eq!(shown, vec![&retried, &other], "the newest of the two alike, and the one that differs");
+        let mut flagged = v1.clone();
+        flagged.flags = 7;
+        assert_eq!(distinct_values(&[flagged, retried.clone()]).count(), 2, "other flags are another value");
+        assert_ne!(cas_token(b"k", &siblings), cas_token(b"k", &[retried, other]), "the token covers every sibling");
     }
 
     #[test]
