@@ -354,6 +354,22 @@ pub fn with_link_cut(a: &TestNode, b: &TestNode, during: impl FnOnce()) {
     assert!(b.admin(&["block"]).0);
 }
 
+/// `check_node A B` through `via`, as an operator would: tried again (up
+/// to three times, a second apart) if it fails, as a link made while the
+/// machine is starved for CPU can time out; every failure is shown.
+fn check_node(via: &TestNode, a: &str, b: &str) {
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        let (ok, out, err) = via.admin(&[&format!("check_node {a} {b}")]);
+        if ok {
+            return;
+        }
+        failures.push(format!("{out} {err}"));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("check_node {a} {b}: {failures:?}");
+}
+
 impl TestCluster {
     /// Starts `k` nodes and links them as an operator would: each new node
     /// is told about the first, then the first about it.
@@ -368,10 +384,8 @@ impl TestCluster {
         let cluster = TestCluster { nodes };
         let first = cluster.nodes[0].api_addr();
         for node in &cluster.nodes[1..] {
-            let (ok, out, err) = node.admin(&[&format!("check_node {} {first}", node.api_addr())]);
-            assert!(ok, "check_node: {out} {err}");
-            let (ok, out, err) = node.admin(&[&format!("check_node {first} {}", node.api_addr())]);
-            assert!(ok, "check_node: {out} {err}");
+            check_node(node, &node.api_addr(), &first);
+            check_node(node, &first, &node.api_addr());
         }
         cluster.wait_until_all_up(Duration::from_secs(20));
         cluster
