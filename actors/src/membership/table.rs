@@ -71,6 +71,14 @@ impl Member {
         m
     }
 
+    /// A member as another node's digest describes it.
+    fn from_digest(d: &MemberDigest, phi: &PhiSettings) -> Self {
+        let mut m = Member::new(d.ring_node(), d.state, d.incarnation, d.heartbeat, phi);
+        m.accepts_writes = d.accepts_writes;
+        m.agreed_hash = m.hash_agreed();
+        m
+    }
+
     /// What gossip makes every node agree on about this member, but its
     /// heartbeat, hashed (suspicion is each node's own judgement: left out).
     /// Of a removed member only that: merging stops at removed, so nodes
@@ -79,15 +87,14 @@ impl Member {
         let mut md5 = Md5::new();
         md5.update(self.node.addr.ip().octets());
         md5.update(self.node.addr.port().to_be_bytes());
-        if self.state == MemberState::Removed {
-            md5.update([self.state as u8]);
-            return u64::from_be_bytes(md5.finalize()[..8].try_into().expect("an MD5 digest has 16 bytes"));
+        md5.update([self.state as u8]);
+        if self.state != MemberState::Removed {
+            md5.update(self.node.virtual_nodes.to_be_bytes());
+            md5.update((self.node.zone.len() as u32).to_be_bytes());
+            md5.update(self.node.zone.as_bytes());
+            md5.update(self.incarnation.to_be_bytes());
+            md5.update([u8::from(self.accepts_writes)]);
         }
-        md5.update(self.node.virtual_nodes.to_be_bytes());
-        md5.update((self.node.zone.len() as u32).to_be_bytes());
-        md5.update(self.node.zone.as_bytes());
-        md5.update(self.incarnation.to_be_bytes());
-        md5.update([self.state as u8, u8::from(self.accepts_writes)]);
         u64::from_be_bytes(md5.finalize()[..8].try_into().expect("an MD5 digest has 16 bytes"))
     }
 
@@ -227,10 +234,8 @@ impl Members {
         let addr = me.addr;
         let mut table = Members::new(me, state, incarnation, phi, now_ms);
         for d in saved.members.iter().filter(|d| d.addr != addr) {
-            let mut m = Member::new(d.ring_node(), d.state, d.incarnation, d.heartbeat, &phi);
+            let mut m = Member::from_digest(d, &phi);
             m.suspected = true;
-            m.accepts_writes = d.accepts_writes;
-            m.agreed_hash = m.hash_agreed();
             table.insert(m);
         }
         table
@@ -422,15 +427,12 @@ impl Members {
         if self.change(&d.addr, |m| merge_into(m, d, now_ms, &phi, events)).is_some() {
             return;
         }
-        let node = d.ring_node();
-        let mut m = Member::new(node.clone(), d.state, d.incarnation, d.heartbeat, &phi);
-        m.accepts_writes = d.accepts_writes;
-        m.agreed_hash = m.hash_agreed();
+        let mut m = Member::from_digest(d, &phi);
         m.detector.heartbeat(now_ms);
-        self.insert(m);
         if d.state.on_ring() {
-            events.push(Event::Joined(node));
+            events.push(Event::Joined(m.node.clone()));
         }
+        self.insert(m);
     }
 
     /// An operator's removal of `addr`: a member heard from lately leaves
