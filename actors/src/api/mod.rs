@@ -379,6 +379,10 @@ async fn drive(stream: TcpStream, mut buf: BytesMut, mut rx: mpsc::Receiver<Pend
         tokio::select! {
             pending = rx.recv() => {
                 let Some(first) = pending else { break None };
+                // Let the rest of this turn of the worker's scheduler (other
+                // sessions' requests to the same peer) join the batch: one
+                // send, and one wakeup of the peer, for all of them.
+                tokio::task::yield_now().await;
                 // Whatever else is ready goes out in the same write.
                 batch.clear();
                 let mut next = Some(first);

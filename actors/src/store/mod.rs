@@ -176,7 +176,7 @@ impl Store {
         let current = self.engine.read(bucket, key)?;
         let now_ms = now_millis();
         let live = live_versions(&current, now_ms / 1000);
-        let payload = match plan(write, &live, version::cas_token(key, &live)) {
+        let payload = match plan(write, &live, || version::cas_token(key, &live)) {
             Ok(payload) => payload,
             Err(outcome) => return Ok(outcome),
         };

@@ -75,13 +75,14 @@ impl Write {
 }
 
 /// Decides a write against the key's live versions (newest last): either
-/// the payload of the new version, or the outcome that stops it.
-pub fn plan(write: &Write, live: &[Version], live_context_digest: u64) -> Result<Payload, WriteOutcome> {
+/// the payload of the new version, or the outcome that stops it. The live
+/// versions' cas token is computed only for a write that names one.
+pub fn plan(write: &Write, live: &[Version], live_token: impl FnOnce() -> u64) -> Result<Payload, WriteOutcome> {
     let newest = live.last();
     match (&write.condition, newest) {
         (Condition::Absent, Some(_)) => return Err(WriteOutcome::NotStored),
         (Condition::Present | Condition::Context(_), None) => return Err(write.absent_outcome()),
-        (Condition::Context(token), Some(_)) if *token != live_context_digest => return Err(WriteOutcome::Exists),
+        (Condition::Context(token), Some(_)) if *token != live_token() => return Err(WriteOutcome::Exists),
         _ => {}
     }
     let keep = |value: Bytes, v: &Version| Payload { value, flags: v.flags, expires_at: v.expires_at, deleted: false };
@@ -141,49 +142,49 @@ mod tests {
     #[test]
     fn add_and_replace_follow_presence() {
         let set = Mutation::Set { value: Bytes::from("v"), flags: 0, expires_at: 0 };
-        assert_eq!(plan(&w(Condition::Absent, set.clone()), &live("x"), 0), Err(WriteOutcome::NotStored));
-        assert!(plan(&w(Condition::Absent, set.clone()), &[], 0).is_ok());
-        assert_eq!(plan(&w(Condition::Present, set.clone()), &[], 0), Err(WriteOutcome::NotStored));
-        assert!(plan(&w(Condition::Present, set), &live("x"), 0).is_ok());
+        assert_eq!(plan(&w(Condition::Absent, set.clone()), &live("x"), || 0), Err(WriteOutcome::NotStored));
+        assert!(plan(&w(Condition::Absent, set.clone()), &[], || 0).is_ok());
+        assert_eq!(plan(&w(Condition::Present, set.clone()), &[], || 0), Err(WriteOutcome::NotStored));
+        assert!(plan(&w(Condition::Present, set), &live("x"), || 0).is_ok());
     }
 
     #[test]
     fn cas_checks_the_context() {
         let set = Mutation::Set { value: Bytes::from("v"), flags: 0, expires_at: 0 };
-        assert_eq!(plan(&w(Condition::Context(5), set.clone()), &[], 0), Err(WriteOutcome::NotFound));
-        assert_eq!(plan(&w(Condition::Context(5), set.clone()), &live("x"), 6), Err(WriteOutcome::Exists));
-        assert!(plan(&w(Condition::Context(5), set), &live("x"), 5).is_ok());
+        assert_eq!(plan(&w(Condition::Context(5), set.clone()), &[], || 0), Err(WriteOutcome::NotFound));
+        assert_eq!(plan(&w(Condition::Context(5), set.clone()), &live("x"), || 6), Err(WriteOutcome::Exists));
+        assert!(plan(&w(Condition::Context(5), set), &live("x"), || 5).is_ok());
     }
 
     #[test]
     fn append_prepend_keep_flags() {
-        let p = plan(&w(Condition::Present, Mutation::Append(Bytes::from("!"))), &live("hi"), 0).unwrap();
+        let p = plan(&w(Condition::Present, Mutation::Append(Bytes::from("!"))), &live("hi"), || 0).unwrap();
         assert_eq!((p.value, p.flags), (Bytes::from("hi!"), 7));
-        let p = plan(&w(Condition::Present, Mutation::Prepend(Bytes::from(">"))), &live("hi"), 0).unwrap();
+        let p = plan(&w(Condition::Present, Mutation::Prepend(Bytes::from(">"))), &live("hi"), || 0).unwrap();
         assert_eq!(p.value, Bytes::from(">hi"));
-        assert_eq!(plan(&w(Condition::Present, Mutation::Append(Bytes::new())), &[], 0), Err(WriteOutcome::NotStored));
+        assert_eq!(plan(&w(Condition::Present, Mutation::Append(Bytes::new())), &[], || 0), Err(WriteOutcome::NotStored));
     }
 
     #[test]
     fn counters_wrap_up_and_floor_down() {
-        let incr = |v: &str, d| plan(&w(Condition::Present, Mutation::Incr(d)), &live(v), 0).map(|p| p.value);
-        let decr = |v: &str, d| plan(&w(Condition::Present, Mutation::Decr(d)), &live(v), 0).map(|p| p.value);
+        let incr = |v: &str, d| plan(&w(Condition::Present, Mutation::Incr(d)), &live(v), || 0).map(|p| p.value);
+        let decr = |v: &str, d| plan(&w(Condition::Present, Mutation::Decr(d)), &live(v), || 0).map(|p| p.value);
         assert_eq!(incr("41", 1), Ok(Bytes::from("42")));
         assert_eq!(incr("18446744073709551615", 2), Ok(Bytes::from("1")));
         assert_eq!(decr("3", 5), Ok(Bytes::from("0")));
         assert_eq!(decr("10 ", 1), Ok(Bytes::from("9")));
         assert_eq!(incr("abc", 1), Err(WriteOutcome::NonNumeric));
         assert_eq!(incr("-1", 1), Err(WriteOutcome::NonNumeric));
-        assert_eq!(plan(&w(Condition::Present, Mutation::Incr(1)), &[], 0), Err(WriteOutcome::NotFound));
+        assert_eq!(plan(&w(Condition::Present, Mutation::Incr(1)), &[], || 0), Err(WriteOutcome::NotFound));
     }
 
     #[test]
     fn delete_and_touch_need_a_value() {
-        assert_eq!(plan(&Write::delete(), &[], 0), Err(WriteOutcome::NotFound));
-        assert!(plan(&Write::delete(), &live("x"), 0).unwrap().deleted);
+        assert_eq!(plan(&Write::delete(), &[], || 0), Err(WriteOutcome::NotFound));
+        assert!(plan(&Write::delete(), &live("x"), || 0).unwrap().deleted);
         let touch = w(Condition::Present, Mutation::Touch { expires_at: 99 });
-        assert_eq!(plan(&touch, &[], 0), Err(WriteOutcome::NotFound));
-        let p = plan(&touch, &live("x"), 0).unwrap();
+        assert_eq!(plan(&touch, &[], || 0), Err(WriteOutcome::NotFound));
+        let p = plan(&touch, &live("x"), || 0).unwrap();
         assert_eq!((p.value, p.expires_at), (Bytes::from("x"), 99));
     }
 }
