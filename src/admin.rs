@@ -250,7 +250,8 @@ impl Admin {
         let mut out = Vec::new();
         for (node, _) in placement.nodes.iter().take(placement.n) {
             out.push(format!("{node}:"));
-            let answer = resolve(node).and_then(|addr| self.ask(addr, Request::ReplicaGet { key: key.clone() }));
+            let answer =
+                resolve(node).and_then(|addr| self.ask(addr, Request::ReplicaGet { key: key.clone(), client_read: false }));
             match answer {
                 Ok(Response::Versions(versions)) if versions.is_empty() => out.push("  (nothing)".into()),
                 Ok(Response::Versions(versions)) => out.extend(versions.iter().map(|v| format!("  {}", describe(v)))),

@@ -21,7 +21,7 @@ use kai_actors::memcache::{MemcacheActor, MemcacheSettings, SessionEnv, Worker};
 use kai_actors::stats::{report, Identity, NodeStats};
 use kai_actors::store::{
     BucketRoots, CombinedRoot, DiskEngine, Engine, GetSegments, HintCounts, LocalStoreActor, MemoryEngine, MergeEntries,
-    ReadKeys, ReplicaGet, ReplicaPut, SegmentEntries, Store, StoreActor, StoreAddr, StoreSettings,
+    ReadKeys, ReplicaPut, SegmentEntries, Store, StoreActor, StoreAddr, StoreSettings,
 };
 use kai_actors::supervision::{self, Panic, PANIC_NEXT_QUORUM};
 use kai_actors::sync::{GetTransfers, NotifySettled, SyncActor, SyncSettings};
@@ -118,14 +118,19 @@ impl Handler<ApiCall> for Router {
     fn handle(&mut self, ApiCall(request): ApiCall, _: &mut Self::Context) -> Self::Result {
         match request {
             Request::Hello { .. } | Request::Proof { .. } => refuse("already shook hands".into()),
-            Request::ReplicaGet { key } => reply(self.store.send(ReplicaGet(key)), Response::Versions),
+            Request::ReplicaGet { key, client_read } => {
+                let answer = kai_actors::api::replica_get(&self.store.direct, &key, client_read);
+                Box::pin(async move { answer })
+            }
             Request::ReplicaPut { key, versions, hint } => {
                 reply(self.store.send(ReplicaPut { key, versions, hint }), |()| Response::Done)
             }
             Request::Forward { key, op, hops, quorum } => {
                 let coordinator = &self.coordinator;
                 match op {
-                    ForwardOp::Get => reply(coordinator.send(ClientGet { key, hops, quorum }), Response::Versions),
+                    ForwardOp::Get => reply(coordinator.send(ClientGet { key, hops, quorum }), |fetched| {
+                        Response::VersionsRead { versions: fetched.siblings, last_read_ms: fetched.last_read_ms }
+                    }),
                     ForwardOp::Write(write) => {
                         reply(coordinator.send(ClientWrite { key, write, hops, quorum }), Response::Outcome)
                     }

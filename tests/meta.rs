@@ -11,7 +11,8 @@ use std::time::Duration;
 
 /// Meta and text commands whose replies memcached and Kai must agree on
 /// byte for byte: no cas values (memcached counts them, Kai derives them
-/// from versions), no flags Kai refuses (h, l, I, E), no siblings.
+/// from versions), no flags Kai refuses (I, E, N, R), no `l` (memcached's
+/// clock ticks by whole seconds), no siblings.
 const SCRIPT: &[&str] = &[
     "mg foo v\r\n",
     "mg foo v q\r\n",
@@ -69,6 +70,15 @@ const SCRIPT: &[&str] = &[
     "ma cnt Dx\r\n",
     "md nx C99 q\r\n",
     "mg foo v\r\n",
+    "ms hl 1\r\nx\r\n",
+    "mg hl h\r\n",
+    "mg hl h v\r\n",
+    "mg hl k h f\r\n",
+    "ms hl 1\r\ny\r\n",
+    "mg hl h\r\n",
+    "get hl\r\n",
+    "mg hl h\r\n",
+    "mg nothere h\r\n",
 ];
 
 /// Sends each command followed by `mn`, so the reply ends at `MN` (which
@@ -122,8 +132,10 @@ fn flags_kai_cannot_honour_are_refused_by_name() {
     let node = TestNode::start(&[]);
     let mut raw = node.raw();
     assert_eq!(raw.request("ms k 1\r\nx\r\n", "\r\n"), "HD\r\n");
-    let reply = raw.request("mg k h l v\r\n", "\r\n");
-    assert!(reply.starts_with("CLIENT_ERROR flag h"), "{reply:?}");
+    let reply = raw.request("mg k N30 v\r\n", "\r\n");
+    assert!(reply.starts_with("CLIENT_ERROR flag N"), "{reply:?}");
+    let reply = raw.request("mg k h T30\r\n", "\r\n");
+    assert!(reply.starts_with("CLIENT_ERROR flags h and l cannot be combined with T"), "{reply:?}");
     let reply = raw.request("ms k 1 I\r\ny\r\n", "\r\n");
     assert!(reply.starts_with("CLIENT_ERROR flag I"), "{reply:?}");
     let reply = raw.request("md k x\r\n", "\r\n");
@@ -133,6 +145,26 @@ fn flags_kai_cannot_honour_are_refused_by_name() {
     // A single node has N = 1: a quorum of 2 cannot be asked for.
     let reply = raw.request("mg k v r2\r\n", "\r\n");
     assert!(reply.starts_with("CLIENT_ERROR bad r flag"), "{reply:?}");
+}
+
+/// `h` and `l` as memcached means them, through any node: a read is
+/// recorded at the replicas that answered it, and any later read quorum
+/// meets one of them (R + R > N).
+#[test]
+fn hit_before_and_last_access_are_seen_through_any_node() {
+    let cluster = TestCluster::start(3, &[]);
+    let (mut a, mut b, mut c) = (cluster.nodes[0].raw(), cluster.nodes[1].raw(), cluster.nodes[2].raw());
+    assert_eq!(a.request("ms seen 1\r\nx\r\n", "\r\n"), "HD\r\n");
+    std::thread::sleep(Duration::from_millis(1_100));
+    assert_eq!(b.request("mg seen h l\r\n", "\r\n"), "HD h0 l1\r\n", "written a second ago, never read");
+    assert_eq!(c.request("mg seen h l v\r\n", "x\r\n"), "VA 1 h1 l0\r\nx\r\n", "read just now through b");
+    std::thread::sleep(Duration::from_millis(1_100));
+    assert_eq!(a.request("get seen\r\n", "END\r\n"), "VALUE seen 0 1\r\nx\r\nEND\r\n");
+    assert_eq!(b.request("mg seen l\r\n", "\r\n"), "HD l0\r\n", "a text get is a read too");
+    assert_eq!(c.request("ms seen 1\r\ny\r\n", "\r\n"), "HD\r\n");
+    assert_eq!(a.request("mg seen h\r\n", "\r\n"), "HD h0\r\n", "written again: not hit since");
+    assert_eq!(b.request("mg seen h\r\n", "\r\n"), "HD h1\r\n");
+    assert_eq!(c.request("mg gone h l\r\n", "\r\n"), "EN\r\n");
 }
 
 #[test]

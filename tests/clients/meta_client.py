@@ -7,9 +7,9 @@ WRITER and READER are HOST:PORT of the nodes writes and reads go through
 (the same node, or two nodes of a cluster). Exits non-zero at the first
 check that fails, naming it.
 
-Reads use meta_get with the flags Kai honours: the library's high-level
-get() also asks for h (hit before) and l (last access), which Kai, keeping
-no access history, refuses by name.
+Reads go through meta_get with chosen flags and through the library's own
+get(), multi_get() and get_cas(), which also ask for h (hit before) and l
+(last access).
 """
 
 import sys
@@ -69,6 +69,19 @@ def main():
     check("replace on an absent key", w.set(k("nothing"), "x", ttl=0, set_mode=SetMode.REPLACE), False)
     check("replace", w.set(k("b"), "bravo", ttl=0, set_mode=SetMode.REPLACE), True)
     check("get after replace", read(r, k("b"))[0], "bravo")
+
+    # The library's high-level reads (they ask for h and l as well).
+    check("get", r.get(k("a")), "alpha")
+    check("get of a miss", r.get(k("never")), None)
+    check("multi_get", sorted(v for v in r.multi_get([k("a"), k("b"), k("never")]).values() if v), ["alpha", "bravo"])
+    value, token = r.get_cas(k("b"))
+    check("get_cas", (value, isinstance(token, int)), ("bravo", True))
+    seen = r.meta_get(Key(k("a")), flags=RequestFlags(return_fetched=True, return_last_access=True))
+    check("hit before, after reads", seen.flags.fetched, True)
+    check("last access, just now", seen.flags.last_access, 0)
+    check("set again", w.set(k("h"), "fresh", ttl=0), True)
+    fresh = r.meta_get(Key(k("h")), flags=RequestFlags(return_fetched=True))
+    check("not hit before, once written", fresh.flags.fetched, False)
 
     many = r.meta_multiget([Key(k("a")), Key(k("b")), Key(k("never"))], flags=READ)
     check("multi-get hits", sorted(v.value for v in many.values() if isinstance(v, Value)), ["alpha", "bravo"])

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddrV4;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// No frame may claim more than this; a peer that does is cut off.
 pub const MAX_FRAME: usize = 64 << 20;
@@ -32,6 +32,8 @@ pub enum Request {
     NodeInfo,
     ReplicaGet {
         key: Bytes,
+        /// A client's read: recorded, and answered with `VersionsRead`.
+        client_read: bool,
     },
     /// Merge these versions; `hint` names the home node a stand-in holds
     /// them for, when the home node is down.
@@ -254,6 +256,12 @@ pub enum Response {
     },
     NodeInfo(NodeInfo),
     Versions(Vec<Version>),
+    /// A client read's answer: the versions, and when a client last read
+    /// the key through that replica before (ms since the epoch; 0: never).
+    VersionsRead {
+        versions: Vec<Version>,
+        last_read_ms: u64,
+    },
     Outcome(WriteOutcome),
     Members(Vec<MemberDigest>),
     /// The answer to agreeing heartbeats: how far each of the answerer's
@@ -343,7 +351,7 @@ mod tests {
     fn frames_round_trip_and_split_anywhere() {
         let frames = vec![
             Frame { id: 1, body: Request::NodeInfo },
-            Frame { id: 2, body: Request::ReplicaGet { key: Bytes::from("k") } },
+            Frame { id: 2, body: Request::ReplicaGet { key: Bytes::from("k"), client_read: true } },
             Frame {
                 id: 3,
                 body: Request::Hello {
@@ -379,7 +387,7 @@ mod tests {
 
     #[test]
     fn binary_fields_encode_as_msgpack_bin() {
-        let f = Frame { id: 0, body: Request::ReplicaGet { key: Bytes::from(vec![7u8; 100]) } };
+        let f = Frame { id: 0, body: Request::ReplicaGet { key: Bytes::from(vec![7u8; 100]), client_read: false } };
         // A bin field is ~100 bytes; a list of integers would be far larger.
         assert!(encode(&f).unwrap().len() < 130);
     }

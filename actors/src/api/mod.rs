@@ -146,12 +146,23 @@ async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
 fn answer_inline(store: &crate::store::StoreAddr, request: Request) -> std::result::Result<Response, Request> {
     let failed = |e: Error| Response::Error(e.to_string());
     match request {
-        Request::ReplicaGet { key } => Ok(store.direct.read(&key).map_or_else(failed, Response::Versions)),
+        Request::ReplicaGet { key, client_read } => Ok(replica_get(&store.direct, &key, client_read)),
         Request::ReplicaPut { key, versions, hint } if store.writes_inline() => {
             Ok(store.direct.merge(&key, &versions, hint.as_deref()).map_or_else(failed, |()| Response::Done))
         }
         other => Err(other),
     }
+}
+
+/// A replica read's answer: a client's read is recorded and answered with
+/// when the key was read before (for the meta protocol's `h` and `l`).
+pub fn replica_get(store: &crate::store::Store, key: &[u8], client_read: bool) -> Response {
+    let answer = if client_read {
+        store.client_read(key).map(|(versions, last_read_ms)| Response::VersionsRead { versions, last_read_ms })
+    } else {
+        store.read(key).map(Response::Versions)
+    };
+    answer.unwrap_or_else(|e| Response::Error(e.to_string()))
 }
 
 async fn serve(

@@ -63,6 +63,37 @@ pub struct Replicas {
     pub peers: Peers,
 }
 
+/// A replica's versions of a key, and when a client last read it there
+/// (ms since the epoch; 0: not since that node started, or not asked).
+pub type Replica = (Vec<Version>, u64);
+
+/// A client read's answer: the key's live siblings (newest last) and when
+/// a client last read it since it was written, the latest any replica that
+/// answered with those siblings saw (0: not since).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fetched {
+    pub siblings: Vec<Version>,
+    pub last_read_ms: u64,
+}
+
+impl Fetched {
+    /// When the key was last written (its newest sibling's stamp).
+    fn written_ms(&self) -> u64 {
+        self.siblings.iter().map(|v| v.timestamp).max().unwrap_or(0)
+    }
+
+    /// memcached's "hit before": read by a client since it was last written.
+    pub fn hit_before(&self) -> bool {
+        self.last_read_ms != 0
+    }
+
+    /// memcached's "last access": seconds since the key was last read or
+    /// written, whichever came later.
+    pub fn idle_secs(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.last_read_ms.max(self.written_ms())) / 1000
+    }
+}
+
 /// A replica's answer: at once (this node's store, for a call that never
 /// waits) or later (a peer, or the store's pool for a write that may wait).
 pub enum Answer<T> {
@@ -80,15 +111,19 @@ impl<T: 'static> Answer<T> {
 }
 
 impl Replicas {
-    pub fn get(&self, node: SocketAddrV4, key: Bytes, timeout: Duration) -> Answer<Vec<Version>> {
+    /// A replica's versions of a key; a client's read (not a write's catch
+    /// up) is recorded there, and answers when the key was read before.
+    pub fn get(&self, node: SocketAddrV4, key: Bytes, client_read: bool, timeout: Duration) -> Answer<Replica> {
         if node == self.me {
             // A read never waits, in either engine.
-            return Answer::Now(self.store.direct.read(&key));
+            let store = &self.store.direct;
+            return Answer::Now(if client_read { store.client_read(&key) } else { store.read(&key).map(|v| (v, 0)) });
         }
         let peers = self.peers.clone();
         Answer::Later(Box::pin(async move {
-            match peers.call(SocketAddr::V4(node), Request::ReplicaGet { key }, timeout).await? {
-                Response::Versions(versions) => Ok(versions),
+            match peers.call(SocketAddr::V4(node), Request::ReplicaGet { key, client_read }, timeout).await? {
+                Response::Versions(versions) => Ok((versions, 0)),
+                Response::VersionsRead { versions, last_read_ms } => Ok((versions, last_read_ms)),
                 other => Err(Error::Protocol(format!("{node} answered a get with {other:?}"))),
             }
         }))
@@ -146,9 +181,10 @@ pub struct CoordinatorSettings {
     pub max_in_flight: usize,
 }
 
-/// Reads a key: its live siblings, newest last (empty when absent).
+/// Reads a key: its live siblings, newest last (empty when absent), and
+/// when a client last read it.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<Version>>")]
+#[rtype(result = "Result<Fetched>")]
 pub struct ClientGet {
     pub key: Bytes,
     /// How many nodes forwarded this request already.
@@ -283,10 +319,15 @@ impl Coordinator {
     /// Reads a key: its live siblings, newest last (empty when absent),
     /// with R replies, or `quorum` for this request alone.
     pub async fn get(&self, key: Bytes, hops: u8, quorum: Option<u8>) -> Result<Vec<Version>> {
+        self.fetch(key, hops, quorum).await.map(|fetched| fetched.siblings)
+    }
+
+    /// Reads a key as `get` does, with when a client last read it before.
+    pub async fn fetch(&self, key: Bytes, hops: u8, quorum: Option<u8>) -> Result<Fetched> {
         let started = Instant::now();
         let job = |_, reply| Job::Read { reply };
         let unpack = |r| match r {
-            Response::Versions(versions) => Ok(versions),
+            Response::VersionsRead { versions, last_read_ms } => Ok(Fetched { siblings: versions, last_read_ms }),
             other => Err(Box::new(other)),
         };
         let result = self.run(key, hops, quorum, ForwardOp::Get, job, unpack).await;
@@ -373,11 +414,11 @@ impl Coordinator {
 }
 
 impl Handler<ClientGet> for CoordinatorActor {
-    type Result = ResponseFuture<Result<Vec<Version>>>;
+    type Result = ResponseFuture<Result<Fetched>>;
 
     fn handle(&mut self, msg: ClientGet, _: &mut Self::Context) -> Self::Result {
         let core = self.core.clone();
-        Box::pin(async move { core.get(msg.key, msg.hops, msg.quorum).await })
+        Box::pin(async move { core.fetch(msg.key, msg.hops, msg.quorum).await })
     }
 }
 
@@ -397,6 +438,23 @@ mod tests {
 
     fn a(i: u16) -> SocketAddrV4 {
         SocketAddrV4::new(Ipv4Addr::LOCALHOST, i)
+    }
+
+    #[test]
+    fn hit_before_and_last_access_count_from_the_last_write() {
+        let written = |ms| {
+            let payload = crate::version::Payload { value: Bytes::from("v"), flags: 0, expires_at: 0, deleted: false };
+            crate::version::stamp("n", &[], &crate::version::VClock::new(), payload, ms, 10)
+        };
+        let fresh = Fetched { siblings: vec![written(10_000)], last_read_ms: 0 };
+        assert!(!fresh.hit_before(), "never read");
+        assert_eq!(fresh.idle_secs(15_500), 5, "idle since it was written");
+        let read = Fetched { siblings: vec![written(10_000)], last_read_ms: 12_000 };
+        assert!(read.hit_before());
+        assert_eq!(read.idle_secs(15_500), 3, "idle since it was read");
+        let siblings = Fetched { siblings: vec![written(10_000), written(13_000)], last_read_ms: 0 };
+        assert_eq!(siblings.idle_secs(15_500), 2, "idle since the newest sibling was written");
+        assert_eq!(siblings.idle_secs(1_000), 0, "a clock behind the stamps");
     }
 
     #[test]

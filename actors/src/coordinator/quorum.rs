@@ -10,7 +10,7 @@
 //! one not asked is brought level by anti-entropy.
 
 use super::tally::{QuorumTally, TallyState};
-use super::{Answer, QuorumSetup, Target};
+use super::{Answer, Fetched, QuorumSetup, Target};
 use crate::error::{Error, Result};
 use crate::stats::NodeStats;
 use crate::store::{now_secs, Condition, Write, WriteOutcome};
@@ -27,8 +27,9 @@ use tokio::sync::oneshot;
 pub const SPECULATE_AFTER: Duration = Duration::from_millis(20);
 
 pub enum Job {
-    /// Read a key: answers its live siblings, newest last.
-    Read { reply: oneshot::Sender<Result<Vec<Version>>> },
+    /// Read a key: answers its live siblings, newest last, and when a
+    /// client last read it.
+    Read { reply: oneshot::Sender<Result<Fetched>> },
     /// Write a key through this node as coordinator.
     Write { write: Write, reply: oneshot::Sender<Result<WriteOutcome>> },
 }
@@ -44,8 +45,10 @@ pub struct QuorumActor {
     job: Option<Job>,
     op: &'static str,
     tally: QuorumTally,
-    /// Read replies by replica, for reconciling and read repair.
-    read_replies: Vec<(SocketAddrV4, Vec<Version>)>,
+    /// Read replies by replica, for reconciling and read repair, each with
+    /// when a client last read the key there since that replica's last
+    /// write of it (0: not since).
+    read_replies: Vec<(SocketAddrV4, Vec<Version>, u64)>,
     /// A write's outcome, held until W replicas acknowledged it.
     write_outcome: Option<WriteOutcome>,
     /// Every replica's failure, in order: all of them go into the reply.
@@ -64,9 +67,9 @@ impl QuorumActor {
     fn replies_agree(&self) -> bool {
         let dots = |vs: &[Version]| vs.iter().map(|v| v.dot.clone()).collect::<Vec<_>>();
         match self.read_replies.split_first() {
-            Some(((_, first), rest)) => {
+            Some(((_, first, _), rest)) => {
                 let first = dots(first);
-                rest.iter().all(|(_, v)| v.len() == first.len() && dots(v) == first)
+                rest.iter().all(|(_, v, _)| v.len() == first.len() && dots(v) == first)
             }
             None => true,
         }
@@ -182,7 +185,13 @@ impl QuorumActor {
         match self.take_job() {
             Some(Job::Read { reply }) => {
                 let stats = self.setup.stats.clone();
-                let answer = move |mut siblings: Vec<Version>| {
+                // A replica's reads count only if it holds what is answered:
+                // one behind read an older write of the key.
+                let last_read = |replies: &[(SocketAddrV4, Vec<Version>, u64)], stale: &[usize]| {
+                    let current = replies.iter().enumerate().filter(|(i, _)| !stale.contains(i));
+                    current.map(|(_, (_, _, read))| *read).max().unwrap_or(0)
+                };
+                let answer = move |mut siblings: Vec<Version>, last_read_ms: u64| {
                     let now = now_secs();
                     let expired = siblings.iter().any(|v| !v.deleted && !v.is_live(now));
                     siblings.retain(|v| v.is_live(now));
@@ -192,32 +201,36 @@ impl QuorumActor {
                     if siblings.len() > 1 {
                         NodeStats::add(&stats.siblings_served, siblings.len() as u64);
                     }
-                    siblings
+                    Fetched { siblings, last_read_ms }
                 };
                 let sole_replica = self.targets.len() == 1;
-                if let [(_, only)] = self.read_replies.as_mut_slice() {
+                if let [(_, only, last_read_ms)] = self.read_replies.as_mut_slice() {
                     // One reply (R = 1) is already reconciled: a replica
                     // never holds a version another of its versions covers.
                     // With a sole replica nothing repairs from it later,
                     // so it moves out rather than being copied.
                     let siblings = if sole_replica { std::mem::take(only) } else { only.clone() };
-                    let _ = reply.send(Ok(answer(siblings)));
+                    let _ = reply.send(Ok(answer(siblings, *last_read_ms)));
                     return;
                 }
                 if self.replies_agree() {
                     // Replicas in agreement (the common case): nothing to
                     // reconcile.
-                    let _ = reply.send(Ok(answer(self.read_replies[0].1.clone())));
+                    let _ = reply.send(Ok(answer(self.read_replies[0].1.clone(), last_read(&self.read_replies, &[]))));
                     return;
                 }
-                let replies: Vec<Vec<Version>> = self.read_replies.iter().map(|(_, v)| v.clone()).collect();
+                let replies: Vec<Vec<Version>> = self.read_replies.iter().map(|(_, v, _)| v.clone()).collect();
                 self.answering = true;
                 self.setup
                     .version
                     .send(Reconcile(replies))
                     .into_actor(self)
                     .map(move |result, act, ctx| {
-                        let _ = reply.send(result.map_err(Error::from).map(|r| answer(r.siblings)));
+                        let fetched = result.map_err(Error::from).map(|r| {
+                            let last_read_ms = last_read(&act.read_replies, &r.stale);
+                            answer(r.siblings, last_read_ms)
+                        });
+                        let _ = reply.send(fetched);
                         act.answering = false;
                         act.maybe_finish(ctx);
                     })
@@ -243,7 +256,7 @@ impl QuorumActor {
             ctx.stop();
             return;
         }
-        let replies: Vec<Vec<Version>> = self.read_replies.iter().map(|(_, v)| v.clone()).collect();
+        let replies: Vec<Vec<Version>> = self.read_replies.iter().map(|(_, v, _)| v.clone()).collect();
         self.setup
             .version
             .send(Reconcile(replies))
@@ -295,10 +308,10 @@ impl QuorumActor {
     fn ask_next(&mut self, ctx: &mut Context<Self>) {
         let Some(i) = self.tally.ask() else { return };
         let node = self.targets[i].node;
-        let answer = self.setup.via.get(node, self.key.clone(), self.setup.timeout);
+        let answer = self.setup.via.get(node, self.key.clone(), true, self.setup.timeout);
         self.on_answer(answer, ctx, move |act, result, ctx| match result {
-            Ok(versions) => {
-                act.read_replies.push((node, versions));
+            Ok((versions, last_read_ms)) => {
+                act.read_replies.push((node, versions, last_read_ms));
                 act.record(true, None, ctx);
             }
             Err(e) => {
@@ -325,11 +338,12 @@ impl QuorumActor {
         let (via, key, timeout) = (self.setup.via.clone(), self.key.clone(), self.setup.timeout);
         let catch_up = async move {
             use futures_util::stream::{FuturesUnordered, StreamExt};
-            let mut replies: FuturesUnordered<_> = others.iter().map(|n| via.get(*n, key.clone(), timeout / 2).wait()).collect();
+            let mut replies: FuturesUnordered<_> =
+                others.iter().map(|n| via.get(*n, key.clone(), false, timeout / 2).wait()).collect();
             let (mut versions, mut answered) = (Vec::new(), 0);
             while answered < need {
                 match replies.next().await {
-                    Some(Ok(held)) => {
+                    Some(Ok((held, _))) => {
                         versions.extend(held);
                         answered += 1;
                     }

@@ -92,8 +92,6 @@ fn known_flags(kind: MetaKind) -> &'static [u8] {
 /// Why Kai refuses a flag memcached has, or None when Kai honours it.
 pub fn unsupported(kind: MetaKind, letter: u8) -> Option<&'static str> {
     Some(match (kind, letter) {
-        (MetaKind::Get, b'h') => "CLIENT_ERROR flag h (hit before) is not supported: Kai keeps no access history",
-        (MetaKind::Get, b'l') => "CLIENT_ERROR flag l (last access) is not supported: Kai keeps no access history",
         (MetaKind::Get, b'N') => "CLIENT_ERROR flag N (vivify on miss) is not supported by Kai",
         (MetaKind::Get, b'R') => "CLIENT_ERROR flag R (recache) is not supported by Kai",
         (_, b'E') => "CLIENT_ERROR flag E (explicit cas) is not supported: Kai derives cas tokens from versions",
@@ -290,7 +288,8 @@ mod tests {
 
     #[test]
     fn flags_kai_cannot_honour_are_named() {
-        assert!(unsupported(MetaKind::Get, b'h').unwrap().contains("flag h"));
+        assert!(unsupported(MetaKind::Get, b'N').unwrap().contains("flag N"));
+        assert_eq!(unsupported(MetaKind::Get, b'h'), None, "hit before: honoured");
         assert!(unsupported(MetaKind::Set, b'E').is_some());
         assert_eq!(unsupported(MetaKind::Get, b'v'), None);
         assert_eq!(unsupported(MetaKind::Get, b'r'), None, "Kai's own read quorum flag");

@@ -6,15 +6,19 @@ use super::expires_at;
 use super::meta::{return_flags, unsupported, MetaKind, MetaRequest};
 use super::reply::error_line;
 use super::SessionEnv;
+use crate::coordinator::Fetched;
 use crate::error::{Error, Result};
 use crate::stats::NodeStats;
-use crate::store::{live_versions, now_secs, Condition, Mutation, Write, WriteOutcome};
+use crate::store::{live_versions, now_millis, now_secs, Condition, Mutation, Write, WriteOutcome};
 use crate::version::{cas_token, Version};
 use bytes::Bytes;
 
 /// What memcached answers an `ma` on a value that is not a number.
 const NON_NUMERIC: &str = "CLIENT_ERROR cannot increment or decrement non-numeric value";
 const BAD_SET_MODE: &str = "CLIENT_ERROR invalid mode for ms M token";
+/// In Kai a touch is a write, after which a key reads as never hit:
+/// memcached's answer (the access before the touch) cannot be given.
+const ACCESS_WITH_TOUCH: &str = "CLIENT_ERROR flags h and l cannot be combined with T: in Kai a touch is a write";
 
 /// The error line of a request the node could not serve.
 fn failed(e: Error) -> String {
@@ -136,17 +140,22 @@ async fn get(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std:
     let check = request.number::<u64>(b'C')?;
     let stats = &env.stats;
     NodeStats::incr(&stats.cmd_get);
-    let versions = match touch {
-        None => read_key(env, request, r).await.map_err(failed)?,
+    let (hit_before, last_access) = (request.has(b'h'), request.has(b'l'));
+    let fetched = match touch {
+        None => env.coordinator.fetch(request.key.clone(), 0, r).await.map_err(failed)?,
+        Some(_) if hit_before || last_access => return Err(ACCESS_WITH_TOUCH.into()),
         Some(exptime) => {
             NodeStats::incr(&stats.cmd_touch);
             let mutation = Mutation::Touch { expires_at: expires_at(exptime, now_secs()) };
-            match write_key(env, request, Write { condition: Condition::Present, mutation }, None).await.map_err(failed)? {
-                outcome @ WriteOutcome::Stored { .. } => held_live(&outcome),
-                _ => Vec::new(),
-            }
+            let siblings =
+                match write_key(env, request, Write { condition: Condition::Present, mutation }, None).await.map_err(failed)? {
+                    outcome @ WriteOutcome::Stored { .. } => held_live(&outcome),
+                    _ => Vec::new(),
+                };
+            Fetched { siblings, last_read_ms: 0 }
         }
     };
+    let versions = &fetched.siblings;
     if versions.is_empty() {
         NodeStats::incr(&stats.get_misses);
         if !request.quiet() {
@@ -157,10 +166,11 @@ async fn get(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std:
         return Ok(());
     }
     NodeStats::incr(&stats.get_hits);
-    let cas = cas_token(&request.key, &versions);
+    let cas = cas_token(&request.key, versions);
     // With C, the value is sent only when the client's copy is stale.
     let with_value = request.has(b'v') && check != Some(cas);
-    let now = now_secs();
+    let now_ms = now_millis();
+    let now = now_ms / 1000;
     let count = versions.len();
     let shown = if request.has(b'a') { &versions[..] } else { &versions[count - 1..] };
     for version in shown {
@@ -176,6 +186,8 @@ async fn get(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std:
             b's' => Some(version.value.len().to_string()),
             b't' => Some(ttl(version, now).to_string()),
             b'y' => Some(count.to_string()),
+            b'h' => Some(u8::from(fetched.hit_before()).to_string()),
+            b'l' => Some(fetched.idle_secs(now_ms).to_string()),
             _ => None,
         });
         out.extend_from_slice(b"\r\n");

@@ -7,6 +7,7 @@
 mod cache;
 mod engine;
 pub mod merkle;
+mod reads;
 mod write;
 
 pub use engine::{disk_capacity, DiskEngine, Engine, Entry, MemoryEngine};
@@ -58,6 +59,8 @@ pub struct Store {
     merkle: MerkleForest,
     /// Striped key locks: a read-modify-write of one key is atomic.
     locks: Vec<Mutex<()>>,
+    /// When clients last read each key through this replica.
+    reads: reads::ReadLog,
     /// False once the engine failed a write (a full disk): writes are then
     /// refused at once, reads go on, and `recover` tries to take writes
     /// again.
@@ -72,7 +75,7 @@ impl Store {
         let merkle = MerkleForest::new(settings.number_of_buckets);
         let locks = (0..KEY_LOCKS).map(|_| Mutex::new(())).collect();
         let writable = std::sync::atomic::AtomicBool::new(true);
-        let store = Store { engine, settings, stats, merkle, locks, writable };
+        let store = Store { engine, settings, stats, merkle, locks, reads: Default::default(), writable };
         store.load()?;
         Ok(store)
     }
@@ -101,6 +104,18 @@ impl Store {
     /// replicas reconcile on the whole set.
     pub fn read(&self, key: &[u8]) -> Result<Vec<Version>> {
         self.engine.read(self.bucket(key), key)
+    }
+
+    /// A client's read: the key's versions, as `read` answers them, and
+    /// when a client last read the key through this replica since the
+    /// replica's last write of it, in milliseconds since the epoch (0: not
+    /// since, or not since this node started).
+    pub fn client_read(&self, key: &[u8]) -> Result<(Vec<Version>, u64)> {
+        let versions = self.read(key)?;
+        let now_ms = now_millis();
+        let hit = versions.iter().any(|v| v.is_live(now_ms / 1000));
+        let last_read_ms = if hit { self.reads.mark(key, now_ms) } else { 0 };
+        Ok((versions, last_read_ms))
     }
 
     /// Merges versions from another replica (or read repair) by clock. A
@@ -277,6 +292,8 @@ impl Store {
         self.engine_write(|| self.engine.write(bucket, key, new))?;
         self.sync_if_asked()?;
         self.merkle.update(bucket, key, key_digest(key, old), key_digest(key, new));
+        // A write makes the key unread again, here.
+        self.reads.forget(key);
         let now = now_secs();
         let (old_items, old_bytes) = live_size(old, now);
         let (new_items, new_bytes) = live_size(new, now);
@@ -409,10 +426,6 @@ fn live_size(versions: &[Version], now: u64) -> (i64, i64) {
 // ---- the actor -----------------------------------------------------------
 
 /// Every stored version of a key.
-#[derive(Message)]
-#[rtype(result = "Result<Vec<Version>>")]
-pub struct ReplicaGet(pub Bytes);
-
 /// Merges versions into a replica (for `hint`, a down home node).
 #[derive(Message)]
 #[rtype(result = "Result<()>")]
@@ -553,13 +566,6 @@ impl Supervised for LocalStoreActor {
 /// The same handlers for both kinds of store actor: each calls `Store`.
 macro_rules! store_handlers {
     ($actor:ty) => {
-        impl Handler<ReplicaGet> for $actor {
-            type Result = Result<Vec<Version>>;
-            fn handle(&mut self, msg: ReplicaGet, _: &mut Self::Context) -> Self::Result {
-                self.store.read(&msg.0)
-            }
-        }
-
         impl Handler<ReplicaPut> for $actor {
             type Result = Result<()>;
             fn handle(&mut self, msg: ReplicaPut, _: &mut Self::Context) -> Self::Result {
@@ -727,9 +733,6 @@ pub trait StoreRequest: Message {
     const COST: Cost;
 }
 
-impl StoreRequest for ReplicaGet {
-    const COST: Cost = Cost::Read;
-}
 impl StoreRequest for ReplicaPut {
     const COST: Cost = Cost::Write;
 }

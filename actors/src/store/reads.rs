@@ -1,0 +1,73 @@
+//! When each key was last read by a client since this replica last wrote
+//! it: kept in memory (from the node's start, like memcached's own access
+//! record) for the meta protocol's `h` (hit before) and `l` (last access).
+//! A write forgets the key's record, so "read since written" never hangs
+//! on comparing two clocks within one millisecond. Keys
+//! are held by a 64-bit hash under this process's random hash keys, so a
+//! record costs 16 bytes and no copy of the key.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Mutex;
+
+const STRIPES: usize = 64;
+
+pub struct ReadLog {
+    hasher: std::collections::hash_map::RandomState,
+    stripes: Vec<Mutex<HashMap<u64, u64>>>,
+}
+
+impl Default for ReadLog {
+    fn default() -> Self {
+        ReadLog { hasher: Default::default(), stripes: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect() }
+    }
+}
+
+impl ReadLog {
+    fn stripe(&self, key: &[u8]) -> (u64, std::sync::MutexGuard<'_, HashMap<u64, u64>>) {
+        let hash = self.hasher.hash_one(key);
+        let stripe = self.stripes[hash as usize % STRIPES].lock().unwrap_or_else(|e| e.into_inner());
+        (hash, stripe)
+    }
+
+    /// Records a client read of `key` at `now_ms`, and answers when it was
+    /// read before that (0: not since this node started).
+    pub fn mark(&self, key: &[u8], now_ms: u64) -> u64 {
+        let (hash, mut stripe) = self.stripe(key);
+        let before = stripe.insert(hash, now_ms).unwrap_or(0);
+        // A clock stepped back never makes a read look older than one before.
+        if before > now_ms {
+            stripe.insert(hash, before);
+        }
+        before
+    }
+
+    /// The key was written (or removed): not read since.
+    pub fn forget(&self, key: &[u8]) {
+        let (hash, mut stripe) = self.stripe(key);
+        stripe.remove(&hash);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.stripes.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_answers_the_one_before_it() {
+        let log = ReadLog::default();
+        assert_eq!(log.mark(b"k", 1_000), 0, "never read");
+        assert_eq!(log.mark(b"k", 2_500), 1_000);
+        assert_eq!(log.mark(b"other", 3_000), 0, "keys apart");
+        assert_eq!(log.mark(b"k", 2_000), 2_500, "a clock stepped back");
+        assert_eq!(log.mark(b"k", 4_000), 2_500, "the later read was kept");
+        log.forget(b"k");
+        assert_eq!(log.mark(b"k", 5_000), 0, "not read since it was written");
+        assert_eq!(log.len(), 2);
+    }
+}
