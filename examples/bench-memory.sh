@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Resident memory for one million 1 KiB values: memcached and Kai's memory
 # engine, each given room for them, each filled with the same keys by the
-# load generator; VmRSS read from /proc once the last write is answered.
+# load generator; VmRSS read from /proc once the last write is answered,
+# and again after 10 s of reads over the same keys (Kai's replicas then
+# hold a read record per key read, for the meta protocol's h and l).
 #
 #   bash examples/bench-memory.sh [keys]
 set -euo pipefail
@@ -18,6 +20,8 @@ p=$(port); memcached -u nobody -l 127.0.0.1 -p "$p" -U 0 -t 2 -m 4096 -c 4096 & 
 echo "memcached empty: $(( $(rss $mc) / 1024 )) MiB"
 "$load" --servers "127.0.0.1:$p" --keys "$keys" --value-size 1024 --seconds 0 --label fill >/dev/null
 report memcached $mc
+"$load" --servers "127.0.0.1:$p" --keys "$keys" --value-size 1024 --seconds 10 --get-ratio 1 --no-populate --label read | cut -d' ' -f1-4
+report "  after reads" $mc
 
 p=$(port); a=$(port)
 "$kai" --config kai.config.toml --set store='"memory"' --set max_memory_bytes=8589934592 --set data_dir="\"$dir/memory\"" \
@@ -25,3 +29,5 @@ p=$(port); a=$(port)
 echo "kai empty: $(( $(rss $k) / 1024 )) MiB"
 "$load" --servers "127.0.0.1:$p" --keys "$keys" --value-size 1024 --seconds 0 --label fill >/dev/null
 report kai-memory $k
+"$load" --servers "127.0.0.1:$p" --keys "$keys" --value-size 1024 --seconds 10 --get-ratio 1 --no-populate --label read | cut -d' ' -f1-4
+report "  after reads" $k
