@@ -66,8 +66,10 @@ async fn health(state: web::Data<HttpState>) -> HttpResponse {
     let answer = tokio::time::timeout(Duration::from_secs(3), state.router.send(ApiCall(probe))).await;
     let read_only = state.stats.store_read_only.load(std::sync::atomic::Ordering::Relaxed) != 0;
     match answer {
-        Ok(Ok(Response::Versions(_))) if read_only => HttpResponse::Ok().body("ok: serving reads; the store takes no writes\n"),
-        Ok(Ok(Response::Versions(_))) => HttpResponse::Ok().body("ok\n"),
+        Ok(Ok(Response::VersionsRead { .. })) if read_only => {
+            HttpResponse::Ok().body("ok: serving reads; the store takes no writes\n")
+        }
+        Ok(Ok(Response::VersionsRead { .. })) => HttpResponse::Ok().body("ok\n"),
         Ok(Ok(Response::Error(why))) => HttpResponse::ServiceUnavailable().body(format!("not serving: {why}\n")),
         _ => HttpResponse::ServiceUnavailable().body("not serving: no answer\n"),
     }

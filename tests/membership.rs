@@ -177,10 +177,10 @@ fn settle(nodes: &[TestNode], ring_size: usize, keys: u64, limit: Duration) -> D
         live.iter().all(|n| n.stat("kai_ring_nodes") == ring_size.to_string() && n.stat("kai_buckets_pending") == "0")
             && live.iter().map(|n| stat_u64(n, "curr_items")).sum::<u64>() == 3 * keys
     });
-    for node in nodes {
+    for (i, node) in nodes.iter().enumerate() {
         let (ok, progress, _) = node.admin(&["transfers"]);
         assert!(ok);
-        assert!(progress.contains("done"), "{progress}");
+        assert!(progress.contains("done"), "node {i} holds {}: {progress}", node.stat("curr_items"));
         let counts: Vec<u64> =
             progress.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).take(2).map(|s| s.parse().unwrap()).collect();
         assert!(counts[0] == counts[1] && counts[1] <= 1024, "{progress}");

@@ -314,7 +314,7 @@ impl SyncActor {
         // hands off any it holds but is not home to, wherever a transfer
         // was cut off before.
         let ring_seen = Arc::new(Ring::new(ring.snapshot().number_of_buckets(), [RingNode::new(settings.me, 1)]));
-        SyncActor {
+        let mut sync = SyncActor {
             settings,
             ring,
             liveness,
@@ -329,7 +329,11 @@ impl SyncActor {
             in_round: false,
             delivering: false,
             reaping: false,
-        }
+        };
+        // Planned at once, before the node takes requests: a restarted
+        // node never shows nothing pending while its plan is still to come.
+        sync.follow_ring();
+        sync
     }
 
     fn pending(&self) -> BTreeSet<u32> {
