@@ -65,7 +65,7 @@ pub struct Replicas {
 
 /// A replica's versions of a key, and when a client last read it there
 /// (ms since the epoch; 0: not since that node started, or not asked).
-pub type Replica = (Vec<Version>, u64);
+pub type ReplicaRead = (Vec<Version>, u64);
 
 /// A client read's answer: the key's live siblings (newest last) and when
 /// a client last read it since it was written, the latest any replica that
@@ -113,7 +113,7 @@ impl<T: 'static> Answer<T> {
 impl Replicas {
     /// A replica's versions of a key; a client's read (not a write's catch
     /// up) is recorded there, and answers when the key was read before.
-    pub fn get(&self, node: SocketAddrV4, key: Bytes, client_read: bool, timeout: Duration) -> Answer<Replica> {
+    pub fn get(&self, node: SocketAddrV4, key: Bytes, client_read: bool, timeout: Duration) -> Answer<ReplicaRead> {
         if node == self.me {
             // A read never waits, in either engine.
             let store = &self.store.direct;
