@@ -215,8 +215,15 @@ impl QuorumActor {
                 }
                 if self.replies_agree() {
                     // Replicas in agreement (the common case): nothing to
-                    // reconcile.
-                    let _ = reply.send(Ok(answer(self.read_replies[0].1.clone(), last_read(&self.read_replies, &[]))));
+                    // reconcile. Once every replica asked has answered,
+                    // nothing is left to repair either: the answer moves out.
+                    let last_read_ms = last_read(&self.read_replies, &[]);
+                    let siblings = if self.tally.all_in() {
+                        std::mem::take(&mut self.read_replies).swap_remove(0).1
+                    } else {
+                        self.read_replies[0].1.clone()
+                    };
+                    let _ = reply.send(Ok(answer(siblings, last_read_ms)));
                     return;
                 }
                 let replies: Vec<Vec<Version>> = self.read_replies.iter().map(|(_, v, _)| v.clone()).collect();
@@ -291,16 +298,29 @@ impl QuorumActor {
         for _ in 0..self.needed.min(self.targets.len()) {
             self.ask_next(ctx);
         }
-        if ctx.state() == ActorState::Running && !self.tally.asked_all() {
-            ctx.run_later(SPECULATE_AFTER, |act, ctx| {
-                if act.job.is_some() && !act.expired && !act.tally.asked_all() {
-                    NodeStats::incr(&act.setup.stats.speculative_reads);
-                    while !act.tally.asked_all() {
-                        act.ask_next(ctx);
-                    }
-                }
-            });
+    }
+
+    /// The speculation delay passed: a read still short of its quorum asks
+    /// every replica not asked yet.
+    fn speculate(&mut self, ctx: &mut Context<Self>) {
+        if self.job.is_some() && !self.expired && !self.tally.asked_all() {
+            NodeStats::incr(&self.setup.stats.speculative_reads);
+            while !self.tally.asked_all() {
+                self.ask_next(ctx);
+            }
         }
+    }
+
+    /// The request's one deadline passed: no more replies are awaited.
+    fn expire(&mut self, ctx: &mut Context<Self>) {
+        self.expired = true;
+        if self.tally.state() != TallyState::Met {
+            // Say who failed, and that the rest did not answer in time.
+            let mut why = self.errors.clone();
+            why.push(format!("the rest timed out after {:?}", self.setup.timeout));
+            self.fail(why.join("; "));
+        }
+        self.maybe_finish(ctx);
     }
 
     /// Asks the next replica not asked yet, if any, for the key's versions;
@@ -496,17 +516,18 @@ impl Actor for QuorumActor {
         if ctx.state() == ActorState::Running {
             // Something is still awaited: one deadline for the whole
             // request, not one per reply. (A request this node's store
-            // answered whole, at once, is done and needs no timer.)
-            ctx.run_later(self.setup.timeout, |act, ctx| {
-                act.expired = true;
-                if act.tally.state() != TallyState::Met {
-                    // Say who failed, and that the rest did not answer in time.
-                    let mut why = act.errors.clone();
-                    why.push(format!("the rest timed out after {:?}", act.setup.timeout));
-                    act.fail(why.join("; "));
-                }
-                act.maybe_finish(ctx);
-            });
+            // answered whole, at once, is done and needs no timer.) A read
+            // with replicas not asked yet reaches it through the
+            // speculation delay: one timer, re-armed only in the rare case
+            // that the delay passes.
+            if matches!(self.job, Some(Job::Read { .. })) && !self.tally.asked_all() {
+                ctx.run_later(SPECULATE_AFTER, |act, ctx| {
+                    act.speculate(ctx);
+                    ctx.run_later(act.setup.timeout.saturating_sub(SPECULATE_AFTER), Self::expire);
+                });
+            } else {
+                ctx.run_later(self.setup.timeout, Self::expire);
+            }
         }
     }
 }
