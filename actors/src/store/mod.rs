@@ -425,7 +425,6 @@ fn live_size(versions: &[Version], now: u64) -> (i64, i64) {
 
 // ---- the actor -----------------------------------------------------------
 
-/// Every stored version of a key.
 /// Merges versions into a replica (for `hint`, a down home node).
 #[derive(Message)]
 #[rtype(result = "Result<()>")]
