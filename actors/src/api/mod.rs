@@ -157,11 +157,10 @@ fn answer_inline(store: &crate::store::StoreAddr, request: Request) -> std::resu
 /// A replica read's answer: a client's read is recorded and answered with
 /// when the key was read before (for the meta protocol's `h` and `l`).
 pub fn replica_get(store: &crate::store::Store, key: &[u8], client_read: bool) -> Response {
-    let answer = if client_read {
-        store.client_read(key).map(|(versions, last_read_ms)| Response::VersionsRead { versions, last_read_ms })
-    } else {
-        store.read(key).map(Response::Versions)
-    };
+    let answer = store.replica_read(key, client_read).map(|(versions, last_read_ms)| match client_read {
+        true => Response::VersionsRead { versions, last_read_ms },
+        false => Response::Versions(versions),
+    });
     answer.unwrap_or_else(|e| Response::Error(e.to_string()))
 }
 

@@ -116,8 +116,7 @@ impl Replicas {
     pub fn get(&self, node: SocketAddrV4, key: Bytes, client_read: bool, timeout: Duration) -> Answer<ReplicaRead> {
         if node == self.me {
             // A read never waits, in either engine.
-            let store = &self.store.direct;
-            return Answer::Now(if client_read { store.client_read(&key) } else { store.read(&key).map(|v| (v, 0)) });
+            return Answer::Now(self.store.direct.replica_read(&key, client_read));
         }
         let peers = self.peers.clone();
         Answer::Later(Box::pin(async move {

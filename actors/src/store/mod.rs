@@ -118,6 +118,17 @@ impl Store {
         Ok((versions, last_read_ms))
     }
 
+    /// A replica's read for a coordinator: a client's is recorded and
+    /// answers when the key was read before (`client_read`); any other (a
+    /// conditional write's catch-up, the admin tool) is not, and answers 0.
+    pub fn replica_read(&self, key: &[u8], client_read: bool) -> Result<(Vec<Version>, u64)> {
+        if client_read {
+            self.client_read(key)
+        } else {
+            self.read(key).map(|versions| (versions, 0))
+        }
+    }
+
     /// Merges versions from another replica (or read repair) by clock. A
     /// stand-in for a down home node also records a hint, before it acks.
     pub fn merge(&self, key: &[u8], incoming: &[Version], hint: Option<&str>) -> Result<()> {
