@@ -365,6 +365,14 @@ fn stats_has_memcached_and_kai_fields() {
 }
 
 #[test]
+fn a_node_runs_without_transparent_huge_pages() {
+    // Their 2 MiB first-touch zeroing doubled the disk engine's p99.
+    let node = TestNode::start(&[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).expect("the node's /proc status");
+    assert!(status.lines().any(|l| l.split_whitespace().eq(["THP_enabled:", "0"])), "{status}");
+}
+
+#[test]
 fn acknowledged_writes_survive_kill_9_and_restart() {
     let mut node = TestNode::start(&[]);
     {
