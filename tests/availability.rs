@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{preference, TestCluster, TestNode};
+use common::{check_node, preference, TestCluster, TestNode, CLUSTER};
 use std::time::{Duration, Instant};
 
 /// Keys whose first home is `first` and whose homes exclude `outsider`:
@@ -112,6 +112,40 @@ fn a_failed_replica_write_gets_a_stand_in_at_once() {
     let at_once: u64 = cluster.nodes[0].stat("kai_hinted_at_once").parse().unwrap();
     assert!(at_once > 0, "no write went to a stand-in at once");
     println!("stand-in at once: {} keys, 3 live copies each within {:?} of the last write", keys.len(), written.elapsed());
+}
+
+/// The failure detector only suspects: a node whose heartbeats stop
+/// reaching the coordinator may still serve (its heartbeats came through a
+/// peer now cut off, say). When another replica fails, the suspected one is
+/// asked last rather than the request refused.
+#[test]
+fn a_suspected_replica_is_asked_when_another_fails() {
+    let settings = |extra: &'static str| CLUSTER.iter().copied().chain([extra]).collect::<Vec<_>>();
+    let a = TestNode::start(&settings("store=\"memory\""));
+    // b's heartbeat rises once a minute: a suspects it within a second,
+    // while it serves every request as before.
+    let b = TestNode::start(&settings("gossip_interval_ms=60000"));
+    let c = TestNode::start(&settings("store=\"memory\""));
+    for n in [&b, &c] {
+        check_node(n, &n.api_addr(), &a.api_addr());
+        check_node(n, &a.api_addr(), &n.api_addr());
+    }
+    a.wait_for_member(&c.api_addr(), true, Duration::from_secs(10));
+    a.wait_for_member(&b.api_addr(), false, Duration::from_secs(10));
+    // Each key's replicas (N = 3 of three nodes): a, b suspected, c cut off.
+    assert!(a.admin(&[&format!("block {}", c.api_addr())]).0);
+    assert!(c.admin(&[&format!("block {}", a.api_addr())]).0);
+    let client = a.client();
+    let keys: Vec<String> = (0..10).map(|i| format!("suspect{i}")).collect();
+    for k in &keys {
+        client.set(k, "v", 0).unwrap_or_else(|e| panic!("set {k} with c cut off and b suspected: {e}"));
+    }
+    for k in &keys {
+        let got: Option<String> = client.get(k).unwrap_or_else(|e| panic!("get {k} with c cut off and b suspected: {e}"));
+        assert_eq!(got.as_deref(), Some("v"), "{k}");
+    }
+    assert_eq!(b.stat("curr_items"), keys.len().to_string(), "b took the writes c could not");
+    assert!(a.members_in("down").contains(&b.api_addr()), "b was suspected throughout");
 }
 
 /// One node of five is down for 10 s while writes go on through the

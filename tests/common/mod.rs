@@ -357,7 +357,7 @@ pub fn with_link_cut(a: &TestNode, b: &TestNode, during: impl FnOnce()) {
 /// `check_node A B` through `via`, as an operator would: tried again (up
 /// to three times, a second apart) if it fails, as a link made while the
 /// machine is starved for CPU can time out; every failure is shown.
-fn check_node(via: &TestNode, a: &str, b: &str) {
+pub fn check_node(via: &TestNode, a: &str, b: &str) {
     let mut failures = Vec::new();
     for _ in 0..3 {
         let (ok, out, err) = via.admin(&[&format!("check_node {a} {b}")]);

@@ -238,9 +238,14 @@ pub enum Route {
     /// Run here with these replicas; `spares` are the live nodes past them
     /// in preference order, to stand in (with a hint) for a replica whose
     /// write fails before the failure detector has noticed anything.
+    /// `suspects` are the home replicas skipped as down, tried last, when a
+    /// reply failed and nothing else is left: the failure detector only
+    /// suspects, and one cut off from a peer that relayed another's
+    /// heartbeats may suspect a live node.
     Here {
         targets: Vec<Target>,
         spares: Vec<SocketAddrV4>,
+        suspects: Vec<SocketAddrV4>,
     },
     /// Forward to these replicas, in preference order: each in turn, within
     /// the one deadline, until one answers.
@@ -253,7 +258,9 @@ pub fn route(preference: &[SocketAddrV4], n: usize, down: &BTreeSet<SocketAddrV4
     let targets = choose_targets(preference, n, down);
     if targets.iter().any(|t| t.node == me) {
         let spares = preference.iter().filter(|a| !down.contains(a) && !targets.iter().any(|t| t.node == **a)).copied().collect();
-        return Route::Here { targets, spares };
+        let home = &preference[..n.min(preference.len())];
+        let suspects = home.iter().filter(|a| down.contains(a) && **a != me).copied().collect();
+        return Route::Here { targets, spares, suspects };
     }
     if targets.is_empty() {
         Route::Nowhere("every node of the key's preference list is down".into())
@@ -372,8 +379,14 @@ impl Coordinator {
             Some(q) => return Err(Error::Client(format!("a quorum of {q} is not between 1 and N = {}", self.settings.n))),
         };
         match self.route(&key, hops, writing) {
-            Route::Here { targets, spares } => {
+            Route::Here { targets, mut spares, suspects } => {
                 self.admit()?;
+                // A live node past the replicas holds nothing for a read to
+                // find: a read falls back on suspected replicas alone.
+                match writing {
+                    true => spares.extend(suspects),
+                    false => spares = suspects,
+                }
                 let (reply, rx) = oneshot::channel();
                 self.start_quorum(key, targets, spares, needed, job(op, reply));
                 rx.await.map_err(|_| Error::Unavailable("quorum actor stopped".into()))?
@@ -471,9 +484,16 @@ mod tests {
         let pref = [a(1), a(2), a(3), a(4), a(5)];
         let none = BTreeSet::new();
         let here = route(&pref, 3, &none, a(2), 0);
-        let Route::Here { targets, spares } = here else { panic!("{here:?}") };
+        let Route::Here { targets, spares, suspects } = here else { panic!("{here:?}") };
         assert_eq!(targets.len(), 3);
         assert_eq!(spares, vec![a(4), a(5)], "the nodes past the replicas, in order");
+        assert!(suspects.is_empty());
+        let down: BTreeSet<_> = [a(1), a(3)].into_iter().collect();
+        let here = route(&pref, 3, &down, a(2), 0);
+        let Route::Here { targets, spares, suspects } = here else { panic!("{here:?}") };
+        let nodes: Vec<_> = targets.iter().map(|t| t.node).collect();
+        assert_eq!((nodes, spares), (vec![a(2), a(4), a(5)], vec![]), "stand-ins for the down ones");
+        assert_eq!(suspects, vec![a(1), a(3)], "the down home replicas, tried last");
         assert_eq!(route(&pref, 3, &none, a(5), 0), Route::Forward(vec![a(1), a(2), a(3)]));
         let down: BTreeSet<_> = [a(1)].into_iter().collect();
         assert_eq!(route(&pref, 3, &down, a(5), 0), Route::Forward(vec![a(2), a(3), a(4)]), "down ones are skipped");

@@ -37,8 +37,9 @@ pub enum Job {
 pub struct QuorumActor {
     key: Bytes,
     targets: Vec<Target>,
-    /// Live nodes past the targets: a write that fails at a home replica
-    /// goes to the next of these with a hint, at once.
+    /// Who takes a failed replica's place, in order: for a write the live
+    /// nodes past the targets (with a hint, at once), then the suspected
+    /// home replicas; for a read the suspected home replicas alone.
     spares: std::collections::VecDeque<SocketAddrV4>,
     needed: usize,
     setup: std::sync::Arc<QuorumSetup>,
@@ -335,9 +336,19 @@ impl QuorumActor {
                 act.record(true, None, ctx);
             }
             Err(e) => {
-                if act.job.is_some() && !act.expired && !act.tally.asked_all() {
-                    NodeStats::incr(&act.setup.stats.speculative_reads);
-                    act.ask_next(ctx);
+                if act.job.is_some() && !act.expired {
+                    if act.tally.asked_all() {
+                        // Every replica asked: a suspected one is the last hope.
+                        if let Some(suspect) = act.spares.pop_front() {
+                            tracing::debug!(%node, %suspect, "replica read failed, asking a suspected replica: {e}");
+                            act.targets.push(Target { node: suspect, hint: None });
+                            act.tally.add_replica();
+                        }
+                    }
+                    if !act.tally.asked_all() {
+                        NodeStats::incr(&act.setup.stats.speculative_reads);
+                        act.ask_next(ctx);
+                    }
                 }
                 act.record(false, Some(e), ctx);
             }

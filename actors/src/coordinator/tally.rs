@@ -33,6 +33,11 @@ impl QuorumTally {
         })
     }
 
+    /// One more replica may be asked (a fallback for one that failed).
+    pub fn add_replica(&mut self) {
+        self.replicas += 1;
+    }
+
     pub fn asked_all(&self) -> bool {
         self.asked == self.replicas
     }
@@ -110,6 +115,17 @@ mod tests {
         assert_eq!(t.ask(), Some(2));
         assert!(!t.all_in() && t.asked_all());
         assert_eq!(t.ask(), None);
+        assert_eq!(t.ok(), TallyState::Met);
+        assert!(t.all_in());
+    }
+
+    #[test]
+    fn a_fallback_added_before_a_failure_keeps_the_quorum_in_reach() {
+        let mut t = all_asked(2, 2);
+        assert_eq!(t.ok(), TallyState::Waiting);
+        t.add_replica();
+        assert_eq!(t.fail(), TallyState::Waiting, "the fallback can still answer");
+        assert_eq!(t.ask(), Some(2));
         assert_eq!(t.ok(), TallyState::Met);
         assert!(t.all_in());
     }
