@@ -50,9 +50,11 @@ pub struct Faults {
 }
 
 impl Faults {
-    pub fn is_blocked(&self, peer: &str) -> bool {
+    /// The peer is named only when something is blocked: no string is
+    /// made for each call of an unfaulted node.
+    pub fn is_blocked(&self, peer: impl std::fmt::Display) -> bool {
         let blocked = self.blocked.read().unwrap_or_else(|e| e.into_inner());
-        !blocked.is_empty() && blocked.contains(peer)
+        !blocked.is_empty() && blocked.contains(&peer.to_string())
     }
 
     pub fn block(&self, peers: Vec<String>) {
@@ -132,10 +134,18 @@ async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
         if let Some(frame) = decode(buf)? {
             return Ok(Some(frame));
         }
-        if stream.read_buf(buf).await? == 0 {
-            return if buf.is_empty() { Ok(None) } else { Err(Error::Protocol("connection closed mid-frame".into())) };
+        if !read_more(stream, buf).await? {
+            return Ok(None);
         }
     }
+}
+
+/// Reads what has arrived into `buf`; false at a clean end of the stream.
+async fn read_more(stream: &mut (impl AsyncReadExt + Unpin), buf: &mut BytesMut) -> Result<bool> {
+    if stream.read_buf(buf).await? == 0 {
+        return if buf.is_empty() { Ok(false) } else { Err(Error::Protocol("connection closed mid-frame".into())) };
+    }
+    Ok(true)
 }
 
 /// Serves one peer connection: a handshake, then requests answered
@@ -194,14 +204,26 @@ async fn serve(
     let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
     let faults = settings.faults.clone();
     let read_loop = async move {
-        while let Some(Frame { id, body }) = read_frame::<Request>(&mut reader, &mut buf).await? {
+        let closed = || Error::Unavailable("closed".into());
+        // Answers given at once, for every frame of one read: they go to
+        // the writer together when the frames run out.
+        let mut answered = Vec::new();
+        loop {
+            let Some(Frame { id, body }) = decode::<Request>(&mut buf)? else {
+                if !answered.is_empty() {
+                    tx.send(std::mem::take(&mut answered)).await.map_err(|_| closed())?;
+                }
+                if !read_more(&mut reader, &mut buf).await? {
+                    return Ok(());
+                }
+                continue;
+            };
             if faults.is_blocked(&peer_name) {
                 return Err(Error::Unavailable(format!("traffic with {peer_name} is blocked")));
             }
             let body = match answer_inline(&store, body) {
                 Ok(body) => {
-                    let bytes = encode(&Frame { id, body })?;
-                    tx.send(bytes).await.map_err(|_| Error::Unavailable("closed".into()))?;
+                    encode_into(&mut answered, &Frame { id, body })?;
                     continue;
                 }
                 Err(body) => body,
@@ -219,7 +241,6 @@ async fn serve(
                 drop(permit);
             });
         }
-        Ok::<_, Error>(())
     };
     let (read, write) = tokio::join!(read_loop, write_loop);
     read.and(write)
@@ -478,7 +499,7 @@ impl Peers {
     }
 
     pub async fn call(&self, peer: SocketAddr, request: Request, timeout: Duration) -> Result<Response> {
-        if self.faults.is_blocked(&peer.to_string()) {
+        if self.faults.is_blocked(peer) {
             return Err(Error::Unavailable(format!("traffic with {peer} is blocked")));
         }
         self.client(peer).await?.call(request, timeout).await
