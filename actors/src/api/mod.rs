@@ -376,18 +376,23 @@ impl ApiClient {
     }
 
     pub async fn call(&self, request: Request, timeout: Duration) -> Result<Response> {
+        let peer = self.peer;
+        tokio::time::timeout(timeout, self.call_untimed(request))
+            .await
+            .unwrap_or_else(|_| Err(Error::Unavailable(format!("{peer}: no reply within {timeout:?}"))))
+    }
+
+    /// A call with no timer of its own, for a caller whose own deadline
+    /// drops it.
+    pub async fn call_untimed(&self, request: Request) -> Result<Response> {
         let (reply_tx, reply_rx) = oneshot::channel();
         let peer = self.peer;
         let gone = || Error::Unavailable(format!("connection to {peer} closed"));
-        let exchange = async {
-            let _permit = self.in_flight.acquire().await.map_err(|_| gone())?;
-            self.tx.send((request, reply_tx)).await.map_err(|_| gone())?;
-            reply_rx.await.map_err(|_| gone())?
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(Response::Error(why))) => Err(Error::Unavailable(format!("{peer}: {why}"))),
-            Ok(result) => result,
-            Err(_) => Err(Error::Unavailable(format!("{peer}: no reply within {timeout:?}"))),
+        let _permit = self.in_flight.acquire().await.map_err(|_| gone())?;
+        self.tx.send((request, reply_tx)).await.map_err(|_| gone())?;
+        match reply_rx.await.map_err(|_| gone())? {
+            Ok(Response::Error(why)) => Err(Error::Unavailable(format!("{peer}: {why}"))),
+            result => result,
         }
     }
 
@@ -499,9 +504,17 @@ impl Peers {
     }
 
     pub async fn call(&self, peer: SocketAddr, request: Request, timeout: Duration) -> Result<Response> {
+        tokio::time::timeout(timeout, self.call_untimed(peer, request))
+            .await
+            .unwrap_or_else(|_| Err(Error::Unavailable(format!("{peer}: no reply within {timeout:?}"))))
+    }
+
+    /// A call with no timer of its own (connecting has its own timeout),
+    /// for a caller whose own deadline drops it.
+    pub async fn call_untimed(&self, peer: SocketAddr, request: Request) -> Result<Response> {
         if self.faults.is_blocked(peer) {
             return Err(Error::Unavailable(format!("traffic with {peer} is blocked")));
         }
-        self.client(peer).await?.call(request, timeout).await
+        self.client(peer).await?.call_untimed(request).await
     }
 }

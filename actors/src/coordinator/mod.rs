@@ -113,14 +113,21 @@ impl<T: 'static> Answer<T> {
 impl Replicas {
     /// A replica's versions of a key; a client's read (not a write's catch
     /// up) is recorded there, and answers when the key was read before.
-    pub fn get(&self, node: SocketAddrV4, key: Bytes, client_read: bool, timeout: Duration) -> Answer<ReplicaRead> {
+    /// Without a timeout the call has no timer of its own: the caller's
+    /// deadline (the quorum actor's, which drops it) bounds it.
+    pub fn get(&self, node: SocketAddrV4, key: Bytes, client_read: bool, timeout: Option<Duration>) -> Answer<ReplicaRead> {
         if node == self.me {
             // A read never waits, in either engine.
             return Answer::Now(self.store.direct.replica_read(&key, client_read));
         }
         let peers = self.peers.clone();
         Answer::Later(Box::pin(async move {
-            match peers.call(SocketAddr::V4(node), Request::ReplicaGet { key, client_read }, timeout).await? {
+            let request = Request::ReplicaGet { key, client_read };
+            let answer = match timeout {
+                Some(timeout) => peers.call(SocketAddr::V4(node), request, timeout).await,
+                None => peers.call_untimed(SocketAddr::V4(node), request).await,
+            };
+            match answer? {
                 Response::Versions(versions) => Ok((versions, 0)),
                 Response::VersionsRead { versions, last_read_ms } => Ok((versions, last_read_ms)),
                 other => Err(Error::Protocol(format!("{node} answered a get with {other:?}"))),

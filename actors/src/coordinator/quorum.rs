@@ -329,7 +329,7 @@ impl QuorumActor {
     fn ask_next(&mut self, ctx: &mut Context<Self>) {
         let Some(i) = self.tally.ask() else { return };
         let node = self.targets[i].node;
-        let answer = self.setup.via.get(node, self.key.clone(), true, self.setup.timeout);
+        let answer = self.setup.via.get(node, self.key.clone(), true, None);
         self.on_answer(answer, ctx, move |act, result, ctx| match result {
             Ok((versions, last_read_ms)) => {
                 act.read_replies.push((node, versions, last_read_ms));
@@ -370,7 +370,7 @@ impl QuorumActor {
         let catch_up = async move {
             use futures_util::stream::{FuturesUnordered, StreamExt};
             let mut replies: FuturesUnordered<_> =
-                others.iter().map(|n| via.get(*n, key.clone(), false, timeout / 2).wait()).collect();
+                others.iter().map(|n| via.get(*n, key.clone(), false, Some(timeout / 2)).wait()).collect();
             let (mut versions, mut answered) = (Vec::new(), 0);
             while answered < need {
                 match replies.next().await {
