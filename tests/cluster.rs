@@ -244,7 +244,12 @@ fn wait_for_stat(node: &TestNode, name: &str, want: &str) {
         if got == want {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "{name} on {} is {got:?}, not {want:?}", node.api_addr());
+        if std::time::Instant::now() >= deadline {
+            let log = node.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            panic!("{name} on {} is {got:?}, not {want:?}; its log ends:\n{}", node.api_addr(), tail.join("\n"));
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
