@@ -462,10 +462,13 @@ async fn drive(stream: TcpStream, mut buf: BytesMut, mut rx: mpsc::Receiver<Pend
 
 /// Reused connections to peers, made on first use. Connecting happens in
 /// the caller's future, never inside an actor's message loop, so a slow or
-/// dead peer costs its callers a timeout and stalls nobody else.
+/// dead peer costs its callers a timeout and stalls nobody else. Shared:
+/// each replica call takes a clone into its future, one reference count.
 #[derive(Clone)]
-pub struct Peers {
-    clients: Arc<std::sync::Mutex<HashMap<SocketAddr, ApiClient>>>,
+pub struct Peers(Arc<PeersInner>);
+
+struct PeersInner {
+    clients: std::sync::Mutex<HashMap<SocketAddr, ApiClient>>,
     from: String,
     number_of_buckets: u32,
     secret: Secret,
@@ -476,15 +479,15 @@ pub struct Peers {
 impl Peers {
     /// The ring's bucket count this node says in its hello.
     pub fn number_of_buckets(&self) -> u32 {
-        self.number_of_buckets
+        self.0.number_of_buckets
     }
 
     pub fn new(from: String, number_of_buckets: u32, secret: Secret, connect_timeout: Duration, faults: Faults) -> Self {
-        Peers { clients: Default::default(), from, number_of_buckets, secret, connect_timeout, faults }
+        Peers(Arc::new(PeersInner { clients: Default::default(), from, number_of_buckets, secret, connect_timeout, faults }))
     }
 
     fn cached(&self, peer: SocketAddr) -> Option<ApiClient> {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut clients = self.0.clients.lock().unwrap_or_else(|e| e.into_inner());
         match clients.get(&peer) {
             Some(c) if c.is_closed() => {
                 clients.remove(&peer);
@@ -498,8 +501,9 @@ impl Peers {
         if let Some(client) = self.cached(peer) {
             return Ok(client);
         }
-        let client = ApiClient::connect(peer, &self.from, self.number_of_buckets, &self.secret, self.connect_timeout).await?;
-        self.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, client.clone());
+        let client =
+            ApiClient::connect(peer, &self.0.from, self.0.number_of_buckets, &self.0.secret, self.0.connect_timeout).await?;
+        self.0.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, client.clone());
         Ok(client)
     }
 
@@ -512,7 +516,7 @@ impl Peers {
     /// A call with no timer of its own (connecting has its own timeout),
     /// for a caller whose own deadline drops it.
     pub async fn call_untimed(&self, peer: SocketAddr, request: Request) -> Result<Response> {
-        if self.faults.is_blocked(peer) {
+        if self.0.faults.is_blocked(peer) {
             return Err(Error::Unavailable(format!("traffic with {peer} is blocked")));
         }
         self.client(peer).await?.call_untimed(request).await
