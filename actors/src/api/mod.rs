@@ -228,7 +228,7 @@ async fn serve(
                 }
                 Err(body) => body,
             };
-            let permit = in_flight.clone().acquire_owned().await.map_err(|_| Error::Unavailable("closed".into()))?;
+            let permit = in_flight.clone().acquire_owned().await.map_err(|_| closed())?;
             let (handler, tx) = (handler.clone(), tx.clone());
             actix::spawn(async move {
                 let body = handler
@@ -299,6 +299,17 @@ async fn handshake(
 }
 
 type Pending = (Request, oneshot::Sender<Result<Response>>);
+
+/// A call to `peer` given `timeout` to answer.
+async fn within(
+    timeout: Duration,
+    peer: SocketAddr,
+    call: impl std::future::Future<Output = Result<Response>>,
+) -> Result<Response> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(Error::Unavailable(format!("{peer}: no reply within {timeout:?}"))))
+}
 
 /// Requests one client connection may have in flight; more wait (within
 /// their deadline) rather than pile up on a slow peer.
@@ -376,10 +387,7 @@ impl ApiClient {
     }
 
     pub async fn call(&self, request: Request, timeout: Duration) -> Result<Response> {
-        let peer = self.peer;
-        tokio::time::timeout(timeout, self.call_untimed(request))
-            .await
-            .unwrap_or_else(|_| Err(Error::Unavailable(format!("{peer}: no reply within {timeout:?}"))))
+        within(timeout, self.peer, self.call_untimed(request)).await
     }
 
     /// A call with no timer of its own, for a caller whose own deadline
@@ -508,9 +516,7 @@ impl Peers {
     }
 
     pub async fn call(&self, peer: SocketAddr, request: Request, timeout: Duration) -> Result<Response> {
-        tokio::time::timeout(timeout, self.call_untimed(peer, request))
-            .await
-            .unwrap_or_else(|_| Err(Error::Unavailable(format!("{peer}: no reply within {timeout:?}"))))
+        within(timeout, peer, self.call_untimed(peer, request)).await
     }
 
     /// A call with no timer of its own (connecting has its own timeout),
