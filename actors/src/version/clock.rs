@@ -90,8 +90,28 @@ impl Serialize for NodeName {
 
 impl<'de> Deserialize<'de> for NodeName {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = std::borrow::Cow::<str>::deserialize(deserializer)?;
-        NodeName::try_new(&name).ok_or_else(|| serde::de::Error::custom("too many distinct node names"))
+        deserializer.deserialize_str(NodeNameVisitor)
+    }
+}
+
+/// Reads a name in place: every clock entry of every version a peer sends
+/// carries one, and a known name needs no copy to be looked up.
+struct NodeNameVisitor;
+
+impl serde::de::Visitor<'_> for NodeNameVisitor {
+    type Value = NodeName;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a node name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<NodeName, E> {
+        NodeName::try_new(name).ok_or_else(|| E::custom("too many distinct node names"))
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, name: &[u8]) -> Result<NodeName, E> {
+        let name = std::str::from_utf8(name).map_err(|_| E::custom("a node name that is not UTF-8"))?;
+        self.visit_str(name)
     }
 }
 
@@ -374,6 +394,21 @@ pub fn stamp(node: &str, seen: &[Version], context: &VClock, payload: Payload, n
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_node_name_is_read_in_place_and_interned() {
+        let dot = Dot { node: NodeName::new("127.0.0.1:7001"), counter: 9 };
+        let bytes = rmp_serde::to_vec(&dot).unwrap();
+        let back: Dot = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, dot);
+        assert!(std::ptr::eq(back.node.as_str(), dot.node.as_str()), "one interned copy of a name");
+        // Read from a stream, the name arrives in a scratch buffer instead.
+        let streamed: Dot = rmp_serde::from_read(&bytes[..]).unwrap();
+        assert_eq!(streamed, dot);
+        // A name that is not a string is refused, not guessed at.
+        let not_a_name = rmp_serde::to_vec(&(7u32, 9u64)).unwrap();
+        assert!(rmp_serde::from_slice::<Dot>(&not_a_name).is_err());
+    }
 
     fn payload(v: &str) -> Payload {
         Payload { value: Bytes::from(v.to_string()), flags: 0, expires_at: 0, deleted: false }
