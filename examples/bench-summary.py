@@ -37,3 +37,11 @@ if runs.get(("yardstick 2 client threads", 1)):
             gain = statistics.median(r[0] for r in b) / statistics.median(r[0] for r in a) - 1
             verdict = "the load generator is not the bottleneck" if gain <= 0.05 else "MORE CLIENT THREADS RAISE MEMCACHED: the load generator is the bottleneck"
             print(f"yardstick depth {depth}: a third client thread changes memcached by {gain:+.1%}: {verdict}")
+
+overload = [r for (name, _), rs in runs.items() if " overload " in name for r in rs]
+if overload:
+    cluster = [r for (name, _), rs in runs.items() if name != yardstick for r in rs]
+    peak = max(r[0] for r in cluster)
+    kept = min(r[0] for r in overload) / peak
+    errors = sum(r[1] for r in overload)
+    print(f"overload: the lowest overload round keeps {kept:.0%} of the peak ({peak:,} ops/s), {errors} errors besides busy")
