@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{check_node, preference, TestCluster, TestNode, CLUSTER};
+use common::{link_to, preference, TestCluster, TestNode, CLUSTER};
 use std::time::{Duration, Instant};
 
 /// Keys whose first home is `first` and whose homes exclude `outsider`:
@@ -126,10 +126,7 @@ fn a_suspected_replica_is_asked_when_another_fails() {
     // while it serves every request as before.
     let b = TestNode::start(&settings("gossip_interval_ms=60000"));
     let c = TestNode::start(&settings("store=\"memory\""));
-    for n in [&b, &c] {
-        check_node(n, &n.api_addr(), &a.api_addr());
-        check_node(n, &a.api_addr(), &n.api_addr());
-    }
+    link_to(&a, [&b, &c]);
     a.wait_for_member(&c.api_addr(), true, Duration::from_secs(10));
     a.wait_for_member(&b.api_addr(), false, Duration::from_secs(10));
     // Each key's replicas (N = 3 of three nodes): a, b suspected, c cut off.

@@ -357,7 +357,7 @@ pub fn with_link_cut(a: &TestNode, b: &TestNode, during: impl FnOnce()) {
 /// `check_node A B` through `via`, as an operator would: tried again (up
 /// to three times, a second apart) if it fails, as a link made while the
 /// machine is starved for CPU can time out; every failure is shown.
-pub fn check_node(via: &TestNode, a: &str, b: &str) {
+fn check_node(via: &TestNode, a: &str, b: &str) {
     let mut failures = Vec::new();
     for _ in 0..3 {
         let (ok, out, err) = via.admin(&[&format!("check_node {a} {b}")]);
@@ -368,6 +368,15 @@ pub fn check_node(via: &TestNode, a: &str, b: &str) {
         std::thread::sleep(Duration::from_secs(1));
     }
     panic!("check_node {a} {b}: {failures:?}");
+}
+
+/// Tells each of `others` about `first`, then `first` about it, as an
+/// operator would, without waiting for anyone to be seen up.
+pub fn link_to<'a>(first: &TestNode, others: impl IntoIterator<Item = &'a TestNode>) {
+    for node in others {
+        check_node(node, &node.api_addr(), &first.api_addr());
+        check_node(node, &first.api_addr(), &node.api_addr());
+    }
 }
 
 impl TestCluster {
@@ -382,11 +391,8 @@ impl TestCluster {
     /// Links running nodes as an operator would.
     pub fn link(nodes: Vec<TestNode>) -> TestCluster {
         let cluster = TestCluster { nodes };
-        let first = cluster.nodes[0].api_addr();
-        for node in &cluster.nodes[1..] {
-            check_node(node, &node.api_addr(), &first);
-            check_node(node, &first, &node.api_addr());
-        }
+        let (first, others) = cluster.nodes.split_first().expect("a node to link to");
+        link_to(first, others.iter());
         cluster.wait_until_all_up(Duration::from_secs(20));
         cluster
     }
