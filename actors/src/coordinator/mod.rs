@@ -312,8 +312,8 @@ impl Coordinator {
         Ok(())
     }
 
-    fn start_quorum(&self, key: Bytes, targets: Vec<Target>, spares: Vec<SocketAddrV4>, needed: usize, job: Job) {
-        QuorumActor::new(key, targets, spares, needed, self.setup.clone(), job).start();
+    async fn start_quorum(&self, key: Bytes, targets: Vec<Target>, spares: Vec<SocketAddrV4>, needed: usize, job: Job) {
+        quorum::start(QuorumActor::new(key, targets, spares, needed, self.setup.clone(), job)).await;
     }
 }
 
@@ -395,7 +395,7 @@ impl Coordinator {
                     false => spares = suspects,
                 }
                 let (reply, rx) = oneshot::channel();
-                self.start_quorum(key, targets, spares, needed, job(op, reply));
+                self.start_quorum(key, targets, spares, needed, job(op, reply)).await;
                 rx.await.map_err(|_| Error::Unavailable("quorum actor stopped".into()))?
             }
             Route::Forward(nodes) => {

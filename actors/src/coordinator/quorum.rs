@@ -489,6 +489,23 @@ impl QuorumActor {
     }
 }
 
+/// Starts a request's quorum actor with its first turn here, on the
+/// requester's task: a request this node's own store answers whole is done
+/// before a task of its own would even have been scheduled. One still
+/// awaiting replicas goes on as its own task, where later turns run. A
+/// panic in that first turn is the actor's alone, as in its own task: it is
+/// dropped (the client hears that it stopped) and the requester goes on.
+pub async fn start(actor: QuorumActor) {
+    use std::future::Future;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::task::Poll;
+    let mut run = Context::new().into_future(actor);
+    let first = std::future::poll_fn(|cx| Poll::Ready(catch_unwind(AssertUnwindSafe(|| std::pin::Pin::new(&mut run).poll(cx)))));
+    if let Ok(Poll::Pending) = first.await {
+        actix::spawn(run);
+    }
+}
+
 impl Drop for QuorumActor {
     /// Stopped (or panicked) before the client had its answer: the count of
     /// requests in flight must never drift.
