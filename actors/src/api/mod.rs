@@ -191,8 +191,14 @@ async fn serve(
     let write_loop = async move {
         let mut batch = Vec::new();
         while let Some(bytes) = rx.recv().await {
+            let Ok(second) = rx.try_recv() else {
+                // The common case, one read's answers: sent as they are.
+                writer.write_all(&bytes).await?;
+                continue;
+            };
             // Whatever else is ready goes out in the same write.
             batch.extend_from_slice(&bytes);
+            batch.extend_from_slice(&second);
             while let Ok(more) = rx.try_recv() {
                 batch.extend_from_slice(&more);
             }
@@ -223,6 +229,11 @@ async fn serve(
             }
             let body = match answer_inline(&store, body) {
                 Ok(body) => {
+                    if answered.capacity() == 0 {
+                        // Room for a few answers with values at once, not
+                        // grown a doubling at a time.
+                        answered.reserve(ANSWERS_BUFFER_BYTES);
+                    }
                     encode_into(&mut answered, &Frame { id, body })?;
                     continue;
                 }
@@ -408,6 +419,9 @@ impl ApiClient {
         self.tx.is_closed()
     }
 }
+
+/// What a peer connection's buffer of inline answers starts with.
+const ANSWERS_BUFFER_BYTES: usize = 8 << 10;
 
 /// The most a connection's reused write buffer keeps between batches.
 const KEPT_BATCH_BYTES: usize = 1 << 20;
