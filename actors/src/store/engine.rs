@@ -2,6 +2,7 @@
 //! grouped by bucket so a bucket's keys list in order. The `Store` above
 //! them does all version logic; an engine only reads and writes sets.
 
+use super::reads;
 use crate::error::{Error, Result};
 use crate::version::Version;
 use bytes::Bytes;
@@ -17,7 +18,12 @@ pub trait Engine: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The key's stored versions; empty when it has none.
     fn read(&self, bucket: u32, key: &[u8]) -> Result<Vec<Version>>;
-    /// Replaces the key's versions; an empty set removes the key.
+    /// A client's read: the key's versions as `read` answers them, and when
+    /// a client last read the key before, since it was last written (0: not
+    /// since, or not since this process started). A hit is recorded.
+    fn client_read(&self, bucket: u32, key: &[u8], now_ms: u64) -> Result<(Vec<Version>, u64)>;
+    /// Replaces the key's versions; an empty set removes the key (and a
+    /// write forgets when the key was read).
     fn write(&self, bucket: u32, key: &[u8], versions: &[Version]) -> Result<()>;
     /// Every key of a bucket, in key order.
     fn list_bucket(&self, bucket: u32) -> Result<Vec<Entry>>;
@@ -68,8 +74,15 @@ fn engine_key(bucket: u32, key: &[u8]) -> Vec<u8> {
 /// lookup and a bucket lists on its own (sorted when listed, which only
 /// background work does).
 pub struct MemoryEngine {
-    buckets: Vec<Mutex<HashMap<Bytes, Vec<Version>>>>,
+    buckets: Vec<Mutex<HashMap<Bytes, Stored>>>,
     hints: Mutex<std::collections::BTreeSet<Vec<u8>>>,
+}
+
+/// A key's versions in RAM, with when a client last read them (0: not
+/// since they were written).
+struct Stored {
+    versions: Vec<Version>,
+    last_read_ms: u64,
 }
 
 impl MemoryEngine {
@@ -77,7 +90,7 @@ impl MemoryEngine {
         MemoryEngine { buckets: (0..number_of_buckets).map(|_| Mutex::new(HashMap::new())).collect(), hints: Default::default() }
     }
 
-    fn bucket(&self, bucket: u32) -> std::sync::MutexGuard<'_, HashMap<Bytes, Vec<Version>>> {
+    fn bucket(&self, bucket: u32) -> std::sync::MutexGuard<'_, HashMap<Bytes, Stored>> {
         self.buckets[bucket as usize % self.buckets.len()].lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -88,7 +101,15 @@ impl Engine for MemoryEngine {
     }
 
     fn read(&self, bucket: u32, key: &[u8]) -> Result<Vec<Version>> {
-        Ok(self.bucket(bucket).get(key).cloned().unwrap_or_default())
+        Ok(self.bucket(bucket).get(key).map(|s| s.versions.clone()).unwrap_or_default())
+    }
+
+    fn client_read(&self, bucket: u32, key: &[u8], now_ms: u64) -> Result<(Vec<Version>, u64)> {
+        let mut map = self.bucket(bucket);
+        let Some(stored) = map.get_mut(key) else { return Ok((Vec::new(), 0)) };
+        let last_read_ms =
+            if reads::is_hit(&stored.versions, now_ms) { reads::mark(&mut stored.last_read_ms, now_ms) } else { 0 };
+        Ok((stored.versions.clone(), last_read_ms))
     }
 
     fn write(&self, bucket: u32, key: &[u8], versions: &[Version]) -> Result<()> {
@@ -96,13 +117,13 @@ impl Engine for MemoryEngine {
         if versions.is_empty() {
             map.remove(key);
         } else {
-            map.insert(Bytes::copy_from_slice(key), versions.to_vec());
+            map.insert(Bytes::copy_from_slice(key), Stored { versions: versions.to_vec(), last_read_ms: 0 });
         }
         Ok(())
     }
 
     fn list_bucket(&self, bucket: u32) -> Result<Vec<Entry>> {
-        let mut entries: Vec<Entry> = self.bucket(bucket).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut entries: Vec<Entry> = self.bucket(bucket).iter().map(|(k, s)| (k.clone(), s.versions.clone())).collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(entries)
     }
@@ -138,6 +159,7 @@ pub struct DiskEngine {
     /// None only while it is being reopened.
     open: std::sync::RwLock<Option<OpenDisk>>,
     cache: super::cache::ReadCache,
+    reads: reads::ReadLog,
 }
 
 struct OpenDisk {
@@ -158,7 +180,7 @@ impl OpenDisk {
 impl DiskEngine {
     pub fn open(dir: &Path) -> Result<Self> {
         let open = std::sync::RwLock::new(Some(OpenDisk::open(dir)?));
-        Ok(DiskEngine { dir: dir.to_path_buf(), open, cache: super::cache::ReadCache::new(0) })
+        Ok(DiskEngine { dir: dir.to_path_buf(), open, cache: super::cache::ReadCache::new(0), reads: Default::default() })
     }
 
     /// Keeps up to `bytes` of recently read or written keys decoded in RAM.
@@ -193,7 +215,14 @@ impl Engine for DiskEngine {
         Ok(versions)
     }
 
+    fn client_read(&self, bucket: u32, key: &[u8], now_ms: u64) -> Result<(Vec<Version>, u64)> {
+        let versions = self.read(bucket, key)?;
+        let last_read_ms = if reads::is_hit(&versions, now_ms) { self.reads.mark(key, now_ms) } else { 0 };
+        Ok((versions, last_read_ms))
+    }
+
     fn write(&self, bucket: u32, key: &[u8], versions: &[Version]) -> Result<()> {
+        self.reads.forget(key);
         let k = engine_key(bucket, key);
         let written = self.with(|d| {
             if versions.is_empty() {

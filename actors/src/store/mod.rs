@@ -59,8 +59,6 @@ pub struct Store {
     merkle: MerkleForest,
     /// Striped key locks: a read-modify-write of one key is atomic.
     locks: Vec<Mutex<()>>,
-    /// When clients last read each key through this replica.
-    reads: reads::ReadLog,
     /// False once the engine failed a write (a full disk): writes are then
     /// refused at once, reads go on, and `recover` tries to take writes
     /// again.
@@ -75,7 +73,7 @@ impl Store {
         let merkle = MerkleForest::new(settings.number_of_buckets);
         let locks = (0..KEY_LOCKS).map(|_| Mutex::new(())).collect();
         let writable = std::sync::atomic::AtomicBool::new(true);
-        let store = Store { engine, settings, stats, merkle, locks, reads: Default::default(), writable };
+        let store = Store { engine, settings, stats, merkle, locks, writable };
         store.load()?;
         Ok(store)
     }
@@ -111,11 +109,7 @@ impl Store {
     /// replica's last write of it, in milliseconds since the epoch (0: not
     /// since, or not since this node started).
     pub fn client_read(&self, key: &[u8]) -> Result<(Vec<Version>, u64)> {
-        let versions = self.read(key)?;
-        let now_ms = now_millis();
-        let hit = versions.iter().any(|v| v.is_live(now_ms / 1000));
-        let last_read_ms = if hit { self.reads.mark(key, now_ms) } else { 0 };
-        Ok((versions, last_read_ms))
+        self.engine.client_read(self.bucket(key), key, now_millis())
     }
 
     /// A replica's read for a coordinator: a client's is recorded and
@@ -303,8 +297,6 @@ impl Store {
         self.engine_write(|| self.engine.write(bucket, key, new))?;
         self.sync_if_asked()?;
         self.merkle.update(bucket, key, key_digest(key, old), key_digest(key, new));
-        // A write makes the key unread again, here.
-        self.reads.forget(key);
         let now = now_secs();
         let (old_items, old_bytes) = live_size(old, now);
         let (new_items, new_bytes) = live_size(new, now);
@@ -876,6 +868,27 @@ mod tests {
             assert_eq!(s.read(b"k").unwrap(), vec![v]);
             assert_eq!(s.stats.curr_items.load(Relaxed), 1);
             assert_eq!(s.stats.bytes.load(Relaxed), 1);
+        }
+    }
+
+    #[test]
+    fn a_client_read_answers_the_one_before_it_until_a_write() {
+        for (engine, _dir) in engines() {
+            let s = store(engine);
+            assert_eq!(s.client_read(b"k").unwrap(), (vec![], 0), "absent");
+            s.coordinate(b"k", &set("a")).unwrap();
+            assert_eq!(s.client_read(b"k").unwrap().1, 0, "not read since written");
+            let before = now_millis();
+            let (versions, read_at) = s.client_read(b"k").unwrap();
+            assert_eq!(versions.len(), 1);
+            assert!(read_at > 0 && read_at <= before, "the read before: {read_at}");
+            assert_eq!(s.replica_read(b"k", false).unwrap().1, 0, "a replica's own read is not a client's");
+            assert!(s.client_read(b"k").unwrap().1 >= read_at);
+            s.coordinate(b"k", &set("b")).unwrap();
+            assert_eq!(s.client_read(b"k").unwrap().1, 0, "a write forgets");
+            s.coordinate(b"k", &Write::delete()).unwrap();
+            s.client_read(b"k").unwrap();
+            assert_eq!(s.client_read(b"k").unwrap().1, 0, "a miss is not recorded");
         }
     }
 

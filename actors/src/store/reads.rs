@@ -2,10 +2,15 @@
 //! it: kept in memory (from the node's start, like memcached's own access
 //! record) for the meta protocol's `h` (hit before) and `l` (last access).
 //! A write forgets the key's record, so "read since written" never hangs
-//! on comparing two clocks within one millisecond. Keys
-//! are held by a 64-bit hash under this process's random hash keys, so a
-//! record costs 16 bytes and no copy of the key.
+//! on comparing two clocks within one millisecond.
+//!
+//! The memory engine keeps the record beside the key's versions (as
+//! memcached keeps it in the item: the lookup that found them has it at
+//! hand); the disk engine in a [`ReadLog`], where keys are held by a 64-bit
+//! hash under this process's random hash keys, so a record costs 16 bytes
+//! and no copy of the key.
 
+use crate::version::Version;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
@@ -23,6 +28,20 @@ impl Default for ReadLog {
     }
 }
 
+/// Whether a client's read of these versions is a hit, and so recorded.
+pub fn is_hit(versions: &[Version], now_ms: u64) -> bool {
+    versions.iter().any(|v| v.is_live(now_ms / 1000))
+}
+
+/// Records a client read at `now_ms` in a key's `record` (0: none), and
+/// answers when it was read before. A clock stepped back never makes a
+/// read look older than one before.
+pub fn mark(record: &mut u64, now_ms: u64) -> u64 {
+    let before = *record;
+    *record = before.max(now_ms);
+    before
+}
+
 impl ReadLog {
     fn stripe(&self, key: &[u8]) -> (u64, std::sync::MutexGuard<'_, HashMap<u64, u64>>) {
         let hash = self.hasher.hash_one(key);
@@ -34,12 +53,7 @@ impl ReadLog {
     /// read before that (0: not since this node started).
     pub fn mark(&self, key: &[u8], now_ms: u64) -> u64 {
         let (hash, mut stripe) = self.stripe(key);
-        let before = stripe.insert(hash, now_ms).unwrap_or(0);
-        // A clock stepped back never makes a read look older than one before.
-        if before > now_ms {
-            stripe.insert(hash, before);
-        }
-        before
+        mark(stripe.entry(hash).or_insert(0), now_ms)
     }
 
     /// The key was written (or removed): not read since.
