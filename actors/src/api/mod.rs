@@ -126,10 +126,7 @@ impl Actor for ApiActor {
 
 crate::supervised!(ApiActor, "api");
 
-async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
-    stream: &mut (impl AsyncReadExt + Unpin),
-    buf: &mut BytesMut,
-) -> Result<Option<Frame<T>>> {
+async fn read_frame<T: frame::Message>(stream: &mut (impl AsyncReadExt + Unpin), buf: &mut BytesMut) -> Result<Option<Frame<T>>> {
     loop {
         if let Some(frame) = decode(buf)? {
             return Ok(Some(frame));

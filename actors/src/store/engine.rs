@@ -228,7 +228,9 @@ impl Engine for DiskEngine {
             if versions.is_empty() {
                 d.items.remove(k)?;
             } else {
-                d.items.insert(k, rmp_serde::to_vec(versions)?)?;
+                let mut record = Vec::with_capacity(64 + versions.iter().map(|v| v.value.len()).sum::<usize>());
+                crate::version::wire::put_versions(&mut record, versions);
+                d.items.insert(k, record)?;
             }
             Ok(())
         });
@@ -317,6 +319,11 @@ pub fn disk_capacity(dir: &Path) -> Option<u64> {
     statvfs(dir).map(|s| s.f_blocks * s.f_frsize)
 }
 
+/// A record as `put_versions` writes it (the bytes serde would), read by
+/// hand; serde reads anything else, and says what is wrong with it.
 fn decode(bytes: &[u8]) -> Result<Vec<Version>> {
-    rmp_serde::from_slice(bytes).map_err(|e| Error::Store(format!("corrupt record: {e}")))
+    match crate::version::wire::read_versions(bytes) {
+        Some(versions) => Ok(versions),
+        None => rmp_serde::from_slice(bytes).map_err(|e| Error::Store(format!("corrupt record: {e}"))),
+    }
 }

@@ -152,6 +152,13 @@ impl VClock {
         Self::default()
     }
 
+    /// A clock of these entries as read from a peer or a disk record, in the
+    /// order given (sorted by node name, as every clock is written), as
+    /// serde reads one.
+    pub fn from_entries(entries: Vec<ClockEntry>) -> Self {
+        VClock { entries }
+    }
+
     pub fn entries(&self) -> &[ClockEntry] {
         &self.entries
     }

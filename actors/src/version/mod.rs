@@ -2,6 +2,7 @@
 //! the replies a read gathered and says which replicas need repair.
 
 mod clock;
+pub mod wire;
 
 pub use clock::{
     cas_token, context, distinct_values, sort_siblings, stamp, sync, Causality, ClockEntry, Dot, NodeName, Payload, VClock,
