@@ -79,9 +79,11 @@ pub struct MemoryEngine {
 }
 
 /// A key's versions in RAM, with when a client last read them (0: not
-/// since they were written).
+/// since they were written). A key mostly has one version: it is kept in
+/// the table's slot itself, so a lookup reaches it without another cache
+/// miss (and a write allocates nothing for it).
 struct Stored {
-    versions: Vec<Version>,
+    versions: smallvec::SmallVec<[Version; 1]>,
     last_read_ms: u64,
 }
 
@@ -101,7 +103,7 @@ impl Engine for MemoryEngine {
     }
 
     fn read(&self, bucket: u32, key: &[u8]) -> Result<Vec<Version>> {
-        Ok(self.bucket(bucket).get(key).map(|s| s.versions.clone()).unwrap_or_default())
+        Ok(self.bucket(bucket).get(key).map(|s| s.versions.to_vec()).unwrap_or_default())
     }
 
     fn client_read(&self, bucket: u32, key: &[u8], now_ms: u64) -> Result<(Vec<Version>, u64)> {
@@ -109,7 +111,7 @@ impl Engine for MemoryEngine {
         let Some(stored) = map.get_mut(key) else { return Ok((Vec::new(), 0)) };
         let last_read_ms =
             if reads::is_hit(&stored.versions, now_ms) { reads::mark(&mut stored.last_read_ms, now_ms) } else { 0 };
-        Ok((stored.versions.clone(), last_read_ms))
+        Ok((stored.versions.to_vec(), last_read_ms))
     }
 
     fn write(&self, bucket: u32, key: &[u8], versions: &[Version]) -> Result<()> {
@@ -117,13 +119,13 @@ impl Engine for MemoryEngine {
         if versions.is_empty() {
             map.remove(key);
         } else {
-            map.insert(Bytes::copy_from_slice(key), Stored { versions: versions.to_vec(), last_read_ms: 0 });
+            map.insert(Bytes::copy_from_slice(key), Stored { versions: versions.into(), last_read_ms: 0 });
         }
         Ok(())
     }
 
     fn list_bucket(&self, bucket: u32) -> Result<Vec<Entry>> {
-        let mut entries: Vec<Entry> = self.bucket(bucket).iter().map(|(k, s)| (k.clone(), s.versions.clone())).collect();
+        let mut entries: Vec<Entry> = self.bucket(bucket).iter().map(|(k, s)| (k.clone(), s.versions.to_vec())).collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(entries)
     }
