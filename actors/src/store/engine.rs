@@ -224,7 +224,6 @@ impl Engine for DiskEngine {
     }
 
     fn write(&self, bucket: u32, key: &[u8], versions: &[Version]) -> Result<()> {
-        self.reads.forget(key);
         let k = engine_key(bucket, key);
         let written = self.with(|d| {
             if versions.is_empty() {
@@ -237,7 +236,10 @@ impl Engine for DiskEngine {
             Ok(())
         });
         match &written {
-            Ok(()) => self.cache.put(bucket, key, versions),
+            Ok(()) => {
+                self.reads.forget(key);
+                self.cache.put(bucket, key, versions);
+            }
             Err(_) => self.cache.forget(bucket, key),
         }
         written
