@@ -115,10 +115,17 @@ impl Replicas {
     /// up) is recorded there, and answers when the key was read before.
     /// Without a timeout the call has no timer of its own: the caller's
     /// deadline (the quorum actor's, which drops it) bounds it.
-    pub fn get(&self, node: SocketAddrV4, key: Bytes, client_read: bool, timeout: Option<Duration>) -> Answer<ReplicaRead> {
+    pub fn get(
+        &self,
+        node: SocketAddrV4,
+        key: Bytes,
+        bucket: u32,
+        client_read: bool,
+        timeout: Option<Duration>,
+    ) -> Answer<ReplicaRead> {
         if node == self.me {
             // A read never waits, in either engine.
-            return Answer::Now(self.store.direct.replica_read(&key, client_read));
+            return Answer::Now(self.store.direct.replica_read_in(bucket, &key, client_read));
         }
         let peers = self.peers.clone();
         Answer::Later(Box::pin(async move {
@@ -135,11 +142,11 @@ impl Replicas {
         }))
     }
 
-    pub fn put(&self, target: &Target, key: Bytes, versions: Vec<Version>, timeout: Duration) -> Answer<()> {
+    pub fn put(&self, target: &Target, key: Bytes, bucket: u32, versions: Vec<Version>, timeout: Duration) -> Answer<()> {
         let (node, hint) = (target.node, target.hint.map(|h| h.to_string()));
         if node == self.me {
             if self.store.writes_inline() {
-                return Answer::Now(self.store.direct.merge(&key, &versions, hint.as_deref()));
+                return Answer::Now(self.store.direct.merge_in(bucket, &key, &versions, hint.as_deref()));
             }
             let store = self.store.clone();
             return Answer::Later(Box::pin(async move { store.send(ReplicaPut { key, versions, hint }).await? }));
@@ -153,9 +160,9 @@ impl Replicas {
         }))
     }
 
-    pub fn coordinate(&self, key: Bytes, write: Write) -> Answer<WriteOutcome> {
+    pub fn coordinate(&self, key: Bytes, bucket: u32, write: Write) -> Answer<WriteOutcome> {
         if self.store.writes_inline() {
-            return Answer::Now(self.store.direct.coordinate(&key, &write));
+            return Answer::Now(self.store.direct.coordinate_in(bucket, &key, &write));
         }
         let store = self.store.clone();
         Answer::Later(Box::pin(async move { store.send(CoordinateWrite { key, write }).await? }))
@@ -291,13 +298,15 @@ impl Coordinator {
 
     /// Reads skip members that are down; writes also those whose store
     /// takes no writes (a full disk), so stand-ins take their writes.
-    fn route(&self, key: &[u8], hops: u8, writing: bool) -> Route {
-        let ring = self.ring.snapshot();
-        let preference = ring.preference_list(ring.bucket_of(key));
-        let mut skip = if writing { self.liveness.unwritable() } else { self.liveness.down() };
+    fn route(&self, bucket: u32, hops: u8, writing: bool) -> Route {
+        let ring = self.ring.current();
+        let preference = ring.preference_list(bucket);
+        let skip = if writing { self.liveness.unwritable() } else { self.liveness.down() };
         if writing && self.setup.stats.store_read_only.load(std::sync::atomic::Ordering::Relaxed) != 0 {
             // This node's own store, at once, before gossip says so.
-            Arc::make_mut(&mut skip).insert(self.setup.via.me);
+            let mut skip = BTreeSet::clone(&skip);
+            skip.insert(self.setup.via.me);
+            return route(preference, self.settings.n, &skip, self.setup.via.me, hops);
         }
         route(preference, self.settings.n, &skip, self.setup.via.me, hops)
     }
@@ -312,8 +321,16 @@ impl Coordinator {
         Ok(())
     }
 
-    async fn start_quorum(&self, key: Bytes, targets: Vec<Target>, spares: Vec<SocketAddrV4>, needed: usize, job: Job) {
-        quorum::start(QuorumActor::new(key, targets, spares, needed, self.setup.clone(), job)).await;
+    async fn start_quorum(
+        &self,
+        key: Bytes,
+        bucket: u32,
+        targets: Vec<Target>,
+        spares: Vec<SocketAddrV4>,
+        needed: usize,
+        job: Job,
+    ) {
+        quorum::start(QuorumActor::new(key, bucket, targets, spares, needed, self.setup.clone(), job)).await;
     }
 }
 
@@ -385,7 +402,8 @@ impl Coordinator {
             Some(q) if (1..=self.settings.n).contains(&(q as usize)) => q as usize,
             Some(q) => return Err(Error::Client(format!("a quorum of {q} is not between 1 and N = {}", self.settings.n))),
         };
-        match self.route(&key, hops, writing) {
+        let bucket = self.ring.current().bucket_of(&key);
+        match self.route(bucket, hops, writing) {
             Route::Here { targets, mut spares, suspects } => {
                 self.admit()?;
                 // A live node past the replicas holds nothing for a read to
@@ -395,7 +413,7 @@ impl Coordinator {
                     false => spares = suspects,
                 }
                 let (reply, rx) = oneshot::channel();
-                self.start_quorum(key, targets, spares, needed, job(op, reply)).await;
+                self.start_quorum(key, bucket, targets, spares, needed, job(op, reply)).await;
                 rx.await.map_err(|_| Error::Unavailable("quorum actor stopped".into()))?
             }
             Route::Forward(nodes) => {

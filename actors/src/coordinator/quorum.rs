@@ -36,6 +36,8 @@ pub enum Job {
 
 pub struct QuorumActor {
     key: Bytes,
+    /// The key's bucket, as routed: this node's store takes it as is.
+    bucket: u32,
     targets: Vec<Target>,
     /// Who takes a failed replica's place, in order: for a write the live
     /// nodes past the targets (with a hint, at once), then the suspected
@@ -89,6 +91,7 @@ impl QuorumActor {
 
     pub fn new(
         key: Bytes,
+        bucket: u32,
         targets: Vec<Target>,
         spares: Vec<SocketAddrV4>,
         needed: usize,
@@ -107,6 +110,7 @@ impl QuorumActor {
         };
         QuorumActor {
             key,
+            bucket,
             targets,
             spares: spares.into(),
             needed,
@@ -278,7 +282,13 @@ impl QuorumActor {
                         let node = act.read_replies[i].0;
                         NodeStats::incr(&act.setup.stats.read_repairs);
                         let target = Target { node, hint: None };
-                        let repair = act.setup.via.put(&target, act.key.clone(), reconciled.siblings.clone(), act.setup.timeout);
+                        let repair = act.setup.via.put(
+                            &target,
+                            act.key.clone(),
+                            act.bucket,
+                            reconciled.siblings.clone(),
+                            act.setup.timeout,
+                        );
                         actix::spawn(async move {
                             if let Err(e) = repair.wait().await {
                                 tracing::debug!(%node, "read repair failed: {e}");
@@ -329,7 +339,7 @@ impl QuorumActor {
     fn ask_next(&mut self, ctx: &mut Context<Self>) {
         let Some(i) = self.tally.ask() else { return };
         let node = self.targets[i].node;
-        let answer = self.setup.via.get(node, self.key.clone(), true, None);
+        let answer = self.setup.via.get(node, self.key.clone(), self.bucket, true, None);
         self.on_answer(answer, ctx, move |act, result, ctx| match result {
             Ok((versions, last_read_ms)) => {
                 act.read_replies.push((node, versions, last_read_ms));
@@ -366,11 +376,11 @@ impl QuorumActor {
         let me = self.setup.via.me;
         let others: Vec<SocketAddrV4> = self.targets.iter().map(|t| t.node).filter(|n| *n != me).collect();
         let need = self.setup.read_quorum.saturating_sub(1).min(others.len());
-        let (via, key, timeout) = (self.setup.via.clone(), self.key.clone(), self.setup.timeout);
+        let (via, key, bucket, timeout) = (self.setup.via.clone(), self.key.clone(), self.bucket, self.setup.timeout);
         let catch_up = async move {
             use futures_util::stream::{FuturesUnordered, StreamExt};
             let mut replies: FuturesUnordered<_> =
-                others.iter().map(|n| via.get(*n, key.clone(), false, Some(timeout / 2)).wait()).collect();
+                others.iter().map(|n| via.get(*n, key.clone(), bucket, false, Some(timeout / 2)).wait()).collect();
             let (mut versions, mut answered) = (Vec::new(), 0);
             while answered < need {
                 match replies.next().await {
@@ -385,7 +395,7 @@ impl QuorumActor {
             if versions.is_empty() {
                 return Ok(());
             }
-            via.put(&Target { node: me, hint: None }, key, versions, timeout).wait().await
+            via.put(&Target { node: me, hint: None }, key, bucket, versions, timeout).wait().await
         };
         catch_up
             .into_actor(self)
@@ -412,7 +422,7 @@ impl QuorumActor {
     /// a stalled (not refusing) replica fails in time for a stand-in to
     /// take it before this actor's deadline.
     fn replicate(&mut self, target: Target, held: Vec<Version>, ctx: &mut Context<Self>) {
-        let answer = self.setup.via.put(&target, self.key.clone(), held.clone(), self.setup.timeout / 2);
+        let answer = self.setup.via.put(&target, self.key.clone(), self.bucket, held.clone(), self.setup.timeout / 2);
         self.on_answer(answer, ctx, move |act, result, ctx| match result {
             Ok(()) => act.record(true, None, ctx),
             Err(e) => match (target.hint, act.spares.pop_front()) {
@@ -434,7 +444,7 @@ impl QuorumActor {
         }
         // This node stamps and stores first; then the other replicas receive
         // everything it holds for the key (and a stand-in its hint).
-        let coordinate = self.setup.via.coordinate(self.key.clone(), write);
+        let coordinate = self.setup.via.coordinate(self.key.clone(), self.bucket, write);
         self.on_answer(coordinate, ctx, |act, result, ctx| match result {
             Ok(WriteOutcome::Stored { new, held }) => {
                 act.write_outcome = Some(WriteOutcome::Stored { new, held: held.clone() });
@@ -518,7 +528,10 @@ impl Actor for QuorumActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if crate::supervision::PANIC_NEXT_QUORUM.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        // Loaded before it is swapped: a swap writes the flag's cache line,
+        // which every request on every worker reads.
+        let panic_next = &crate::supervision::PANIC_NEXT_QUORUM;
+        if panic_next.load(std::sync::atomic::Ordering::Relaxed) && panic_next.swap(false, std::sync::atomic::Ordering::Relaxed) {
             panic!("fault injection: quorum actor told to panic");
         }
         match &self.job {

@@ -7,24 +7,33 @@ mod ring;
 pub use ring::{bucket_of, hash_bytes, is_valid_bucket_count, virtual_node_position, Ring, RingNode, MAX_BUCKETS};
 
 use actix::prelude::*;
+use arc_swap::ArcSwap;
 use std::net::SocketAddrV4;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-/// The published ring: cheap to clone, and a read is one `Arc` clone.
+/// The published ring: cheap to clone. Every request reads it from both
+/// workers, so a read writes nothing the other worker reads (no lock, no
+/// shared reference count: `arc_swap`).
 #[derive(Clone)]
-pub struct RingHandle(Arc<RwLock<Arc<Ring>>>);
+pub struct RingHandle(Arc<ArcSwap<Ring>>);
 
 impl RingHandle {
     pub fn new(ring: Ring) -> Self {
-        RingHandle(Arc::new(RwLock::new(Arc::new(ring))))
+        RingHandle(Arc::new(ArcSwap::from_pointee(ring)))
     }
 
+    /// The ring now, to keep.
     pub fn snapshot(&self) -> Arc<Ring> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0.load_full()
+    }
+
+    /// The ring now, for the span of one request.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Ring>> {
+        self.0.load()
     }
 
     fn publish(&self, ring: Ring) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
+        self.0.store(Arc::new(ring));
     }
 }
 

@@ -99,8 +99,11 @@ pub struct Ring {
     number_of_buckets: u32,
     nodes: BTreeSet<RingNode>,
     /// Per bucket, the first `PREFERENCE_LENGTH` physical nodes clockwise
-    /// from it (every node, on a smaller ring).
-    preference: Vec<Arc<[SocketAddrV4]>>,
+    /// from it (every node, on a smaller ring): every list has the same
+    /// length, so they lie end to end in one array, which every request
+    /// reads and which stays in the cache.
+    preference: Vec<SocketAddrV4>,
+    list_length: usize,
 }
 
 impl Ring {
@@ -120,30 +123,29 @@ impl Ring {
         let zones: Option<HashMap<SocketAddrV4, Arc<str>>> =
             nodes.iter().any(|n| !n.zone.is_empty()).then(|| nodes.iter().map(|n| (n.addr, n.zone.clone())).collect());
         let width = bucket_width(number_of_buckets);
-        let preference = (0..number_of_buckets)
-            .map(|bucket| {
-                let start = bucket as u64 * width;
-                let clockwise = positions
-                    .range((std::ops::Bound::Excluded(start as u32), std::ops::Bound::Unbounded))
-                    .chain(positions.range(..=(start as u32)))
-                    .map(|(_, addr)| *addr);
-                let length = nodes.len().min(PREFERENCE_LENGTH);
-                let mut list: Vec<SocketAddrV4> = Vec::with_capacity(length);
-                for addr in clockwise {
-                    if !list.contains(&addr) {
-                        list.push(addr);
-                        if list.len() == length {
-                            break;
-                        }
+        let list_length = nodes.len().min(PREFERENCE_LENGTH);
+        let mut preference = Vec::with_capacity(number_of_buckets as usize * list_length);
+        for bucket in 0..number_of_buckets {
+            let start = bucket as u64 * width;
+            let clockwise = positions
+                .range((std::ops::Bound::Excluded(start as u32), std::ops::Bound::Unbounded))
+                .chain(positions.range(..=(start as u32)))
+                .map(|(_, addr)| *addr);
+            let mut list: Vec<SocketAddrV4> = Vec::with_capacity(list_length);
+            for addr in clockwise {
+                if !list.contains(&addr) {
+                    list.push(addr);
+                    if list.len() == list_length {
+                        break;
                     }
                 }
-                match &zones {
-                    Some(zones) => spread_over_zones(&list, zones).into(),
-                    None => list.into(),
-                }
-            })
-            .collect();
-        Ring { number_of_buckets, nodes, preference }
+            }
+            match &zones {
+                Some(zones) => preference.extend(spread_over_zones(&list, zones)),
+                None => preference.extend(list),
+            }
+        }
+        Ring { number_of_buckets, nodes, preference, list_length }
     }
 
     pub fn number_of_buckets(&self) -> u32 {
@@ -169,7 +171,8 @@ impl Ring {
     /// The bucket's preference order (up to `PREFERENCE_LENGTH` nodes); the
     /// first N are its home.
     pub fn preference_list(&self, bucket: u32) -> &[SocketAddrV4] {
-        &self.preference[bucket as usize]
+        let start = bucket as usize * self.list_length;
+        &self.preference[start..start + self.list_length]
     }
 
     /// The first `n` nodes of a key's preference list.
@@ -180,7 +183,7 @@ impl Ring {
 
     /// The buckets among whose first `n` nodes `node` stands.
     pub fn buckets_of(&self, node: &SocketAddrV4, n: usize) -> Vec<u32> {
-        (0..self.number_of_buckets).filter(|b| self.preference[*b as usize].iter().take(n).any(|a| a == node)).collect()
+        (0..self.number_of_buckets).filter(|b| self.preference_list(*b).iter().take(n).any(|a| a == node)).collect()
     }
 
     /// Per node: the buckets it is the first replica of, and the buckets it

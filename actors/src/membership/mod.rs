@@ -17,11 +17,12 @@ use crate::error::{Error, Result};
 use crate::hash::{HashActor, RingNode, UpdateNodes};
 use crate::stats::NodeStats;
 use actix::prelude::*;
+use arc_swap::ArcSwap;
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The log target of membership changes, start and stop: logged whatever
@@ -36,26 +37,29 @@ const MAX_CONTACT_BACKOFF: Duration = Duration::from_secs(30);
 /// immutable snapshots like the ring.
 #[derive(Clone, Default)]
 pub struct Liveness {
-    down: Arc<RwLock<Arc<BTreeSet<SocketAddrV4>>>>,
-    unwritable: Arc<RwLock<Arc<BTreeSet<SocketAddrV4>>>>,
+    down: Arc<ArcSwap<BTreeSet<SocketAddrV4>>>,
+    unwritable: Arc<ArcSwap<BTreeSet<SocketAddrV4>>>,
 }
 
+/// A set of nodes as published, for the span of one request.
+pub type NodeSet = arc_swap::Guard<Arc<BTreeSet<SocketAddrV4>>>;
+
 impl Liveness {
-    pub fn down(&self) -> Arc<BTreeSet<SocketAddrV4>> {
-        self.down.read().unwrap_or_else(|e| e.into_inner()).clone()
+    pub fn down(&self) -> NodeSet {
+        self.down.load()
     }
 
     /// Where writes must not go: down members and read-only ones.
-    pub fn unwritable(&self) -> Arc<BTreeSet<SocketAddrV4>> {
-        self.unwritable.read().unwrap_or_else(|e| e.into_inner()).clone()
+    pub fn unwritable(&self) -> NodeSet {
+        self.unwritable.load()
     }
 
     fn publish(&self, members: &Members) {
         let down: BTreeSet<SocketAddrV4> = members.down_nodes().into_iter().collect();
         let mut unwritable = down.clone();
         unwritable.extend(members.read_only_nodes());
-        *self.down.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(down);
-        *self.unwritable.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(unwritable);
+        self.down.store(Arc::new(down));
+        self.unwritable.store(Arc::new(unwritable));
     }
 }
 
