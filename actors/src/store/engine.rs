@@ -74,9 +74,14 @@ fn engine_key(bucket: u32, key: &[u8]) -> Vec<u8> {
 /// lookup and a bucket lists on its own (sorted when listed, which only
 /// background work does).
 pub struct MemoryEngine {
-    buckets: Vec<Mutex<HashMap<Bytes, Stored>>>,
+    buckets: Vec<Mutex<HashMap<InlineKey, Stored>>>,
     hints: Mutex<std::collections::BTreeSet<Vec<u8>>>,
 }
+
+/// A key as the memory engine holds it: a short one (memcache keys mostly
+/// are) in the table's slot itself, so a lookup compares it without
+/// another cache miss, and a write allocates nothing for it.
+type InlineKey = smallvec::SmallVec<[u8; 24]>;
 
 /// A key's versions in RAM, with when a client last read them (0: not
 /// since they were written). A key mostly has one version: it is kept in
@@ -92,7 +97,7 @@ impl MemoryEngine {
         MemoryEngine { buckets: (0..number_of_buckets).map(|_| Mutex::new(HashMap::new())).collect(), hints: Default::default() }
     }
 
-    fn bucket(&self, bucket: u32) -> std::sync::MutexGuard<'_, HashMap<Bytes, Stored>> {
+    fn bucket(&self, bucket: u32) -> std::sync::MutexGuard<'_, HashMap<InlineKey, Stored>> {
         self.buckets[bucket as usize % self.buckets.len()].lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -119,13 +124,14 @@ impl Engine for MemoryEngine {
         if versions.is_empty() {
             map.remove(key);
         } else {
-            map.insert(Bytes::copy_from_slice(key), Stored { versions: versions.into(), last_read_ms: 0 });
+            map.insert(InlineKey::from_slice(key), Stored { versions: versions.into(), last_read_ms: 0 });
         }
         Ok(())
     }
 
     fn list_bucket(&self, bucket: u32) -> Result<Vec<Entry>> {
-        let mut entries: Vec<Entry> = self.bucket(bucket).iter().map(|(k, s)| (k.clone(), s.versions.to_vec())).collect();
+        let mut entries: Vec<Entry> =
+            self.bucket(bucket).iter().map(|(k, s)| (Bytes::copy_from_slice(k), s.versions.to_vec())).collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(entries)
     }
