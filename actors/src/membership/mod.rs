@@ -421,7 +421,7 @@ impl Handler<GossipTick> for MembershipActor {
         events.extend(self.members.tick(now));
         self.apply(events);
         self.count_states();
-        if let Some(peer) = self.members.gossip_target(&mut rand::thread_rng()) {
+        for peer in self.members.gossip_targets(&mut rand::thread_rng()) {
             ctx.spawn(self.gossip_round(peer).map(move |result, _, _| {
                 if let Err(e) = result {
                     tracing::debug!(%peer, "gossip failed: {e}");

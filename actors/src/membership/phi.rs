@@ -22,13 +22,22 @@ pub struct PhiSettings {
     /// A floor under the measured deviation, so a very regular member is
     /// not suspected for a few milliseconds' delay.
     pub min_std_dev_ms: f64,
+    /// Silence taken as usual beyond the mean (Akka's acceptable heartbeat
+    /// pause): a member is heard when either end picks the other, and a
+    /// period in which neither did, or a paused process, is no failure.
+    pub acceptable_pause_ms: f64,
 }
 
 impl PhiSettings {
     /// Settings for heartbeats that arrive about every `interval_ms`.
     pub fn for_interval(threshold: f64, interval_ms: u64) -> Self {
         let interval = interval_ms as f64;
-        PhiSettings { threshold, first_estimate_ms: interval, min_std_dev_ms: (interval / 4.0).max(50.0) }
+        PhiSettings {
+            threshold,
+            first_estimate_ms: interval,
+            min_std_dev_ms: (interval / 4.0).max(50.0),
+            acceptable_pause_ms: interval,
+        }
     }
 }
 
@@ -82,7 +91,7 @@ impl PhiDetector {
         let mean = self.sum / n;
         let variance = (self.sum_of_squares / n - mean * mean).max(0.0);
         let std_dev = variance.sqrt().max(settings.min_std_dev_ms);
-        phi_of(now_ms.saturating_sub(last) as f64, mean, std_dev)
+        phi_of(now_ms.saturating_sub(last) as f64, mean + settings.acceptable_pause_ms, std_dev)
     }
 
     pub fn is_suspect(&self, now_ms: u64, settings: &PhiSettings) -> bool {
