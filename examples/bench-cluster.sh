@@ -21,9 +21,15 @@ start_cluster node --set store="\"$engine\""
 "$kai" admin --node "${apis[0]}" -e node_list
 kai=$(IFS=,; echo "${servers[*]}")
 common=(--depth 1 --get-ratio 0.8 --value-size 1024 --keys 20000 --seconds "$seconds")
+# Odd rounds measure memcached first, even rounds the cluster.
 for round in $(seq "$rounds"); do
-  measure "memcached round $round" --servers "127.0.0.1:$mc" --connections 48 "${common[@]}"
-  measure "kai-3-nodes-$engine round $round" --servers "$kai" --connections 48 "${common[@]}"
+  if ((round % 2)); then
+    measure "memcached round $round" --servers "127.0.0.1:$mc" --connections 48 "${common[@]}"
+    measure "kai-3-nodes-$engine round $round" --servers "$kai" --connections 48 "${common[@]}"
+  else
+    measure "kai-3-nodes-$engine round $round" --servers "$kai" --connections 48 "${common[@]}"
+    measure "memcached round $round" --servers "127.0.0.1:$mc" --connections 48 "${common[@]}"
+  fi
 done
 # Saturation: the connections past which the cluster's figure stops
 # rising (at 48 it still rises: depth-1 clients wait on the replica round

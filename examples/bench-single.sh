@@ -28,9 +28,13 @@ common=(--connections 50 --get-ratio 0.9 --value-size 1024 --keys 20000 --second
 for depth in 1 16; do
   yardstick_check "127.0.0.1:${targets[memcached]}" "${common[@]}" --depth "$depth"
 done
+# Each round starts with the next target, so none is always measured
+# first (or right after another).
+names=(memcached kai-memory kai-disk)
 for depth in 1 16; do
   for round in $(seq "$rounds"); do
-    for name in memcached kai-memory kai-disk; do
+    for i in 0 1 2; do
+      name=${names[$(((round - 1 + i) % 3))]}
       measure "$name round $round" --servers "127.0.0.1:${targets[$name]}" "${common[@]}" --depth "$depth"
     done
   done
