@@ -13,7 +13,7 @@ pub use tally::{QuorumTally, TallyState};
 
 use crate::api::{ForwardOp, Peers, Request, Response};
 use crate::error::{Error, Result};
-use crate::hash::RingHandle;
+use crate::hash::{Ring, RingHandle};
 use crate::membership::Liveness;
 use crate::stats::NodeStats;
 use crate::store::{CoordinateWrite, ReplicaPut, StoreAddr, Write, WriteOutcome};
@@ -298,17 +298,14 @@ impl Coordinator {
 
     /// Reads skip members that are down; writes also those whose store
     /// takes no writes (a full disk), so stand-ins take their writes.
-    fn route(&self, bucket: u32, hops: u8, writing: bool) -> Route {
-        let ring = self.ring.current();
-        let preference = ring.preference_list(bucket);
-        let skip = if writing { self.liveness.unwritable() } else { self.liveness.down() };
+    fn route(&self, ring: &Ring, bucket: u32, hops: u8, writing: bool) -> Route {
+        let published = if writing { self.liveness.unwritable() } else { self.liveness.down() };
+        let mut skip = std::borrow::Cow::Borrowed(&**published);
         if writing && self.setup.stats.store_read_only.load(std::sync::atomic::Ordering::Relaxed) != 0 {
             // This node's own store, at once, before gossip says so.
-            let mut skip = BTreeSet::clone(&skip);
-            skip.insert(self.setup.via.me);
-            return route(preference, self.settings.n, &skip, self.setup.via.me, hops);
+            skip.to_mut().insert(self.setup.via.me);
         }
-        route(preference, self.settings.n, &skip, self.setup.via.me, hops)
+        route(ring.preference_list(bucket), self.settings.n, &skip, self.setup.via.me, hops)
     }
 
     /// Sheds load: a saturated node says so at once instead of queueing.
@@ -402,8 +399,9 @@ impl Coordinator {
             Some(q) if (1..=self.settings.n).contains(&(q as usize)) => q as usize,
             Some(q) => return Err(Error::Client(format!("a quorum of {q} is not between 1 and N = {}", self.settings.n))),
         };
-        let bucket = self.ring.current().bucket_of(&key);
-        match self.route(bucket, hops, writing) {
+        let ring = self.ring.current();
+        let bucket = ring.bucket_of(&key);
+        match self.route(&ring, bucket, hops, writing) {
             Route::Here { targets, mut spares, suspects } => {
                 self.admit()?;
                 // A live node past the replicas holds nothing for a read to

@@ -136,7 +136,7 @@ pub struct Members {
     members: BTreeMap<SocketAddrV4, Member>,
     /// The wrapping sum of every member's agreed hash (see [`Heartbeats`]).
     fingerprint: u64,
-    /// The live peers still to gossip with this cycle (see `gossip_target`).
+    /// The live peers still to gossip with this cycle (see `gossip_targets`).
     gossip_cycle: Vec<SocketAddrV4>,
 }
 
@@ -149,6 +149,11 @@ pub enum Answer {
     Ahead(Heartbeats),
     /// They differ: our whole table.
     Table(Vec<MemberDigest>),
+}
+
+/// Whether `me` gossips with `m` at all (live or suspected).
+fn is_peer(me: SocketAddrV4, m: &Member) -> bool {
+    m.node.addr != me && m.state != MemberState::Removed
 }
 
 /// A heartbeat of a member's current life: if it rose, the member is alive.
@@ -475,13 +480,12 @@ impl Members {
     /// random, and the suspected one besides, not instead: two live members
     /// then hear each other at least once in any two cycles, however small
     /// the cluster. A random pick left gaps of several periods that the
-    /// failure detector took for failures (in a three-node cluster with one
-    /// member stopped, the two left suspected each other about five times
-    /// an hour).
+    /// failure detector took for failures (simulated, three nodes with one
+    /// stopped: the two left suspected each other about five times an
+    /// hour).
     pub fn gossip_targets(&mut self, rng: &mut impl Rng) -> Vec<SocketAddrV4> {
-        let me = self.me;
-        let peers = || self.members.values().filter(move |m| m.node.addr != me && m.state != MemberState::Removed);
-        let down: Vec<SocketAddrV4> = peers().filter(|m| m.suspected).map(|m| m.node.addr).collect();
+        let down: Vec<SocketAddrV4> =
+            self.members.values().filter(|m| is_peer(self.me, m) && m.suspected).map(|m| m.node.addr).collect();
         let mut targets: Vec<SocketAddrV4> = self.next_live_peer(rng).into_iter().collect();
         if !down.is_empty() && (targets.is_empty() || rng.gen_bool(0.2)) {
             targets.extend(down.choose(rng));
@@ -490,7 +494,7 @@ impl Members {
     }
 
     fn next_live_peer(&mut self, rng: &mut impl Rng) -> Option<SocketAddrV4> {
-        let live = |m: &Member| m.node.addr != self.me && m.state != MemberState::Removed && !m.suspected;
+        let live = |m: &Member| is_peer(self.me, m) && !m.suspected;
         if !self.members.values().any(live) {
             return None;
         }

@@ -109,7 +109,7 @@ impl Store {
     /// replica's last write of it, in milliseconds since the epoch (0: not
     /// since, or not since this node started).
     pub fn client_read(&self, key: &[u8]) -> Result<(Vec<Version>, u64)> {
-        self.engine.client_read(self.bucket(key), key, now_millis())
+        self.replica_read(key, true)
     }
 
     /// A replica's read for a coordinator: a client's is recorded and
