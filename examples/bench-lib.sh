@@ -13,6 +13,18 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
+# start_node BINARY ENGINE NAME: one node of BINARY on ENGINE, its data and
+# log under NAME in the scratch directory; sets node_port (memcache) and
+# node_pid.
+start_node() {
+  local p a
+  p=$(port); a=$(port)
+  "$1" --config kai.config.toml --set store="\"$2\"" --set data_dir="\"$dir/$3\"" \
+    --set port="$a" --set memcache_port="$p" --set http_port=0 --set logfile="\"$dir/$3.log\"" & pids+=($!)
+  node_pid=$!; node_port=$p
+  wait_port "$p"
+}
+
 # start_cluster NAME EXTRA...: three linked nodes (N=3, R=2, W=2, one worker
 # and one store thread each: three nodes share two cores here); sets
 # servers[], apis[] and node_pids[].

@@ -12,15 +12,8 @@ cd "$(dirname "$0")/.."
 old=$1; new=$2; rounds=${3:-4}; engine=${4:-memory}
 source examples/bench-lib.sh
 
-start_node() { # binary: starts a node, sets $node_port
-  local p a
-  p=$(port); a=$(port)
-  "$1" --config kai.config.toml --set store="\"$engine\"" --set data_dir="\"$dir/$RANDOM\"" --set port="$a" \
-    --set memcache_port="$p" --set http_port=0 --set logfile="\"$dir/$RANDOM.log\"" & pids+=($!)
-  wait_port "$p"; node_port=$p
-}
-start_node "$old"; old_port=$node_port
-start_node "$new"; new_port=$node_port
+start_node "$old" "$engine" old; old_port=$node_port
+start_node "$new" "$engine" new; new_port=$node_port
 common=(--connections 50 --depth 1 --get-ratio 0.9 --value-size 1024 --keys 20000 --seconds 8)
 for round in $(seq "$rounds"); do
   "$load" --servers "127.0.0.1:$old_port" "${common[@]}" --label "old round $round" > "$dir/old" & a=$!

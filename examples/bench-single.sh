@@ -18,10 +18,8 @@ command -v memcached >/dev/null || { echo "memcached is not installed (apt-get i
 declare -A targets
 p=$(port); memcached -u nobody -l 127.0.0.1 -p "$p" -U 0 -t 2 -m 2048 -c 4096 & pids+=($!); targets[memcached]=$p; wait_port "$p"
 for engine in memory disk; do
-  p=$(port); a=$(port)
-  "$kai" --config kai.config.toml --set store="\"$engine\"" --set data_dir="\"$dir/$engine\"" \
-    --set port="$a" --set memcache_port="$p" --set http_port=0 --set logfile="\"$dir/$engine.log\"" & pids+=($!)
-  targets[kai-$engine]=$p; wait_port "$p"
+  start_node "$kai" "$engine" "$engine"
+  targets[kai-$engine]=$node_port
 done
 common=(--connections 50 --get-ratio 0.9 --value-size 1024 --keys 20000 --seconds "$seconds")
 

@@ -24,10 +24,8 @@ if [ "$shape" = cluster ]; then
   list=$(IFS=,; echo "${servers[*]}")
   connections=48; ratio=0.8
 else
-  p=$(port); a=$(port)
-  "$kai" --config kai.config.toml --set store="\"$engine\"" --set data_dir="\"$dir/$engine\"" \
-    --set port="$a" --set memcache_port="$p" --set http_port=0 --set logfile="\"$dir/$engine.log\"" & pids+=($!)
-  sampled=$!; wait_port "$p"; list="127.0.0.1:$p"
+  start_node "$kai" "$engine" "$engine"
+  sampled=$node_pid; list="127.0.0.1:$node_port"
   connections=50; ratio=0.9
 fi
 
