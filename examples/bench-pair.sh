@@ -4,21 +4,37 @@
 # speed drifts from minute to minute, two runs taken one after the other
 # differ by more than most changes do; two taken at once share the drift,
 # so the ratio of their figures is steadier (a build against itself gives
-# 0.97-1.04 here).
+# 0.97-1.04 here). Each node's CPU time an operation (user and system,
+# from /proc) is printed beside it: steadier still, as it does not depend
+# on how the two cores were shared.
 #
-#   bash examples/bench-pair.sh OLD_KAI_BINARY NEW_KAI_BINARY [rounds] [engine]
+# OLD may be the word memcached: then memcached (-t 2, as bench-single.sh
+# runs it) is the old side, and the ratios are Kai's to memcached's in
+# the same moment.
+#
+#   bash examples/bench-pair.sh OLD_KAI_BINARY|memcached NEW_KAI_BINARY [rounds] [engine]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 old=$1; new=$2; rounds=${3:-4}; engine=${4:-memory}
 source examples/bench-lib.sh
 
-start_node "$old" "$engine" old; old_port=$node_port
-start_node "$new" "$engine" new; new_port=$node_port
+if [ "$old" = memcached ]; then
+  old_port=$(port); memcached -u nobody -l 127.0.0.1 -p "$old_port" -U 0 -t 2 -m 2048 -c 4096 & pids+=($!)
+  old_pid=$!; wait_port "$old_port"
+else
+  start_node "$old" "$engine" old; old_port=$node_port; old_pid=$node_pid
+fi
+start_node "$new" "$engine" new; new_port=$node_port; new_pid=$node_pid
+# cpu PID: its user and system CPU time so far, in clock ticks.
+cpu() { awk '{print $14, $15}' "/proc/$1/stat"; }
 common=(--connections 50 --depth 1 --get-ratio 0.9 --value-size 1024 --keys 20000 --seconds 8)
 for round in $(seq "$rounds"); do
+  old_before=$(cpu "$old_pid"); new_before=$(cpu "$new_pid")
   "$load" --servers "127.0.0.1:$old_port" "${common[@]}" --label "old round $round" > "$dir/old" & a=$!
   "$load" --servers "127.0.0.1:$new_port" "${common[@]}" --label "new round $round" > "$dir/new" & b=$!
   wait "$a" "$b"
   cat "$dir/old" "$dir/new"
-  python3 -c 'import re,sys; o,n=(int(re.search(r"(\d+) ops/s", open(f).read()).group(1)) for f in sys.argv[1:]); print(f"round '"$round"': new / old = {n / o:.3f}")' "$dir/old" "$dir/new"
+  python3 examples/bench-pair-round.py "$round" "$(getconf CLK_TCK)" 8 "$dir/old" "$old_before" "$(cpu "$old_pid")" \
+    "$dir/new" "$new_before" "$(cpu "$new_pid")" | tee -a "$dir/rounds"
 done
+python3 examples/bench-pair-round.py --summary < "$dir/rounds"

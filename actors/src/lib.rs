@@ -19,6 +19,7 @@ pub mod api;
 pub mod coordinator;
 pub mod error;
 pub mod hash;
+pub mod lean_context;
 pub mod membership;
 pub mod memcache;
 pub mod stats;

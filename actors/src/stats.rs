@@ -6,10 +6,11 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering, Ordering::Relaxed};
 use std::time::Duration;
 
-/// One cache line (two, for the adjacent-line prefetcher) to itself.
+/// One cache line (two, for the adjacent-line prefetcher) to itself: what
+/// two threads write is kept off each other's lines.
 #[derive(Default)]
 #[repr(align(128))]
-struct Line<T>(T);
+pub(crate) struct Line<T>(pub T);
 
 /// A counter striped by thread: adds touch this thread's line only; a read
 /// sums the stripes. The same calls as an `AtomicU64`.

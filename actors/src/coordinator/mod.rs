@@ -39,10 +39,13 @@ pub struct Target {
     pub hint: Option<SocketAddrV4>,
 }
 
+/// A request's replicas: N of them, inline (no allocation a request).
+pub type Targets = smallvec::SmallVec<[Target; 3]>;
+
 /// Sloppy quorum: the first `n` nodes of `preference` that are not down.
 /// Each stand-in (a live node past the first `n`) takes the hint of one
 /// down home node, in order.
-pub fn choose_targets(preference: &[SocketAddrV4], n: usize, down: &BTreeSet<SocketAddrV4>) -> Vec<Target> {
+pub fn choose_targets(preference: &[SocketAddrV4], n: usize, down: &BTreeSet<SocketAddrV4>) -> Targets {
     let home = &preference[..n.min(preference.len())];
     let mut down_homes = home.iter().filter(|a| down.contains(a));
     preference
@@ -257,7 +260,7 @@ pub enum Route {
     /// suspects, and one cut off from a peer that relayed another's
     /// heartbeats may suspect a live node.
     Here {
-        targets: Vec<Target>,
+        targets: Targets,
         spares: Vec<SocketAddrV4>,
         suspects: Vec<SocketAddrV4>,
     },
@@ -318,15 +321,7 @@ impl Coordinator {
         Ok(())
     }
 
-    async fn start_quorum(
-        &self,
-        key: Bytes,
-        bucket: u32,
-        targets: Vec<Target>,
-        spares: Vec<SocketAddrV4>,
-        needed: usize,
-        job: Job,
-    ) {
+    async fn start_quorum(&self, key: Bytes, bucket: u32, targets: Targets, spares: Vec<SocketAddrV4>, needed: usize, job: Job) {
         quorum::start(QuorumActor::new(key, bucket, targets, spares, needed, self.setup.clone(), job)).await;
     }
 }
@@ -497,7 +492,7 @@ mod tests {
         let pref = [a(1), a(2), a(3), a(4), a(5)];
         let t = choose_targets(&pref, 3, &BTreeSet::new());
         assert_eq!(
-            t,
+            t.to_vec(),
             vec![Target { node: a(1), hint: None }, Target { node: a(2), hint: None }, Target { node: a(3), hint: None }]
         );
     }
@@ -531,11 +526,11 @@ mod tests {
         let down: BTreeSet<_> = [a(2)].into_iter().collect();
         let t = choose_targets(&pref, 3, &down);
         assert_eq!(
-            t,
+            t.to_vec(),
             vec![Target { node: a(1), hint: None }, Target { node: a(3), hint: None }, Target { node: a(4), hint: Some(a(2)) }]
         );
         let down: BTreeSet<_> = [a(1), a(3), a(4)].into_iter().collect();
         let t = choose_targets(&pref, 3, &down);
-        assert_eq!(t, vec![Target { node: a(2), hint: None }, Target { node: a(5), hint: Some(a(1)) }]);
+        assert_eq!(t.to_vec(), vec![Target { node: a(2), hint: None }, Target { node: a(5), hint: Some(a(1)) }]);
     }
 }

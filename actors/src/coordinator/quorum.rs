@@ -10,8 +10,9 @@
 //! one not asked is brought level by anti-entropy.
 
 use super::tally::{QuorumTally, TallyState};
-use super::{Answer, Fetched, QuorumSetup, Target};
+use super::{Answer, Fetched, QuorumSetup, Target, Targets};
 use crate::error::{Error, Result};
+use crate::lean_context::LeanContext;
 use crate::stats::NodeStats;
 use crate::store::{now_secs, Condition, Write, WriteOutcome};
 use crate::version::{Reconcile, Version};
@@ -34,11 +35,15 @@ pub enum Job {
     Write { write: Write, reply: oneshot::Sender<Result<WriteOutcome>> },
 }
 
+/// A replica's read: who, its versions, and when a client last read the
+/// key there.
+type ReadReply = (SocketAddrV4, Vec<Version>, u64);
+
 pub struct QuorumActor {
     key: Bytes,
     /// The key's bucket, as routed: this node's store takes it as is.
     bucket: u32,
-    targets: Vec<Target>,
+    targets: Targets,
     /// Who takes a failed replica's place, in order: for a write the live
     /// nodes past the targets (with a hint, at once), then the suspected
     /// home replicas; for a read the suspected home replicas alone.
@@ -51,7 +56,7 @@ pub struct QuorumActor {
     /// Read replies by replica, for reconciling and read repair, each with
     /// when a client last read the key there since that replica's last
     /// write of it (0: not since).
-    read_replies: Vec<(SocketAddrV4, Vec<Version>, u64)>,
+    read_replies: smallvec::SmallVec<[ReadReply; 3]>,
     /// A write's outcome, held until W replicas acknowledged it.
     write_outcome: Option<WriteOutcome>,
     /// Every replica's failure, in order: all of them go into the reply.
@@ -92,7 +97,7 @@ impl QuorumActor {
     pub fn new(
         key: Bytes,
         bucket: u32,
-        targets: Vec<Target>,
+        targets: Targets,
         spares: Vec<SocketAddrV4>,
         needed: usize,
         setup: std::sync::Arc<QuorumSetup>,
@@ -118,7 +123,7 @@ impl QuorumActor {
             job: Some(job),
             op,
             tally,
-            read_replies: Vec::new(),
+            read_replies: smallvec::SmallVec::new(),
             write_outcome: None,
             errors: Vec::new(),
             answering: false,
@@ -161,7 +166,7 @@ impl QuorumActor {
         }
     }
 
-    fn record(&mut self, ok: bool, error: Option<Error>, ctx: &mut Context<Self>) {
+    fn record(&mut self, ok: bool, error: Option<Error>, ctx: &mut LeanContext<Self>) {
         if let Some(e) = error {
             self.errors.push(e.to_string());
         }
@@ -179,20 +184,20 @@ impl QuorumActor {
 
     /// Finishes once the client has its answer and no more replies will
     /// come (all are in, or the deadline passed).
-    fn maybe_finish(&mut self, ctx: &mut Context<Self>) {
+    fn maybe_finish(&mut self, ctx: &mut LeanContext<Self>) {
         if self.job.is_none() && !self.answering && (self.tally.all_in() || self.expired) {
             self.finish(ctx);
         }
     }
 
     /// The quorum is met: answer the client (a read after reconciling).
-    fn answer(&mut self, ctx: &mut Context<Self>) {
+    fn answer(&mut self, ctx: &mut LeanContext<Self>) {
         match self.take_job() {
             Some(Job::Read { reply }) => {
                 let stats = self.setup.stats.clone();
                 // A replica's reads count only if it holds what is answered:
                 // one behind read an older write of the key.
-                let last_read = |replies: &[(SocketAddrV4, Vec<Version>, u64)], stale: &[usize]| {
+                let last_read = |replies: &[ReadReply], stale: &[usize]| {
                     let current = replies.iter().enumerate().filter(|(i, _)| !stale.contains(i));
                     current.map(|(_, (_, _, read))| *read).max().unwrap_or(0)
                 };
@@ -258,7 +263,7 @@ impl QuorumActor {
 
     /// Every replica answered (or the deadline passed): repair stale
     /// replicas from what the read learned, then stop.
-    fn finish(&mut self, ctx: &mut Context<Self>) {
+    fn finish(&mut self, ctx: &mut LeanContext<Self>) {
         if self.finishing {
             return;
         }
@@ -303,7 +308,7 @@ impl QuorumActor {
 
     /// Asks R replicas, this node first (its store answers at once); the
     /// rest if the quorum is not met soon.
-    fn start_read(&mut self, ctx: &mut Context<Self>) {
+    fn start_read(&mut self, ctx: &mut LeanContext<Self>) {
         let me = self.setup.via.me;
         self.targets.sort_by_key(|t| t.node != me);
         for _ in 0..self.needed.min(self.targets.len()) {
@@ -313,7 +318,7 @@ impl QuorumActor {
 
     /// The speculation delay passed: a read still short of its quorum asks
     /// every replica not asked yet.
-    fn speculate(&mut self, ctx: &mut Context<Self>) {
+    fn speculate(&mut self, ctx: &mut LeanContext<Self>) {
         if self.job.is_some() && !self.expired && !self.tally.asked_all() {
             NodeStats::incr(&self.setup.stats.speculative_reads);
             while !self.tally.asked_all() {
@@ -323,7 +328,7 @@ impl QuorumActor {
     }
 
     /// The request's one deadline passed: no more replies are awaited.
-    fn expire(&mut self, ctx: &mut Context<Self>) {
+    fn expire(&mut self, ctx: &mut LeanContext<Self>) {
         self.expired = true;
         if self.tally.state() != TallyState::Met {
             // Say who failed, and that the rest did not answer in time.
@@ -336,7 +341,7 @@ impl QuorumActor {
 
     /// Asks the next replica not asked yet, if any, for the key's versions;
     /// a failure asks the one after it.
-    fn ask_next(&mut self, ctx: &mut Context<Self>) {
+    fn ask_next(&mut self, ctx: &mut LeanContext<Self>) {
         let Some(i) = self.tally.ask() else { return };
         let node = self.targets[i].node;
         let answer = self.setup.via.get(node, self.key.clone(), self.bucket, true, None);
@@ -371,7 +376,7 @@ impl QuorumActor {
     /// R - 1 other replicas (this node is the R-th) are merged into this
     /// node's copy, then the write runs. So a token from any node is
     /// honoured through any other, and a stale one refused.
-    fn catch_up_then_write(&mut self, write: Write, ctx: &mut Context<Self>) {
+    fn catch_up_then_write(&mut self, write: Write, ctx: &mut LeanContext<Self>) {
         self.caught_up = true;
         let me = self.setup.via.me;
         let others: Vec<SocketAddrV4> = self.targets.iter().map(|t| t.node).filter(|n| *n != me).collect();
@@ -421,7 +426,7 @@ impl QuorumActor {
     /// Each replica write has half the request's deadline, so even one to
     /// a stalled (not refusing) replica fails in time for a stand-in to
     /// take it before this actor's deadline.
-    fn replicate(&mut self, target: Target, held: Vec<Version>, ctx: &mut Context<Self>) {
+    fn replicate(&mut self, target: Target, held: Vec<Version>, ctx: &mut LeanContext<Self>) {
         let answer = self.setup.via.put(&target, self.key.clone(), self.bucket, held.clone(), self.setup.timeout / 2);
         self.on_answer(answer, ctx, move |act, result, ctx| match result {
             Ok(()) => act.record(true, None, ctx),
@@ -436,7 +441,7 @@ impl QuorumActor {
         });
     }
 
-    fn start_write(&mut self, write: Write, ctx: &mut Context<Self>) {
+    fn start_write(&mut self, write: Write, ctx: &mut LeanContext<Self>) {
         let others = self.targets.iter().any(|t| t.node != self.setup.via.me);
         if !self.caught_up && others && write.condition != Condition::Always {
             self.catch_up_then_write(write, ctx);
@@ -487,8 +492,8 @@ impl QuorumActor {
     fn on_answer<T: 'static>(
         &mut self,
         answer: Answer<T>,
-        ctx: &mut Context<Self>,
-        then: impl FnOnce(&mut Self, Result<T>, &mut Context<Self>) + 'static,
+        ctx: &mut LeanContext<Self>,
+        then: impl FnOnce(&mut Self, Result<T>, &mut LeanContext<Self>) + 'static,
     ) {
         match answer {
             Answer::Now(result) => then(self, result, ctx),
@@ -505,11 +510,13 @@ impl QuorumActor {
 /// awaiting replicas goes on as its own task, where later turns run. A
 /// panic in that first turn is the actor's alone, as in its own task: it is
 /// dropped (the client hears that it stopped) and the requester goes on.
+/// It runs in a [`LeanContext`]: replies reach it as the futures it
+/// spawned, never through a mailbox, so none is made for it.
 pub async fn start(actor: QuorumActor) {
     use std::future::Future;
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::task::Poll;
-    let mut run = Context::new().into_future(actor);
+    let mut run = LeanContext::new().into_future(actor);
     let first = std::future::poll_fn(|cx| Poll::Ready(catch_unwind(AssertUnwindSafe(|| std::pin::Pin::new(&mut run).poll(cx)))));
     if let Ok(Poll::Pending) = first.await {
         actix::spawn(run);
@@ -525,7 +532,7 @@ impl Drop for QuorumActor {
 }
 
 impl Actor for QuorumActor {
-    type Context = Context<Self>;
+    type Context = LeanContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // Loaded before it is swapped: a swap writes the flag's cache line,

@@ -46,6 +46,9 @@ enum Step {
     Close,
 }
 
+/// What one read brought: mostly a single command (no allocation for it).
+type Steps = smallvec::SmallVec<[Step; 1]>;
+
 /// A client connection's actor: it owns the connection's serving loop and
 /// closes idle or dribbling clients.
 pub struct Session {
@@ -100,7 +103,7 @@ impl Session {
 
 impl Connection {
     /// Parses every whole command in the buffer into steps to run.
-    fn take_steps(&mut self) -> Vec<Step> {
+    fn take_steps(&mut self) -> Steps {
         let first = self.binary.is_none();
         let binary = *self.binary.get_or_insert_with(|| self.buf.first() == Some(&binary::REQUEST_MAGIC));
         if binary {
@@ -111,9 +114,9 @@ impl Connection {
         // pointed at the wrong port, told so at once.
         if first && self.buf.len() >= 5 && self.buf[0] == 0 && self.buf[4] == 0x92 {
             self.buf.clear();
-            return vec![Step::Reply(INTERNAL_API_HERE), Step::Close];
+            return smallvec::smallvec![Step::Reply(INTERNAL_API_HERE), Step::Close];
         }
-        let mut steps = Vec::new();
+        let mut steps = Steps::new();
         loop {
             match parse::parse(&self.buf, self.env.settings.max_value_size) {
                 Parsed::Incomplete => break,
@@ -145,8 +148,8 @@ impl Connection {
         steps
     }
 
-    fn take_binary_steps(&mut self) -> Vec<Step> {
-        let mut steps = Vec::new();
+    fn take_binary_steps(&mut self) -> Steps {
+        let mut steps = Steps::new();
         while !self.buf.is_empty() {
             match binary::parse(&self.buf, self.env.settings.max_value_size) {
                 binary::Parsed::Incomplete => break,
@@ -327,9 +330,9 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
             };
             // The common single-key get is awaited as it is; a multi-get's
             // keys are fetched at once.
-            let results = match keys.as_slice() {
-                [key] => vec![fetch(key).await],
-                _ => futures_util::future::join_all(keys.iter().map(fetch)).await,
+            let results: smallvec::SmallVec<[_; 1]> = match keys.as_slice() {
+                [key] => smallvec::smallvec![fetch(key).await],
+                _ => futures_util::future::join_all(keys.iter().map(fetch)).await.into(),
             };
             NodeStats::add(&stats.cmd_get, keys.len() as u64);
             if touch.is_some() {

@@ -4,6 +4,7 @@
 
 use super::reads;
 use crate::error::{Error, Result};
+use crate::stats::Line;
 use crate::version::Version;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -74,7 +75,9 @@ fn engine_key(bucket: u32, key: &[u8]) -> Vec<u8> {
 /// lookup and a bucket lists on its own (sorted when listed, which only
 /// background work does).
 pub struct MemoryEngine {
-    buckets: Vec<Mutex<HashMap<InlineKey, Stored>>>,
+    /// Each bucket's table on lines of its own: the lock is written on
+    /// every request, and neighbouring buckets are another worker's.
+    buckets: Vec<Line<Mutex<HashMap<InlineKey, Stored>>>>,
     hints: Mutex<std::collections::BTreeSet<Vec<u8>>>,
 }
 
@@ -94,11 +97,14 @@ struct Stored {
 
 impl MemoryEngine {
     pub fn new(number_of_buckets: u32) -> Self {
-        MemoryEngine { buckets: (0..number_of_buckets).map(|_| Mutex::new(HashMap::new())).collect(), hints: Default::default() }
+        MemoryEngine {
+            buckets: (0..number_of_buckets).map(|_| Line(Mutex::new(HashMap::new()))).collect(),
+            hints: Default::default(),
+        }
     }
 
     fn bucket(&self, bucket: u32) -> std::sync::MutexGuard<'_, HashMap<InlineKey, Stored>> {
-        self.buckets[bucket as usize % self.buckets.len()].lock().unwrap_or_else(|e| e.into_inner())
+        self.buckets[bucket as usize % self.buckets.len()].0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
