@@ -30,11 +30,11 @@ cpu() { awk '{print $14, $15}' "/proc/$1/stat"; }
 common=(--connections 50 --depth 1 --get-ratio 0.9 --value-size 1024 --keys 20000 --seconds 8)
 for round in $(seq "$rounds"); do
   old_before=$(cpu "$old_pid"); new_before=$(cpu "$new_pid")
-  "$load" --servers "127.0.0.1:$old_port" "${common[@]}" --label "old round $round" > "$dir/old" & a=$!
-  "$load" --servers "127.0.0.1:$new_port" "${common[@]}" --label "new round $round" > "$dir/new" & b=$!
+  "$load" --servers "127.0.0.1:$old_port" "${common[@]}" --label "old round $round" > "$dir/old.out" & a=$!
+  "$load" --servers "127.0.0.1:$new_port" "${common[@]}" --label "new round $round" > "$dir/new.out" & b=$!
   wait "$a" "$b"
-  cat "$dir/old" "$dir/new"
-  python3 examples/bench-pair-round.py "$round" "$(getconf CLK_TCK)" 8 "$dir/old" "$old_before" "$(cpu "$old_pid")" \
-    "$dir/new" "$new_before" "$(cpu "$new_pid")" | tee -a "$dir/rounds"
+  cat "$dir/old.out" "$dir/new.out"
+  python3 examples/bench-pair-round.py "$round" "$(getconf CLK_TCK)" 8 "$dir/old.out" "$old_before" "$(cpu "$old_pid")" \
+    "$dir/new.out" "$new_before" "$(cpu "$new_pid")" | tee -a "$dir/rounds"
 done
 python3 examples/bench-pair-round.py --summary < "$dir/rounds"

@@ -4,6 +4,7 @@
 //! read that missed fills it only if no write reached its shard meanwhile,
 //! so a slow read never puts an older set back over a newer one.
 
+use super::engine::InlineKey;
 use crate::version::Version;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,7 +20,10 @@ pub struct ReadCache {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Vec<u8>, Vec<Version>>,
+    /// As the memory engine's tables: a short key and a single version in
+    /// the slot itself, so a hit compares and copies without a cache miss
+    /// more (both were allocations of their own).
+    map: HashMap<InlineKey, smallvec::SmallVec<[Version; 1]>>,
     bytes: usize,
     /// Writes seen: a read's fill is dropped if this moved since its miss.
     writes: u64,
@@ -55,7 +59,7 @@ impl Shard {
             self.remove(&victim);
         }
         self.bytes += size;
-        self.map.insert(key.to_vec(), versions.to_vec());
+        self.map.insert(InlineKey::from_slice(key), versions.into());
     }
 }
 
@@ -78,7 +82,7 @@ impl ReadCache {
     pub fn get(&self, bucket: u32, key: &[u8]) -> Result<Vec<Version>, Miss> {
         let (shard, guard) = self.shard(bucket);
         match guard.map.get(key) {
-            Some(versions) => Ok(versions.clone()),
+            Some(versions) => Ok(versions.to_vec()),
             None => Err(Miss { shard, writes: guard.writes }),
         }
     }

@@ -84,7 +84,7 @@ pub struct MemoryEngine {
 /// A key as the memory engine holds it: a short one (memcache keys mostly
 /// are) in the table's slot itself, so a lookup compares it without
 /// another cache miss, and a write allocates nothing for it.
-type InlineKey = smallvec::SmallVec<[u8; 24]>;
+pub(super) type InlineKey = smallvec::SmallVec<[u8; 24]>;
 
 /// A key's versions in RAM, with when a client last read them (0: not
 /// since they were written). A key mostly has one version: it is kept in
