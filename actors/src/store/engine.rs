@@ -172,8 +172,8 @@ pub struct DiskEngine {
     dir: std::path::PathBuf,
     /// None only while it is being reopened.
     open: std::sync::RwLock<Option<OpenDisk>>,
+    /// Decoded sets of recently used keys, and every key's read record.
     cache: super::cache::ReadCache,
-    reads: reads::ReadLog,
 }
 
 struct OpenDisk {
@@ -194,7 +194,7 @@ impl OpenDisk {
 impl DiskEngine {
     pub fn open(dir: &Path) -> Result<Self> {
         let open = std::sync::RwLock::new(Some(OpenDisk::open(dir)?));
-        Ok(DiskEngine { dir: dir.to_path_buf(), open, cache: super::cache::ReadCache::new(0), reads: Default::default() })
+        Ok(DiskEngine { dir: dir.to_path_buf(), open, cache: super::cache::ReadCache::new(0) })
     }
 
     /// Keeps up to `bytes` of recently read or written keys decoded in RAM.
@@ -230,8 +230,11 @@ impl Engine for DiskEngine {
     }
 
     fn client_read(&self, bucket: u32, key: &[u8], now_ms: u64) -> Result<(Vec<Version>, u64)> {
+        if let Ok(hit) = self.cache.client_get(bucket, key, now_ms) {
+            return Ok(hit);
+        }
         let versions = self.read(bucket, key)?;
-        let last_read_ms = if reads::is_hit(&versions, now_ms) { self.reads.mark(key, now_ms) } else { 0 };
+        let last_read_ms = if reads::is_hit(&versions, now_ms) { self.cache.record_read(bucket, key, now_ms) } else { 0 };
         Ok((versions, last_read_ms))
     }
 
@@ -248,10 +251,7 @@ impl Engine for DiskEngine {
             Ok(())
         });
         match &written {
-            Ok(()) => {
-                self.reads.forget(key);
-                self.cache.put(bucket, key, versions);
-            }
+            Ok(()) => self.cache.put(bucket, key, versions),
             Err(_) => self.cache.forget(bucket, key),
         }
         written

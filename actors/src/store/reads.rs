@@ -6,7 +6,8 @@
 //!
 //! The memory engine keeps the record beside the key's versions (as
 //! memcached keeps it in the item: the lookup that found them has it at
-//! hand); the disk engine in a [`ReadLog`], where keys are held by a 64-bit
+//! hand); the disk engine beside a key's cached versions while they are
+//! cached, and in a [`ReadLog`] otherwise, where keys are held by a 64-bit
 //! hash under this process's random hash keys, so a record costs 16 bytes
 //! and no copy of the key.
 
@@ -58,8 +59,29 @@ impl ReadLog {
 
     /// The key was written (or removed): not read since.
     pub fn forget(&self, key: &[u8]) {
+        self.take(key);
+    }
+
+    /// Takes the key's record out (0: none), for a holder that keeps it
+    /// beside the key for a while (the disk engine's read cache).
+    pub fn take(&self, key: &[u8]) -> u64 {
         let (hash, mut stripe) = self.stripe(key);
-        stripe.remove(&hash);
+        stripe.remove(&hash).unwrap_or(0)
+    }
+
+    /// Hands a record taken out back (0: none to keep).
+    pub fn put_back(&self, key: &[u8], record: u64) {
+        if record != 0 {
+            let (hash, mut stripe) = self.stripe(key);
+            mark(stripe.entry(hash).or_insert(0), record);
+        }
+    }
+
+    /// The key's record, left in place (0: none).
+    #[cfg(test)]
+    pub fn peek(&self, key: &[u8]) -> u64 {
+        let (hash, stripe) = self.stripe(key);
+        stripe.get(&hash).copied().unwrap_or(0)
     }
 
     #[cfg(test)]
