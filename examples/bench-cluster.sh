@@ -14,9 +14,7 @@ seconds=${2:-5}
 engine=${3:-memory}
 source examples/bench-lib.sh
 
-mc=$(port)
-memcached -u nobody -l 127.0.0.1 -p "$mc" -U 0 -t 2 -m 2048 -c 4096 & pids+=($!)
-wait_port "$mc"
+start_memcached; mc=$mc_port
 start_cluster node --set store="\"$engine\""
 "$kai" admin --node "${apis[0]}" -e node_list
 kai=$(IFS=,; echo "${servers[*]}")

@@ -25,6 +25,16 @@ start_node() {
   wait_port "$p"
 }
 
+# start_memcached [MEGABYTES]: the yardstick, memcached with two worker
+# threads (as Kai's two workers) and 2048 MiB unless told; sets mc_port
+# and mc_pid.
+start_memcached() {
+  mc_port=$(port)
+  memcached -u nobody -l 127.0.0.1 -p "$mc_port" -U 0 -t 2 -m "${1:-2048}" -c 4096 & pids+=($!)
+  mc_pid=$!
+  wait_port "$mc_port"
+}
+
 # start_cluster NAME EXTRA...: three linked nodes (N=3, R=2, W=2, one worker
 # and one store thread each: three nodes share two cores here); sets
 # servers[], apis[] and node_pids[].

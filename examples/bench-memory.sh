@@ -16,7 +16,7 @@ report() { # report NAME PID
   python3 -c "import sys; kb=int(sys.argv[2]); print(f'{sys.argv[1]:12} {kb/1024:8.0f} MiB resident  {kb*1024/int(sys.argv[3]):6.0f} bytes per key')" "$1" "$(rss "$2")" "$keys"
 }
 
-p=$(port); memcached -u nobody -l 127.0.0.1 -p "$p" -U 0 -t 2 -m 4096 -c 4096 & mc=$!; pids+=($mc); wait_port "$p"
+start_memcached 4096; p=$mc_port; mc=$mc_pid
 echo "memcached empty: $(( $(rss $mc) / 1024 )) MiB"
 "$load" --servers "127.0.0.1:$p" --keys "$keys" --value-size 1024 --seconds 0 --label fill >/dev/null
 report memcached $mc

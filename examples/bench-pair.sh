@@ -8,8 +8,8 @@
 # from /proc) is printed beside it: steadier still, as it does not depend
 # on how the two cores were shared.
 #
-# OLD may be the word memcached: then memcached (-t 2, as bench-single.sh
-# runs it) is the old side, and the ratios are Kai's to memcached's in
+# OLD may be the word memcached: then memcached (start_memcached, as every
+# script runs it) is the old side, and the ratios are Kai's to memcached's in
 # the same moment.
 #
 #   bash examples/bench-pair.sh OLD_KAI_BINARY|memcached NEW_KAI_BINARY [rounds] [engine]
@@ -19,22 +19,22 @@ old=$1; new=$2; rounds=${3:-4}; engine=${4:-memory}
 source examples/bench-lib.sh
 
 if [ "$old" = memcached ]; then
-  old_port=$(port); memcached -u nobody -l 127.0.0.1 -p "$old_port" -U 0 -t 2 -m 2048 -c 4096 & pids+=($!)
-  old_pid=$!; wait_port "$old_port"
+  start_memcached; old_port=$mc_port; old_pid=$mc_pid
 else
   start_node "$old" "$engine" old; old_port=$node_port; old_pid=$node_pid
 fi
 start_node "$new" "$engine" new; new_port=$node_port; new_pid=$node_pid
 # cpu PID: its user and system CPU time so far, in clock ticks.
 cpu() { awk '{print $14, $15}' "/proc/$1/stat"; }
-common=(--connections 50 --depth 1 --get-ratio 0.9 --value-size 1024 --keys 20000 --seconds 8)
+seconds=8
+common=(--connections 50 --depth 1 --get-ratio 0.9 --value-size 1024 --keys 20000 --seconds "$seconds")
 for round in $(seq "$rounds"); do
   old_before=$(cpu "$old_pid"); new_before=$(cpu "$new_pid")
   "$load" --servers "127.0.0.1:$old_port" "${common[@]}" --label "old round $round" > "$dir/old.out" & a=$!
   "$load" --servers "127.0.0.1:$new_port" "${common[@]}" --label "new round $round" > "$dir/new.out" & b=$!
   wait "$a" "$b"
   cat "$dir/old.out" "$dir/new.out"
-  python3 examples/bench-pair-round.py "$round" "$(getconf CLK_TCK)" 8 "$dir/old.out" "$old_before" "$(cpu "$old_pid")" \
+  python3 examples/bench-pair-round.py "$round" "$(getconf CLK_TCK)" "$seconds" "$dir/old.out" "$old_before" "$(cpu "$old_pid")" \
     "$dir/new.out" "$new_before" "$(cpu "$new_pid")" | tee -a "$dir/rounds"
 done
 python3 examples/bench-pair-round.py --summary < "$dir/rounds"

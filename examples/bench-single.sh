@@ -16,7 +16,7 @@ source examples/bench-lib.sh
 command -v memcached >/dev/null || { echo "memcached is not installed (apt-get install memcached)" >&2; exit 1; }
 
 declare -A targets
-p=$(port); memcached -u nobody -l 127.0.0.1 -p "$p" -U 0 -t 2 -m 2048 -c 4096 & pids+=($!); targets[memcached]=$p; wait_port "$p"
+start_memcached; targets[memcached]=$mc_port
 for engine in memory disk; do
   start_node "$kai" "$engine" "$engine"
   targets[kai-$engine]=$node_port
