@@ -207,18 +207,10 @@ impl DiskEngine {
         let open = self.open.read().unwrap_or_else(|e| e.into_inner());
         f(open.as_ref().ok_or_else(|| Error::ReadOnly("the store is being reopened".into()))?)
     }
-}
 
-impl Engine for DiskEngine {
-    fn name(&self) -> &'static str {
-        "disk"
-    }
-
-    fn read(&self, bucket: u32, key: &[u8]) -> Result<Vec<Version>> {
-        let miss = match self.cache.get(bucket, key) {
-            Ok(versions) => return Ok(versions),
-            Err(miss) => miss,
-        };
+    /// A key the cache did not hold: read from fjall, and cached (unless a
+    /// write came since the miss).
+    fn read_missed(&self, miss: super::cache::Miss, bucket: u32, key: &[u8]) -> Result<Vec<Version>> {
         let versions = self.with(|d| match d.items.get(engine_key(bucket, key))? {
             Some(bytes) => decode(&bytes),
             None => Ok(Vec::new()),
@@ -228,12 +220,25 @@ impl Engine for DiskEngine {
         }
         Ok(versions)
     }
+}
+
+impl Engine for DiskEngine {
+    fn name(&self) -> &'static str {
+        "disk"
+    }
+
+    fn read(&self, bucket: u32, key: &[u8]) -> Result<Vec<Version>> {
+        match self.cache.get(bucket, key) {
+            Ok(versions) => Ok(versions),
+            Err(miss) => self.read_missed(miss, bucket, key),
+        }
+    }
 
     fn client_read(&self, bucket: u32, key: &[u8], now_ms: u64) -> Result<(Vec<Version>, u64)> {
-        if let Ok(hit) = self.cache.client_get(bucket, key, now_ms) {
-            return Ok(hit);
-        }
-        let versions = self.read(bucket, key)?;
+        let versions = match self.cache.client_get(bucket, key, now_ms) {
+            Ok(hit) => return Ok(hit),
+            Err(miss) => self.read_missed(miss, bucket, key)?,
+        };
         let last_read_ms = if reads::is_hit(&versions, now_ms) { self.cache.record_read(bucket, key, now_ms) } else { 0 };
         Ok((versions, last_read_ms))
     }
