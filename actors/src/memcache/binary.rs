@@ -146,7 +146,7 @@ pub fn parse(buf: &[u8], max_value_size: usize) -> Parsed {
         opaque,
         cas,
         extras: Bytes::copy_from_slice(&body[..extras_len]),
-        key: Bytes::copy_from_slice(&body[extras_len..extras_len + key_len]),
+        key: super::parse::owned_key(&body[extras_len..extras_len + key_len]),
         value: Bytes::copy_from_slice(&body[extras_len + key_len..]),
     };
     Parsed::Request(request, HEADER + body_len)

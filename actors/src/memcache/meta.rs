@@ -164,7 +164,7 @@ pub fn parse(buf: &[u8], tokens: &[&[u8]], line_len: usize, max_value_size: usiz
             _ => return refuse(BAD_FORMAT),
         }
     } else if valid_key(sent_key) {
-        Bytes::copy_from_slice(sent_key)
+        super::parse::owned_key(sent_key)
     } else {
         return refuse(BAD_FORMAT);
     };

@@ -28,7 +28,8 @@ pub enum StoreKind {
 pub enum Command {
     /// `get`/`gets` (with_cas) and `gat`/`gats` (touch = Some(exptime)).
     Get {
-        keys: Vec<Bytes>,
+        /// Mostly one: held inline.
+        keys: smallvec::SmallVec<[Bytes; 1]>,
         with_cas: bool,
         touch: Option<i64>,
     },
@@ -133,7 +134,7 @@ pub fn parse(buf: &[u8], max_value_size: usize) -> Parsed {
     };
     let noreply = args.last() == Some(&&b"noreply"[..]);
     let quiet = |reply: &'static str| if noreply { None } else { Some(reply) };
-    let key = |i: usize| args.get(i).filter(|k| valid_key(k)).map(|k| Bytes::copy_from_slice(k));
+    let key = |i: usize| args.get(i).filter(|k| valid_key(k)).map(|k| owned_key(k));
 
     let command = match name {
         b"get" | b"gets" | b"gat" | b"gats" => {
@@ -156,7 +157,7 @@ pub fn parse(buf: &[u8], max_value_size: usize) -> Parsed {
             if !keys.iter().all(|k| valid_key(k)) {
                 return invalid(BAD_FORMAT, line_len);
             }
-            Command::Get { keys: keys.iter().map(|k| Bytes::copy_from_slice(k)).collect(), with_cas, touch }
+            Command::Get { keys: keys.iter().map(|k| owned_key(k)).collect(), with_cas, touch }
         }
         b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
             let kind = match name {
@@ -275,6 +276,16 @@ pub fn data_block(
     Ok((Bytes::copy_from_slice(&buf[line_len..end - 2]), end))
 }
 
+/// A key as a request carries it: one allocation holding the key inline,
+/// which every clone along the request's path shares. (A copied `Bytes`
+/// allocates again when first cloned, to share its buffer.)
+pub fn owned_key(key: &[u8]) -> Bytes {
+    Bytes::from_owner(InlineKey::from_slice(key))
+}
+
+/// Room for a key in place: memcache keys are mostly short.
+type InlineKey = smallvec::SmallVec<[u8; 32]>;
+
 fn is_retrieval(buf: &[u8]) -> bool {
     buf.starts_with(b"get") || buf.starts_with(b"gat")
 }
@@ -306,15 +317,29 @@ mod tests {
     fn retrieval_commands() {
         assert_eq!(
             cmd("get a b\r\n"),
-            Command::Get { keys: vec![Bytes::from("a"), Bytes::from("b")], with_cas: false, touch: None }
+            Command::Get { keys: smallvec::smallvec![Bytes::from("a"), Bytes::from("b")], with_cas: false, touch: None }
         );
-        assert_eq!(cmd("gets a\n"), Command::Get { keys: vec![Bytes::from("a")], with_cas: true, touch: None });
-        assert_eq!(cmd("gats 10 a\r\n"), Command::Get { keys: vec![Bytes::from("a")], with_cas: true, touch: Some(10) });
+        assert_eq!(cmd("gets a\n"), Command::Get { keys: smallvec::smallvec![Bytes::from("a")], with_cas: true, touch: None });
+        assert_eq!(
+            cmd("gats 10 a\r\n"),
+            Command::Get { keys: smallvec::smallvec![Bytes::from("a")], with_cas: true, touch: Some(10) }
+        );
         assert_eq!(reply(b"get\r\n"), Some(ERROR));
         assert_eq!(reply(b"gat x a\r\n"), Some(BAD_EXPTIME));
         let long = format!("get {}\r\n", "k".repeat(251));
         assert_eq!(reply(long.as_bytes()), Some(BAD_FORMAT));
         assert_eq!(reply(b"get a\x01b\r\n"), Some(BAD_FORMAT));
+    }
+
+    #[test]
+    fn keys_of_any_length_are_held_as_sent() {
+        for len in [1, 31, 32, 33, MAX_KEY_LENGTH] {
+            let key = vec![b'k'; len];
+            let line = [&b"get "[..], &key, b"\r\n"].concat();
+            let Parsed::Command(Command::Get { keys, .. }, _) = parse(&line, MAX) else { panic!("{len}") };
+            assert_eq!(keys.as_slice(), [Bytes::from(key.clone())], "{len}");
+            assert_eq!(keys[0].clone().as_ptr(), keys[0].as_ptr(), "a clone shares the key");
+        }
     }
 
     #[test]
