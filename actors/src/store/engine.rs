@@ -278,11 +278,15 @@ impl Engine for DiskEngine {
         self.with(|d| d.db.persist(fjall::PersistMode::SyncData).map_err(Error::from))
     }
 
-    /// fjall holds writes back from 4 sealed memtables or 20 level-0 runs:
-    /// well short of either, a write is a journal append and a memtable
-    /// insert, and runs on the worker; nearer, it goes to the store pool.
+    /// A write is a journal append and a memtable insert, and runs on the
+    /// worker, unless fjall may hold it: while a sealed memtable is being
+    /// flushed, fjall's worker rotates the journal, and fsyncs up to 64 MB of
+    /// it holding the journal's lock (100 ms here), and it holds writes back
+    /// from 4 sealed memtables or 20 level-0 runs. A write waiting there on
+    /// the worker would stall every connection of the worker; on the store
+    /// pool it stalls only itself.
     fn writes_may_wait(&self) -> bool {
-        self.with(|d| Ok(d.items.sealed_memtable_count() >= 2 || d.items.l0_table_count() >= 12)).unwrap_or(true)
+        self.with(|d| Ok(d.items.sealed_memtable_count() >= 1 || d.items.l0_table_count() >= 12)).unwrap_or(true)
     }
 
     fn add_hint(&self, home: &str, key: &[u8]) -> Result<()> {
