@@ -128,8 +128,14 @@ pub struct ClockEntry {
 /// A vector clock, entries sorted by node name.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct VClock {
-    entries: Vec<ClockEntry>,
+    entries: ClockEntries,
 }
+
+/// A clock's entries, the first in place: a key written through one
+/// coordinator has a clock of one entry (or none), and every read copies
+/// its versions out of the store, clocks and all, so a copy allocates
+/// nothing (an entry on the heap cost an allocation and a free a read).
+type ClockEntries = smallvec::SmallVec<[ClockEntry; 1]>;
 
 /// How two clocks relate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +162,7 @@ impl VClock {
     /// order given (sorted by node name, as every clock is written), as
     /// serde reads one.
     pub fn from_entries(entries: Vec<ClockEntry>) -> Self {
-        VClock { entries }
+        VClock { entries: entries.into_iter().collect() }
     }
 
     pub fn entries(&self) -> &[ClockEntry] {
@@ -401,6 +407,23 @@ pub fn stamp(node: &str, seen: &[Version], context: &VClock, payload: Payload, n
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_clock_is_written_as_it_was_when_its_entries_were_on_the_heap() {
+        #[derive(Serialize)]
+        struct HeapClock {
+            entries: Vec<ClockEntry>,
+        }
+        for names in [&[][..], &["a"][..], &["a", "b", "c"][..]] {
+            let mut clock = VClock::new();
+            for (i, name) in names.iter().enumerate() {
+                clock.advance(name, i as u64 + 1, 7);
+            }
+            let bytes = rmp_serde::to_vec(&clock).unwrap();
+            assert_eq!(bytes, rmp_serde::to_vec(&HeapClock { entries: clock.entries().to_vec() }).unwrap());
+            assert_eq!(rmp_serde::from_slice::<VClock>(&bytes).unwrap(), clock);
+        }
+    }
 
     #[test]
     fn a_node_name_is_read_in_place_and_interned() {
