@@ -135,7 +135,7 @@ pub struct VClock {
 /// coordinator has a clock of one entry (or none), and every read copies
 /// its versions out of the store, clocks and all, so a copy allocates
 /// nothing (an entry on the heap cost an allocation and a free a read).
-type ClockEntries = smallvec::SmallVec<[ClockEntry; 1]>;
+pub type ClockEntries = smallvec::SmallVec<[ClockEntry; 1]>;
 
 /// How two clocks relate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,8 +161,8 @@ impl VClock {
     /// A clock of these entries as read from a peer or a disk record, in the
     /// order given (sorted by node name, as every clock is written), as
     /// serde reads one.
-    pub fn from_entries(entries: Vec<ClockEntry>) -> Self {
-        VClock { entries: entries.into_iter().collect() }
+    pub fn from_entries(entries: ClockEntries) -> Self {
+        VClock { entries }
     }
 
     pub fn entries(&self) -> &[ClockEntry] {

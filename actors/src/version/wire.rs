@@ -7,7 +7,7 @@
 //! caller then hands to serde: so the two can never disagree on what a byte
 //! string means, only on how fast it is read.
 
-use super::clock::{ClockEntry, Dot, NodeName, VClock, Version};
+use super::clock::{ClockEntries, ClockEntry, Dot, NodeName, VClock, Version};
 use bytes::Bytes;
 
 /// A length past the short forms: 16 bits after `m16`, else 32 after `m32`.
@@ -244,7 +244,7 @@ impl<'a> Reader<'a> {
             let dot = Dot { node: self.name()?, counter: self.uint()? };
             self.array_of(1)?;
             let entries = self.array_len()?;
-            let mut clock = Vec::with_capacity(entries.min(self.buf.len() - self.pos));
+            let mut clock = ClockEntries::with_capacity(entries.min(self.buf.len() - self.pos));
             for _ in 0..entries {
                 self.array_of(3)?;
                 clock.push(ClockEntry { node: self.name()?, counter: self.uint()?, timestamp: self.uint()? });
