@@ -174,6 +174,62 @@ pub struct DiskEngine {
     open: std::sync::RwLock<Option<OpenDisk>>,
     /// Decoded sets of recently used keys, and every key's read record.
     cache: super::cache::ReadCache,
+    _writeback: JournalWriteback,
+}
+
+/// fjall rotates its journal at a memtable flush once it passes 64 MB, and
+/// fsyncs it first, holding the journal's lock: every write then waits
+/// until the whole journal is on the disk (about 100 ms here). This thread
+/// asks the kernel every 25 ms to start writing the newest journal's
+/// dirty pages out (`sync_file_range`, which neither waits for the disk
+/// nor takes fjall's lock), so that fsync finds little left to write. It
+/// adds no durability: a write is in the journal, handed to the OS, before
+/// it is acknowledged either way.
+struct JournalWriteback {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl JournalWriteback {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(25);
+
+    fn start(dir: std::path::PathBuf) -> Self {
+        use std::os::fd::AsRawFd;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let run = move || {
+            let mut journal: Option<(u64, std::fs::File)> = None;
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(Self::EVERY) {
+                let Some(newest) = newest_journal(&dir) else { continue };
+                if journal.as_ref().map(|(id, _)| *id) != Some(newest) {
+                    journal = std::fs::File::open(dir.join(format!("{newest}.jnl"))).ok().map(|file| (newest, file));
+                }
+                if let Some((_, file)) = &journal {
+                    // SAFETY: a system call on a descriptor this thread holds open.
+                    unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+                }
+            }
+        };
+        let thread = std::thread::Builder::new().name("kai-writeback".into()).spawn(run);
+        if let Err(e) = &thread {
+            tracing::warn!("no journal writeback thread: {e}");
+        }
+        JournalWriteback { stop: Some(stop), thread: thread.ok() }
+    }
+}
+
+impl Drop for JournalWriteback {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The id of the newest of fjall's journals (`<id>.jnl` in its directory).
+fn newest_journal(dir: &Path) -> Option<u64> {
+    let names = std::fs::read_dir(dir).ok()?.filter_map(|entry| entry.ok()?.file_name().into_string().ok());
+    names.filter_map(|name| name.strip_suffix(".jnl")?.parse().ok()).max()
 }
 
 struct OpenDisk {
@@ -194,7 +250,8 @@ impl OpenDisk {
 impl DiskEngine {
     pub fn open(dir: &Path) -> Result<Self> {
         let open = std::sync::RwLock::new(Some(OpenDisk::open(dir)?));
-        Ok(DiskEngine { dir: dir.to_path_buf(), open, cache: super::cache::ReadCache::new(0) })
+        let _writeback = JournalWriteback::start(dir.to_path_buf());
+        Ok(DiskEngine { dir: dir.to_path_buf(), open, cache: super::cache::ReadCache::new(0), _writeback })
     }
 
     /// Keeps up to `bytes` of recently read or written keys decoded in RAM.
@@ -350,5 +407,41 @@ fn decode(bytes: &[u8]) -> Result<Vec<Version>> {
     match crate::version::wire::read_versions(bytes) {
         Some(versions) => Ok(versions),
         None => rmp_serde::from_slice(bytes).map_err(|e| Error::Store(format!("corrupt record: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_journal_is_the_one_with_the_highest_id() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(newest_journal(dir.path()), None);
+        for name in ["3.jnl", "12.jnl", "9.jnl", "junk.jnl", "40.txt", "lock"] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        assert_eq!(newest_journal(dir.path()), Some(12), "by number, not by name");
+        assert_eq!(newest_journal(&dir.path().join("missing")), None);
+    }
+
+    #[test]
+    fn fjall_keeps_its_journals_where_the_writeback_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = DiskEngine::open(dir.path()).unwrap();
+        engine.write(1, b"k", &[]).unwrap();
+        assert!(newest_journal(dir.path()).is_some(), "no journal in {:?}", dir.path());
+    }
+
+    #[test]
+    fn the_writeback_thread_ends_when_it_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let writeback = JournalWriteback::start(dir.path().to_path_buf());
+        let (done, dropped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(writeback);
+            let _ = done.send(());
+        });
+        assert!(dropped.recv_timeout(std::time::Duration::from_secs(10)).is_ok(), "the thread never ended");
     }
 }
