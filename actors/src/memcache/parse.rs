@@ -280,11 +280,13 @@ pub fn data_block(
 /// which every clone along the request's path shares. (A copied `Bytes`
 /// allocates again when first cloned, to share its buffer.)
 pub fn owned_key(key: &[u8]) -> Bytes {
-    Bytes::from_owner(InlineKey::from_slice(key))
+    Bytes::from_owner(KeyBuffer::from_slice(key))
 }
 
-/// Room for a key in place: memcache keys are mostly short.
-type InlineKey = smallvec::SmallVec<[u8; 32]>;
+/// What a request's key lives in: room for a short one (memcache keys
+/// mostly are) in the allocation itself. (Not the store's `InlineKey`,
+/// sized for a table slot.)
+type KeyBuffer = smallvec::SmallVec<[u8; 32]>;
 
 fn is_retrieval(buf: &[u8]) -> bool {
     buf.starts_with(b"get") || buf.starts_with(b"gat")
