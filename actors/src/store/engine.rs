@@ -338,7 +338,8 @@ impl Engine for DiskEngine {
     /// A write is a journal append and a memtable insert, and runs on the
     /// worker, unless fjall may hold it: while a sealed memtable is being
     /// flushed, fjall's worker rotates the journal, and fsyncs up to 64 MB of
-    /// it holding the journal's lock (100 ms here), and it holds writes back
+    /// it holding the journal's lock (tens of ms here even with
+    /// `JournalWriteback`, 100 without), and it holds writes back
     /// from 4 sealed memtables or 20 level-0 runs. A write waiting there on
     /// the worker would stall every connection of the worker; on the store
     /// pool it stalls only itself.
