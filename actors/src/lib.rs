@@ -20,6 +20,7 @@ pub mod coordinator;
 pub mod error;
 pub mod hash;
 pub mod lean_context;
+pub mod local_oneshot;
 pub mod membership;
 pub mod memcache;
 pub mod stats;

@@ -14,6 +14,7 @@ pub use tally::{QuorumTally, TallyState};
 use crate::api::{ForwardOp, Peers, Request, Response};
 use crate::error::{Error, Result};
 use crate::hash::{Ring, RingHandle};
+use crate::local_oneshot as oneshot;
 use crate::membership::Liveness;
 use crate::stats::NodeStats;
 use crate::store::{CoordinateWrite, ReplicaPut, StoreAddr, Write, WriteOutcome};
@@ -25,7 +26,6 @@ use std::collections::BTreeSet;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 /// A forwarded request may be forwarded again (rings disagree for a
 /// moment while membership spreads), but not round and round.

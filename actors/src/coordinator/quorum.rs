@@ -13,6 +13,7 @@ use super::tally::{QuorumTally, TallyState};
 use super::{Answer, Fetched, QuorumSetup, Target, Targets};
 use crate::error::{Error, Result};
 use crate::lean_context::LeanContext;
+use crate::local_oneshot as oneshot;
 use crate::stats::NodeStats;
 use crate::store::{now_secs, Condition, Write, WriteOutcome};
 use crate::version::{Reconcile, Version};
@@ -20,7 +21,6 @@ use actix::prelude::*;
 use bytes::Bytes;
 use std::net::SocketAddrV4;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 /// How long a read waits for its first R replicas before asking the rest:
 /// past the tail of a healthy replica read under load, far below the
@@ -156,11 +156,11 @@ impl QuorumActor {
         match self.take_job() {
             Some(Job::Read { reply }) => {
                 NodeStats::incr(&self.setup.stats.quorum_failures);
-                let _ = reply.send(Err(error));
+                reply.send(Err(error));
             }
             Some(Job::Write { reply, .. }) => {
                 NodeStats::incr(&self.setup.stats.quorum_failures);
-                let _ = reply.send(Err(error));
+                reply.send(Err(error));
             }
             None => {}
         }
@@ -220,7 +220,7 @@ impl QuorumActor {
                     // With a sole replica nothing repairs from it later,
                     // so it moves out rather than being copied.
                     let siblings = if sole_replica { std::mem::take(only) } else { only.clone() };
-                    let _ = reply.send(Ok(answer(siblings, *last_read_ms)));
+                    reply.send(Ok(answer(siblings, *last_read_ms)));
                     return;
                 }
                 if self.replies_agree() {
@@ -233,7 +233,7 @@ impl QuorumActor {
                     } else {
                         self.read_replies[0].1.clone()
                     };
-                    let _ = reply.send(Ok(answer(siblings, last_read_ms)));
+                    reply.send(Ok(answer(siblings, last_read_ms)));
                     return;
                 }
                 let replies: Vec<Vec<Version>> = self.read_replies.iter().map(|(_, v, _)| v.clone()).collect();
@@ -247,7 +247,7 @@ impl QuorumActor {
                             let last_read_ms = last_read(&act.read_replies, &r.stale);
                             answer(r.siblings, last_read_ms)
                         });
-                        let _ = reply.send(fetched);
+                        reply.send(fetched);
                         act.answering = false;
                         act.maybe_finish(ctx);
                     })
@@ -255,7 +255,7 @@ impl QuorumActor {
             }
             Some(Job::Write { reply, .. }) => {
                 let outcome = self.write_outcome.clone().ok_or_else(|| self.quorum_error("no outcome".into()));
-                let _ = reply.send(outcome);
+                reply.send(outcome);
             }
             None => {}
         }
@@ -474,13 +474,13 @@ impl QuorumActor {
                 // Refused (add on a present key, a stale cas, ...):
                 // nothing to replicate.
                 if let Some(Job::Write { reply, .. }) = act.take_job() {
-                    let _ = reply.send(Ok(outcome));
+                    reply.send(Ok(outcome));
                 }
                 ctx.stop();
             }
             Err(e) => {
                 if let Some(Job::Write { reply, .. }) = act.take_job() {
-                    let _ = reply.send(Err(e));
+                    reply.send(Err(e));
                 }
                 ctx.stop();
             }

@@ -9,7 +9,7 @@ use super::reply::{error_line, line, value_block};
 use super::SessionEnv;
 use crate::error::{Error, Result};
 use crate::stats::{report, NodeStats};
-use crate::store::{now_secs, Condition, FlushAll, Mutation, Write, WriteOutcome};
+use crate::store::{coarse_monotonic_millis, now_secs, Condition, FlushAll, Mutation, Write, WriteOutcome};
 use crate::version::{cas_token, distinct_values, Version};
 use actix::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
@@ -17,7 +17,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -60,10 +60,22 @@ pub struct Session {
 
 /// When the client last sent anything, and since when an unfinished
 /// command has sat in the buffer: shared by the serving loop (which sets
-/// them) and the actor's timer (which reads them).
+/// them) and the actor's timer (which reads them). Milliseconds on the
+/// coarse monotonic clock: the loop sets them on every read, and the
+/// timer's limits are seconds.
 struct Activity {
-    last_active: Cell<Instant>,
-    partial_since: Cell<Option<Instant>>,
+    last_active: Cell<u64>,
+    partial_since: Cell<Option<u64>>,
+}
+
+impl Activity {
+    fn idle_for(&self, now: u64) -> Duration {
+        Duration::from_millis(now.saturating_sub(self.last_active.get()))
+    }
+
+    fn partial_for(&self, now: u64) -> Option<Duration> {
+        self.partial_since.get().map(|since| Duration::from_millis(now.saturating_sub(since)))
+    }
 }
 
 /// What the serving loop keeps between reads: unparsed bytes and how to
@@ -87,7 +99,8 @@ impl Session {
     /// socket and is registered with the worker's own event loop there.
     pub fn start_on(worker: &ArbiterHandle, stream: std::net::TcpStream, env: Arc<SessionEnv>) {
         Session::start_in_arbiter(worker, move |ctx| {
-            let activity = Rc::new(Activity { last_active: Cell::new(Instant::now()), partial_since: Cell::new(None) });
+            let activity =
+                Rc::new(Activity { last_active: Cell::new(coarse_monotonic_millis()), partial_since: Cell::new(None) });
             let stream = match TcpStream::from_std(stream) {
                 Ok(stream) => Some(stream),
                 Err(e) => {
@@ -194,8 +207,9 @@ impl Actor for Session {
         // closed, so they cannot hold connections forever.
         ctx.run_interval(Duration::from_secs(1), |act, ctx| {
             let settings = &act.env.settings;
-            let idle = settings.idle_timeout.is_some_and(|t| act.activity.last_active.get().elapsed() > t);
-            let slow = act.activity.partial_since.get().is_some_and(|since| since.elapsed() > settings.command_timeout);
+            let now = coarse_monotonic_millis();
+            let idle = settings.idle_timeout.is_some_and(|t| act.activity.idle_for(now) > t);
+            let slow = act.activity.partial_for(now).is_some_and(|partial| partial > settings.command_timeout);
             if idle || slow {
                 NodeStats::incr(&act.env.stats.timed_out_connections);
                 ctx.stop();
@@ -230,7 +244,8 @@ async fn serve(mut conn: Connection, stream: TcpStream, activity: Rc<Activity>) 
             Ok(n) => n,
         };
         NodeStats::add(&env.stats.bytes_read, read as u64);
-        activity.last_active.set(Instant::now());
+        let now = coarse_monotonic_millis();
+        activity.last_active.set(now);
         // An oversized value's bytes are dropped as they come (the buffer
         // held nothing else while some were still owed).
         let skipped = conn.skip.min(conn.buf.len());
@@ -242,7 +257,7 @@ async fn serve(mut conn: Connection, stream: TcpStream, activity: Rc<Activity>) 
         if !unfinished {
             activity.partial_since.set(None);
         } else if activity.partial_since.get().is_none() || !steps.is_empty() {
-            activity.partial_since.set(Some(Instant::now()));
+            activity.partial_since.set(Some(now));
         }
         if steps.is_empty() {
             continue;
