@@ -122,6 +122,9 @@ impl Engine for MemoryEngine {
         let Some(stored) = map.get_mut(key) else { return Ok((Vec::new(), 0)) };
         let last_read_ms =
             if reads::is_hit(&stored.versions, now_ms) { reads::mark(&mut stored.last_read_ms, now_ms) } else { 0 };
+        for version in &stored.versions {
+            prefetch(&version.value);
+        }
         Ok((stored.versions.to_vec(), last_read_ms))
     }
 
@@ -162,6 +165,17 @@ impl Engine for MemoryEngine {
 
     fn hints(&self) -> Result<Vec<(String, Bytes)>> {
         Ok(self.hints.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(|k| split_hint_key(k)).collect())
+    }
+}
+
+/// Asks the CPU to start loading a value a client read is about to copy
+/// into its reply, so the copy, a few hundred nanoseconds later, finds it
+/// in the cache rather than waiting on memory line by line.
+pub(super) fn prefetch(value: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in value.chunks(64).take(64) {
+        // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
+        unsafe { std::arch::x86_64::_mm_prefetch(line.as_ptr().cast(), std::arch::x86_64::_MM_HINT_T0) };
     }
 }
 
