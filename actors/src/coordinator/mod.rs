@@ -396,6 +396,9 @@ impl Coordinator {
         };
         let ring = self.ring.current();
         let bucket = ring.bucket_of(&key);
+        // Loads the bucket's line while the request is routed and its
+        // quorum actor set up: this node's store mostly reads it next.
+        self.setup.via.store.direct.prefetch(bucket);
         match self.route(&ring, bucket, hops, writing) {
             Route::Here { targets, mut spares, suspects } => {
                 self.admit()?;

@@ -42,6 +42,9 @@ pub trait Engine: Send + Sync + 'static {
     fn reopen(&self) -> Result<()> {
         Ok(())
     }
+    /// Starts loading what a lookup in `bucket` reads first (a hint, called
+    /// as soon as a request's bucket is known).
+    fn prefetch(&self, _bucket: u32) {}
     /// Space left for data, where the engine keeps it on a disk.
     fn free_bytes(&self) -> Option<u64> {
         None
@@ -153,6 +156,11 @@ impl Engine for MemoryEngine {
         false
     }
 
+    fn prefetch(&self, bucket: u32) {
+        // The bucket's lock and its table's header share a line.
+        prefetch_line((&self.buckets[bucket as usize % self.buckets.len()] as *const Line<_>).cast());
+    }
+
     fn add_hint(&self, home: &str, key: &[u8]) -> Result<()> {
         self.hints.lock().unwrap_or_else(|e| e.into_inner()).insert(hint_key(home, key));
         Ok(())
@@ -172,11 +180,18 @@ impl Engine for MemoryEngine {
 /// into its reply, so the copy, a few hundred nanoseconds later, finds it
 /// in the cache rather than waiting on memory line by line.
 pub(super) fn prefetch(value: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
     for line in value.chunks(64).take(64) {
-        // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
-        unsafe { std::arch::x86_64::_mm_prefetch(line.as_ptr().cast(), std::arch::x86_64::_MM_HINT_T0) };
+        prefetch_line(line.as_ptr());
     }
+}
+
+/// A hint to load the cache line at `at`: it reads nothing and cannot fault.
+fn prefetch_line(at: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only hints; any address is allowed.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(at.cast(), std::arch::x86_64::_MM_HINT_T0)
+    };
 }
 
 /// On disk in fjall, a log-structured engine: every write is appended to

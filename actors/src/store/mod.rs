@@ -155,6 +155,12 @@ impl Store {
         }
     }
 
+    /// Starts loading what a lookup in `bucket` reads first: a hint for a
+    /// coordinator that has just routed a request there.
+    pub fn prefetch(&self, bucket: u32) {
+        self.engine.prefetch(bucket);
+    }
+
     fn check_bucket(&self, bucket: u32, key: &[u8]) {
         debug_assert_eq!(bucket, self.bucket(key), "a caller's bucket for a key is the store's");
     }
