@@ -56,6 +56,33 @@ pub struct Session {
     activity: Rc<Activity>,
     /// Taken by the serving loop when the actor starts.
     stream: Option<TcpStream>,
+    /// The serving loop, a task of its own on this worker (its wakes then
+    /// skip the actor's context), ended with the session.
+    serving: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The serving loop ended (the client left, or the loop panicked): the
+/// session stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ServeEnded;
+
+/// Held by the serving loop's task: tells its session when the loop ends,
+/// however it ends (a panic unwinds through it too).
+struct EndsSession(Addr<Session>);
+
+impl Drop for EndsSession {
+    fn drop(&mut self) {
+        self.0.do_send(ServeEnded);
+    }
+}
+
+impl Handler<ServeEnded> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: ServeEnded, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
 }
 
 /// When the client last sent anything, and since when an unfinished
@@ -109,7 +136,7 @@ impl Session {
                     None
                 }
             };
-            Session { env, activity, stream }
+            Session { env, activity, stream, serving: None }
         });
     }
 }
@@ -218,11 +245,19 @@ impl Actor for Session {
         if let Some(stream) = self.stream.take() {
             let connection = Connection { env: self.env.clone(), buf: BytesMut::with_capacity(READ_ROOM), skip: 0, binary: None };
             let serve = serve(connection, stream, self.activity.clone());
-            ctx.spawn(serve.into_actor(self).map(|_, _, ctx| ctx.stop()));
+            let ends = EndsSession(ctx.address());
+            self.serving = Some(actix::spawn(async move {
+                let _ends = ends;
+                serve.await;
+            }));
         }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        // Timed out: the loop's task drops the connection.
+        if let Some(serving) = self.serving.take() {
+            serving.abort();
+        }
         self.env.stats.curr_connections.fetch_sub(1, Relaxed);
     }
 }
