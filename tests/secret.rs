@@ -152,7 +152,8 @@ fn without_a_secret_only_loopback_is_served() {
     let said = node.refused_start(&["hostname=\"10.1.2.3\""]);
     assert!(said.contains("`cluster_secret`") && said.contains("loopback"), "{said}");
     node.launch();
-    assert!(node.log().contains("no cluster_secret"), "it says so at start");
+    // Logged just after the ports open: the test may look first.
+    wait_for("it says so at start", Duration::from_secs(5), || node.log().contains("no cluster_secret"));
 }
 
 #[test]
