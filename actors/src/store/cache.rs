@@ -122,9 +122,7 @@ impl ReadCache {
             Some(cached) => {
                 let hit = reads::is_hit(&cached.versions, now_ms);
                 let before = if hit { reads::mark(&mut cached.last_read_ms, now_ms) } else { 0 };
-                for version in &cached.versions {
-                    super::engine::prefetch(&version.value);
-                }
+                super::engine::prefetch_values(&cached.versions);
                 Ok((cached.versions.to_vec(), before))
             }
             None => Err(Miss { shard, writes: guard.writes }),

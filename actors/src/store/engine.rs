@@ -125,9 +125,7 @@ impl Engine for MemoryEngine {
         let Some(stored) = map.get_mut(key) else { return Ok((Vec::new(), 0)) };
         let last_read_ms =
             if reads::is_hit(&stored.versions, now_ms) { reads::mark(&mut stored.last_read_ms, now_ms) } else { 0 };
-        for version in &stored.versions {
-            prefetch(&version.value);
-        }
+        prefetch_values(&stored.versions);
         Ok((stored.versions.to_vec(), last_read_ms))
     }
 
@@ -176,12 +174,14 @@ impl Engine for MemoryEngine {
     }
 }
 
-/// Asks the CPU to start loading a value a client read is about to copy
-/// into its reply, so the copy, a few hundred nanoseconds later, finds it
+/// Asks the CPU to start loading the values a client read is about to copy
+/// into its reply, so the copy, a few hundred nanoseconds later, finds them
 /// in the cache rather than waiting on memory line by line.
-pub(super) fn prefetch(value: &[u8]) {
-    for line in value.chunks(64).take(64) {
-        prefetch_line(line.as_ptr());
+pub(super) fn prefetch_values(versions: &[Version]) {
+    for version in versions {
+        for line in version.value.chunks(64).take(64) {
+            prefetch_line(line.as_ptr());
+        }
     }
 }
 
