@@ -128,7 +128,8 @@ pub fn parse(buf: &[u8], max_value_size: usize) -> Parsed {
     if line.last() == Some(&b'\r') {
         line = &line[..line.len() - 1];
     }
-    let tokens: Vec<&[u8]> = line.split(|&b| b == b' ').filter(|t| !t.is_empty()).collect();
+    // Inline: a command line has a few words (a multi-get's many keys spill).
+    let tokens: smallvec::SmallVec<[&[u8]; 8]> = line.split(|&b| b == b' ').filter(|t| !t.is_empty()).collect();
     let Some((&name, args)) = tokens.split_first() else {
         return invalid(ERROR, line_len);
     };
