@@ -9,6 +9,7 @@
 use crate::hash::hash_bytes;
 use crate::version::Version;
 use md5::{Digest, Md5};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub const SEGMENTS: usize = 64;
 
@@ -66,33 +67,35 @@ pub fn differing(a: &[u64], b: &[u64]) -> Vec<usize> {
     (0..SEGMENTS).filter(|&i| a.get(i) != b.get(i)).collect()
 }
 
-/// Every bucket's tree.
+/// Every bucket's tree. XOR commutes, so a write changes its leaf with one
+/// atomic XOR and no lock: writers never wait on one another, and a copy
+/// of a tree taken while writes land is at worst a write behind, as any
+/// copy is by the time a peer compares it.
 pub struct MerkleForest {
-    buckets: Vec<std::sync::Mutex<Segments>>,
+    buckets: Vec<[AtomicU64; SEGMENTS]>,
 }
 
 impl MerkleForest {
     pub fn new(number_of_buckets: u32) -> Self {
-        MerkleForest { buckets: (0..number_of_buckets).map(|_| std::sync::Mutex::new([0; SEGMENTS])).collect() }
+        MerkleForest { buckets: (0..number_of_buckets).map(|_| std::array::from_fn(|_| AtomicU64::new(0))).collect() }
     }
 
     /// A key's versions changed from `old` to `new` digests.
     pub fn update(&self, bucket: u32, key: &[u8], old: u64, new: u64) {
         if old != new {
-            let mut segments = self.buckets[bucket as usize].lock().unwrap_or_else(|e| e.into_inner());
-            segments[segment_of(key)] ^= old ^ new;
+            self.buckets[bucket as usize][segment_of(key)].fetch_xor(old ^ new, Relaxed);
         }
     }
 
     /// Forgets every tree (before they are built again from the store).
     pub fn clear(&self) {
-        for bucket in &self.buckets {
-            *bucket.lock().unwrap_or_else(|e| e.into_inner()) = [0; SEGMENTS];
+        for leaf in self.buckets.iter().flatten() {
+            leaf.store(0, Relaxed);
         }
     }
 
     pub fn segments(&self, bucket: u32) -> Segments {
-        *self.buckets[bucket as usize].lock().unwrap_or_else(|e| e.into_inner())
+        std::array::from_fn(|i| self.buckets[bucket as usize][i].load(Relaxed))
     }
 }
 
