@@ -55,6 +55,14 @@ impl Gauge {
     pub fn load(&self, order: Ordering) -> i64 {
         self.stripes.iter().map(|s| s.0.load(order)).sum()
     }
+
+    /// Sets the sum (a count rebuilt from the store): not atomic against
+    /// adds meanwhile.
+    pub fn store(&self, value: i64, order: Ordering) {
+        for (i, s) in self.stripes.iter().enumerate() {
+            s.0.store(if i == 0 { value } else { 0 }, order);
+        }
+    }
 }
 
 /// Latency histograms stripe over this many HDR histograms, so recordings
@@ -150,8 +158,8 @@ pub struct NodeStats {
     pub bytes_read: Counter,
     pub bytes_written: Counter,
     // store
-    pub curr_items: AtomicI64,
-    pub bytes: AtomicI64,
+    pub curr_items: Gauge,
+    pub bytes: Gauge,
     pub total_items: Counter,
     pub reaped_versions: Counter,
     pub hints_pending: AtomicI64,
