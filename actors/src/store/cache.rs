@@ -119,12 +119,7 @@ impl ReadCache {
     pub fn client_get(&self, bucket: u32, key: &[u8], now_ms: u64) -> Result<(Vec<Version>, u64), Miss> {
         let (shard, mut guard) = self.shard(bucket);
         match guard.map.get_mut(key) {
-            Some(cached) => {
-                let hit = reads::is_hit(&cached.versions, now_ms);
-                let before = if hit { reads::mark(&mut cached.last_read_ms, now_ms) } else { 0 };
-                super::engine::prefetch_values(&cached.versions);
-                Ok((cached.versions.to_vec(), before))
-            }
+            Some(cached) => Ok(super::engine::client_read_held(&cached.versions, &mut cached.last_read_ms, now_ms)),
             None => Err(Miss { shard, writes: guard.writes }),
         }
     }

@@ -123,10 +123,7 @@ impl Engine for MemoryEngine {
     fn client_read(&self, bucket: u32, key: &[u8], now_ms: u64) -> Result<(Vec<Version>, u64)> {
         let mut map = self.bucket(bucket);
         let Some(stored) = map.get_mut(key) else { return Ok((Vec::new(), 0)) };
-        let last_read_ms =
-            if reads::is_hit(&stored.versions, now_ms) { reads::mark(&mut stored.last_read_ms, now_ms) } else { 0 };
-        prefetch_values(&stored.versions);
-        Ok((stored.versions.to_vec(), last_read_ms))
+        Ok(client_read_held(&stored.versions, &mut stored.last_read_ms, now_ms))
     }
 
     fn write(&self, bucket: u32, key: &[u8], versions: &[Version]) -> Result<()> {
@@ -174,10 +171,20 @@ impl Engine for MemoryEngine {
     }
 }
 
+/// A client's read of versions held in memory beside their read record (the
+/// memory engine's slot, the disk engine's cache entry): records it there
+/// if it is a hit, starts loading the values for the reply's copy, and
+/// hands out the versions with when the key was read before (0: not since).
+pub(super) fn client_read_held(versions: &[Version], record: &mut u64, now_ms: u64) -> (Vec<Version>, u64) {
+    let before = if reads::is_hit(versions, now_ms) { reads::mark(record, now_ms) } else { 0 };
+    prefetch_values(versions);
+    (versions.to_vec(), before)
+}
+
 /// Asks the CPU to start loading the values a client read is about to copy
 /// into its reply, so the copy, a few hundred nanoseconds later, finds them
 /// in the cache rather than waiting on memory line by line.
-pub(super) fn prefetch_values(versions: &[Version]) {
+fn prefetch_values(versions: &[Version]) {
     for version in versions {
         for line in version.value.chunks(64).take(64) {
             prefetch_line(line.as_ptr());
