@@ -3,7 +3,9 @@
 # $load are the binaries, wherever CARGO_TARGET_DIR puts them.
 cargo build --release --quiet --bin kai --example load
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-kai="$target/release/kai"
+# KAI=PATH measures another build of the node (examples/pgo-build.sh's).
+kai=${KAI:-"$target/release/kai"}
+echo "kai: $kai" >&2
 load="$target/release/examples/load"
 dir=$(mktemp -d)
 pids=()
