@@ -3,8 +3,17 @@
 # $load are the binaries, wherever CARGO_TARGET_DIR puts them.
 cargo build --release --quiet --bin kai --example load
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-# KAI=PATH measures another build of the node (examples/pgo-build.sh's).
-kai=${KAI:-"$target/release/kai"}
+# The node measured: KAI=PATH if given; else the profile-guided build
+# (examples/pgo-build.sh), the one to run in production, when no source
+# file is newer than it; else the plain release build.
+pgo="$target/pgo/release/kai"
+if [ -n "${KAI:-}" ]; then
+  kai=$KAI
+elif [ -x "$pgo" ] && [ -z "$(find src actors/src Cargo.toml actors/Cargo.toml Cargo.lock -newer "$pgo" -print -quit)" ]; then
+  kai=$pgo
+else
+  kai="$target/release/kai"
+fi
 echo "kai: $kai" >&2
 load="$target/release/examples/load"
 dir=$(mktemp -d)

@@ -8,7 +8,9 @@
 # is the same as the plain release build's, only arranged differently.
 #
 #   bash examples/pgo-build.sh        # prints the optimised binary's path
-#   KAI=$(bash examples/pgo-build.sh | tail -1) bash examples/bench-single.sh
+#
+# The benchmark scripts then measure this build, until a source file is
+# changed (KAI=PATH names another).
 #
 # Needs LLVM's profile tools of the Rust toolchain in use (rustup component
 # add llvm-tools). Takes about ten minutes here: two whole-program builds and a minute of
