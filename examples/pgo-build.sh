@@ -2,10 +2,10 @@
 # Builds Kai with profile-guided optimisation: an instrumented build serves
 # a training load (one node on each engine, then three linked nodes, with
 # gets and sets, small and large values, shallow and deep pipelines), the
-# counts it gathers are merged, and the release build is
-# made again with them, so the compiler lays out and inlines the paths a
-# request really takes. The result is an ordinary `kai` binary; the code
-# is the same as the plain release build's, only arranged differently.
+# counts it gathers are merged, and the release build is made again with
+# them, so the compiler lays out and inlines the paths a request really
+# takes. The result is an ordinary `kai` binary; the code is the same as
+# the plain release build's, only arranged differently.
 #
 #   bash examples/pgo-build.sh        # prints the optimised binary's path
 #
@@ -13,8 +13,8 @@
 # changed (KAI=PATH names another).
 #
 # Needs LLVM's profile tools of the Rust toolchain in use (rustup component
-# add llvm-tools). Takes about ten minutes here: two whole-program builds and a minute of
-# load.
+# add llvm-tools). Takes about ten minutes here: two whole-program builds
+# and a minute of load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source examples/bench-lib.sh
