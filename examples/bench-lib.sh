@@ -13,6 +13,7 @@ elif [ -x "$pgo" ] && [ -z "$(find src actors/src Cargo.toml actors/Cargo.toml C
   kai=$pgo
 else
   kai="$target/release/kai"
+  echo "the plain release build; bash examples/pgo-build.sh makes the one for production" >&2
 fi
 echo "kai: $kai" >&2
 load="$target/release/examples/load"
