@@ -24,8 +24,8 @@ pub struct HttpState {
 
 impl HttpState {
     async fn ask(&self, request: Request) -> Option<Response> {
-        match tokio::time::timeout(Duration::from_secs(2), self.router.send(ApiCall(request))).await {
-            Ok(Ok(Response::Error(_))) | Ok(Err(_)) | Err(_) => None,
+        match tokio::time::timeout(Duration::from_secs(2), self.router.send(ApiCall::new(request))).await {
+            Ok(Ok(Response::Error(_) | Response::Failed(_))) | Ok(Err(_)) | Err(_) => None,
             Ok(Ok(response)) => Some(response),
         }
     }
@@ -62,8 +62,10 @@ async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
 /// Serving means a client's read would succeed: a quorum read of a probe
 /// key, through this node's coordinator, as any `get` runs.
 async fn health(state: web::Data<HttpState>) -> HttpResponse {
-    let probe = Request::Forward { key: bytes::Bytes::from_static(b"\0kai-health"), op: ForwardOp::Get, hops: 0, quorum: None };
-    let answer = tokio::time::timeout(Duration::from_secs(3), state.router.send(ApiCall(probe))).await;
+    let key = bytes::Bytes::from_static(b"\0kai-health");
+    // Run as a peer's forwarded read would be, within the node's own deadline.
+    let probe = Request::Forward { key, op: ForwardOp::Get, hops: 0, quorum: None, budget_ms: 0, sent_us: 0 };
+    let answer = tokio::time::timeout(Duration::from_secs(3), state.router.send(ApiCall::new(probe))).await;
     let read_only = state.stats.store_read_only.load(std::sync::atomic::Ordering::Relaxed) != 0;
     match answer {
         Ok(Ok(Response::VersionsRead { .. })) if read_only => {
@@ -71,6 +73,7 @@ async fn health(state: web::Data<HttpState>) -> HttpResponse {
         }
         Ok(Ok(Response::VersionsRead { .. })) => HttpResponse::Ok().body("ok\n"),
         Ok(Ok(Response::Error(why))) => HttpResponse::ServiceUnavailable().body(format!("not serving: {why}\n")),
+        Ok(Ok(Response::Failed(why))) => HttpResponse::ServiceUnavailable().body(format!("not serving: {why}\n")),
         _ => HttpResponse::ServiceUnavailable().body("not serving: no answer\n"),
     }
 }

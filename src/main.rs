@@ -12,7 +12,6 @@ mod config;
 mod http;
 mod metrics;
 mod node;
-mod ring_shape;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -1,9 +1,13 @@
 //! The one error type of a node. The memcache session turns it into reply
 //! lines in exactly one place (`memcache::reply::error_line`).
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Crosses the internal API whole (`Response::Failed`), so a node that
+/// forwarded a request knows from its kind whether the request may have
+/// run there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Error {
     /// The client sent something the node will not take.
     Client(String),
@@ -12,7 +16,7 @@ pub enum Error {
     /// The memory engine's budget (`max_memory_bytes`) is spent.
     OutOfMemory,
     /// Fewer replicas answered in time than the quorum needs.
-    Quorum { op: &'static str, needed: usize, got: usize, reason: String },
+    Quorum { op: String, needed: usize, got: usize, reason: String },
     /// The node is saturated and sheds this request.
     Busy(String),
     /// The storage engine failed.
@@ -20,13 +24,38 @@ pub enum Error {
     /// The store takes no writes for now (a full disk, or an engine that
     /// failed a write); reads go on, and writes resume by themselves.
     ReadOnly(String),
-    /// A peer or one of this node's actors could not be reached.
+    /// A peer or one of this node's actors could not be reached: the
+    /// request was not handed over, so it did not run.
     Unavailable(String),
+    /// The request was handed over but no answer came in time: it may or
+    /// may not have run.
+    Indeterminate(String),
+    /// The request reached its node after its deadline, so it never ran:
+    /// whoever sent it has given up on it and may have sent it elsewhere.
+    Late(String),
     /// A peer spoke something this node does not understand.
     Protocol(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Whether the request may have had an effect where this error arose.
+    /// A write that may have run somewhere must not be run again elsewhere
+    /// unless running it twice does no harm.
+    pub fn may_have_run(&self) -> bool {
+        match self {
+            Error::Quorum { .. } | Error::Indeterminate(_) | Error::Store(_) | Error::Protocol(_) => true,
+            Error::Client(_)
+            | Error::TooLarge
+            | Error::OutOfMemory
+            | Error::Busy(_)
+            | Error::ReadOnly(_)
+            | Error::Unavailable(_)
+            | Error::Late(_) => false,
+        }
+    }
+}
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -41,6 +70,8 @@ impl fmt::Display for Error {
             Error::Store(m) => write!(f, "store error: {m}"),
             Error::ReadOnly(m) => write!(f, "store read-only: {m}; reads go on, writes resume once the disk takes them"),
             Error::Unavailable(m) => write!(f, "unavailable: {m}"),
+            Error::Indeterminate(m) => write!(f, "no answer in time, so it may or may not have been applied: {m}"),
+            Error::Late(m) => write!(f, "not run: {m}"),
             Error::Protocol(m) => write!(f, "protocol error: {m}"),
         }
     }

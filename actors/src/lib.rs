@@ -13,9 +13,11 @@
 //!
 //! Imports run downhill: version and hash at the bottom, store on them,
 //! api for transport, then membership, coordinator and sync, memcache on
-//! the coordinator. The `kai` program wires them together.
+//! the coordinator. [`node`] wires them together, for the `kai` program
+//! and for the simulator alike.
 
 pub mod api;
+pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod hash;
@@ -23,6 +25,9 @@ pub mod lean_context;
 pub mod local_oneshot;
 pub mod membership;
 pub mod memcache;
+pub mod node;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod stats;
 pub mod store;
 pub mod supervision;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddrV4;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// No frame may claim more than this; a peer that does is cut off.
 pub const MAX_FRAME: usize = 64 << 20;
@@ -26,9 +26,12 @@ pub enum Request {
         from: String,
         nonce: Bytes,
     },
-    /// The second: the caller's proof that it knows the cluster secret.
+    /// The second: the caller's proof that it knows the cluster secret,
+    /// and when it sent it by its monotonic clock (µs): the first measure
+    /// of how long the connection takes to deliver (`arrival::Lateness`).
     Proof {
         proof: Bytes,
+        sent_us: i64,
     },
     NodeInfo,
     ReplicaGet {
@@ -50,8 +53,13 @@ pub enum Request {
         hops: u8,
         /// R or W for this request alone (the meta protocol's `r`/`w`
         /// flags); none: the node's own.
-        #[serde(default)]
         quorum: Option<u8>,
+        /// How long the sender waits for the answer (ms), counted from
+        /// `sent_us` (its monotonic clock, µs). One that arrives later
+        /// than that never runs: the sender has given up on it and may
+        /// have handed it to another replica.
+        budget_ms: u32,
+        sent_us: i64,
     },
     /// A whole member table, answered with the answerer's (linking, and
     /// contacting seeds while alone: both ends learn in one round trip).
@@ -282,7 +290,10 @@ pub enum Response {
     Root(u64),
     Done,
     Stats(Vec<(String, String)>),
+    /// A refusal or failure in words (the handshake, admin commands).
     Error(String),
+    /// A client request's failure, typed: whether it may have run there.
+    Failed(Error),
 }
 
 /// Bucket movement after a membership change, as the admin tool shows it.

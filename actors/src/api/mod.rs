@@ -2,8 +2,10 @@
 //! request to one `Recipient<ApiCall>` given at start-up (the node routes
 //! it); the client multiplexes many requests over one connection by id.
 
+pub mod arrival;
 pub mod auth;
 mod frame;
+pub mod net;
 
 pub use frame::{
     decode, encode, encode_into, ForwardOp, Frame, Heartbeats, MemberDigest, MemberRow, MemberState, NodeInfo, Placement,
@@ -18,18 +20,30 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use net::{Conn, Listener, Network};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// The bucket count an admin tool (not a node) sends in its hello: it
 /// holds no data, so it is not refused for a different ring.
 pub const ADMIN_BUCKETS: u32 = 0;
 
-/// One request from a peer, for the node's router to answer.
+/// One request from a peer, for the node's router to answer. A forwarded
+/// client request comes with the moment its sender gives up on it, by
+/// this node's clock: it must not start after that.
 #[derive(Message)]
 #[rtype(result = "Response")]
-pub struct ApiCall(pub Request);
+pub struct ApiCall {
+    pub request: Request,
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+impl ApiCall {
+    /// A request that runs within the answering node's own deadlines.
+    pub fn new(request: Request) -> Self {
+        ApiCall { request, deadline: None }
+    }
+}
 
 #[derive(Clone)]
 pub struct ApiSettings {
@@ -75,13 +89,13 @@ pub struct ApiWorker {
 /// Accepts peers on the internal port and spreads their connections over
 /// the workers, so replica traffic is not funnelled through one thread.
 pub struct ApiActor {
-    listener: Arc<TcpListener>,
+    listener: Arc<dyn Listener>,
     workers: Arc<[ApiWorker]>,
     settings: ApiSettings,
 }
 
 impl ApiActor {
-    pub fn new(listener: Arc<TcpListener>, workers: Arc<[ApiWorker]>, settings: ApiSettings) -> Self {
+    pub fn new(listener: Arc<dyn Listener>, workers: Arc<[ApiWorker]>, settings: ApiSettings) -> Self {
         assert!(!workers.is_empty(), "an api listener needs a worker");
         ApiActor { listener, workers, settings }
     }
@@ -97,14 +111,12 @@ impl Actor for ApiActor {
         let accept = async move {
             for turn in 0.. {
                 match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
+                    Ok((open, peer)) => {
                         let worker = &workers[turn % workers.len()];
                         let (handler, store, settings) = (worker.handler.clone(), worker.store.clone(), settings.clone());
-                        let Ok(stream) = stream.into_std() else { continue };
                         worker.arbiter.spawn(async move {
-                            let served = match TcpStream::from_std(stream) {
-                                Ok(stream) => serve(stream, handler, store, settings).await,
+                            let served = match open() {
+                                Ok(conn) => serve(conn, handler, store, settings).await,
                                 Err(e) => Err(e.into()),
                             };
                             if let Err(e) = served {
@@ -171,16 +183,11 @@ pub fn replica_get(store: &crate::store::Store, key: &[u8], client_read: bool) -
     answer.unwrap_or_else(|e| Response::Error(e.to_string()))
 }
 
-async fn serve(
-    stream: TcpStream,
-    handler: Recipient<ApiCall>,
-    store: crate::store::StoreAddr,
-    settings: ApiSettings,
-) -> Result<()> {
-    let (mut reader, mut writer) = stream.into_split();
+async fn serve(conn: Conn, handler: Recipient<ApiCall>, store: crate::store::StoreAddr, settings: ApiSettings) -> Result<()> {
+    let Conn { mut reader, mut writer } = conn;
     let mut buf = BytesMut::with_capacity(8192);
-    let peer_name = match handshake(&mut reader, &mut writer, &mut buf, &settings).await? {
-        Some(name) => name,
+    let (peer_name, mut lateness) = match handshake(&mut reader, &mut writer, &mut buf, &settings).await? {
+        Some(shaken) => shaken,
         None => return Ok(()),
     };
 
@@ -224,6 +231,13 @@ async fn serve(
             if faults.is_blocked(&peer_name) {
                 return Err(Error::Unavailable(format!("traffic with {peer_name} is blocked")));
             }
+            let (body, deadline) = match in_time(body, &mut lateness) {
+                Ok(admitted) => admitted,
+                Err(late) => {
+                    encode_into(&mut answered, &Frame { id, body: late })?;
+                    continue;
+                }
+            };
             let body = match answer_inline(&store, body) {
                 Ok(body) => {
                     if answered.capacity() == 0 {
@@ -239,10 +253,9 @@ async fn serve(
             let permit = in_flight.clone().acquire_owned().await.map_err(|_| closed())?;
             let (handler, tx) = (handler.clone(), tx.clone());
             actix::spawn(async move {
-                let body = handler
-                    .send(ApiCall(body))
-                    .await
-                    .unwrap_or_else(|e| Response::Error(format!("node busy or restarting: {e}")));
+                let body = handler.send(ApiCall { request: body, deadline }).await.unwrap_or_else(|e| {
+                    Response::Failed(Error::Indeterminate(format!("node busy or restarting: {e}")))
+                });
                 if let Ok(bytes) = encode(&Frame { id, body }) {
                     let _ = tx.send(bytes).await;
                 }
@@ -254,15 +267,30 @@ async fn serve(
     read.and(write)
 }
 
+/// A forwarded client request's deadline here: what is left of the time
+/// its sender waits, less how late it arrived. One with nothing left is
+/// answered at once that it did not run.
+fn in_time(request: Request, lateness: &mut arrival::Lateness) -> std::result::Result<(Request, Option<tokio::time::Instant>), Response> {
+    let Request::Forward { budget_ms, sent_us, .. } = &request else { return Ok((request, None)) };
+    let late = lateness.of(*sent_us, arrival::mono_us());
+    match arrival::Lateness::left(*budget_ms, late) {
+        Some(left) => Ok((request, Some(tokio::time::Instant::now() + left))),
+        None => Err(Response::Failed(Error::Late(format!(
+            "a forwarded request arrived {late:?} late, past its sender's {budget_ms} ms"
+        )))),
+    }
+}
+
 /// The answering side of the handshake: the caller's hello, our challenge,
 /// its proof of the cluster secret, then our hello or one refusal. Answers
-/// the caller's name, or None when the connection is to close.
+/// the caller's name and the connection's first measure of lateness, or
+/// None when the connection is to close.
 async fn handshake(
     reader: &mut (impl AsyncReadExt + Unpin),
     writer: &mut (impl AsyncWriteExt + Unpin),
     buf: &mut BytesMut,
     settings: &ApiSettings,
-) -> Result<Option<String>> {
+) -> Result<Option<(String, arrival::Lateness)>> {
     let refuse = |id, why: String| async move { encode(&Frame { id, body: Response::Error(why) }) };
     let (id, from, their_buckets, theirs) = match read_frame::<Request>(reader, buf).await? {
         Some(Frame { id, body: Request::Hello { protocol_version, number_of_buckets, from, nonce } }) => {
@@ -282,8 +310,12 @@ async fn handshake(
     let ours = auth::nonce();
     let proof = Bytes::from(settings.secret.prove(Role::Answerer, &ours, &theirs));
     writer.write_all(&encode(&Frame { id, body: Response::Challenge { nonce: Bytes::from(ours.clone()), proof } })?).await?;
+    let mut lateness = arrival::Lateness::default();
     let proved = match read_frame::<Request>(reader, buf).await? {
-        Some(Frame { body: Request::Proof { proof }, .. }) => settings.secret.verify(Role::Caller, &theirs, &ours, &proof),
+        Some(Frame { body: Request::Proof { proof, sent_us }, .. }) => {
+            lateness.of(sent_us, arrival::mono_us());
+            settings.secret.verify(Role::Caller, &theirs, &ours, &proof)
+        }
         _ => false,
     };
     if !proved {
@@ -303,7 +335,7 @@ async fn handshake(
         return Ok(None);
     }
     writer.write_all(&encode(&Frame { id, body: Response::Hello { node: settings.node.clone() } })?).await?;
-    Ok(Some(from))
+    Ok(Some((from, lateness)))
 }
 
 type Pending = (Request, oneshot::Sender<Result<Response>>);
@@ -316,7 +348,7 @@ async fn within(
 ) -> Result<Response> {
     tokio::time::timeout(timeout, call)
         .await
-        .unwrap_or_else(|_| Err(Error::Unavailable(format!("{peer}: no reply within {timeout:?}"))))
+        .unwrap_or_else(|_| Err(Error::Indeterminate(format!("{peer}: no reply within {timeout:?}"))))
 }
 
 /// Requests one client connection may have in flight; more wait (within
@@ -335,6 +367,7 @@ impl ApiClient {
     /// Connects and shakes hands; a peer with another bucket count or
     /// protocol refuses, and that refusal is the error.
     pub async fn connect(
+        network: &dyn Network,
         peer: SocketAddr,
         from: &str,
         number_of_buckets: u32,
@@ -342,8 +375,7 @@ impl ApiClient {
         timeout: Duration,
     ) -> Result<Self> {
         let handshake = async {
-            let mut stream = TcpStream::connect(peer).await?;
-            stream.set_nodelay(true)?;
+            let Conn { mut reader, mut writer } = network.connect(peer).await?;
             let ours = auth::nonce();
             let hello = Request::Hello {
                 protocol_version: PROTOCOL_VERSION,
@@ -351,7 +383,7 @@ impl ApiClient {
                 from: from.to_string(),
                 nonce: Bytes::from(ours.clone()),
             };
-            stream.write_all(&encode(&Frame { id: 0, body: hello })?).await?;
+            writer.write_all(&encode(&Frame { id: 0, body: hello })?).await?;
             let mut buf = BytesMut::with_capacity(8192);
             let refused = |why: String| Error::Protocol(format!("{peer} refused: {why}"));
             // A memcache port answers in text: say so at once.
@@ -362,13 +394,11 @@ impl ApiClient {
                     ))
                 })
             };
-            stream.readable().await?;
-            let mut peek = [0u8; 16];
-            let n = stream.peek(&mut peek).await?;
-            if let Some(e) = memcache(&BytesMut::from(&peek[..n])) {
+            read_more(&mut reader, &mut buf).await?;
+            if let Some(e) = memcache(&buf) {
                 return Err(e);
             }
-            let theirs = match read_frame::<Response>(&mut stream, &mut buf).await? {
+            let theirs = match read_frame::<Response>(&mut reader, &mut buf).await? {
                 Some(Frame { body: Response::Challenge { nonce, proof }, .. }) => {
                     if !secret.verify(Role::Answerer, &nonce, &ours, &proof) {
                         return Err(Error::Protocol(format!("{peer} and this side do not share the cluster secret: refused")));
@@ -379,18 +409,19 @@ impl ApiClient {
                 _ => return Err(Error::Protocol(format!("{peer} sent no challenge"))),
             };
             let proof = Bytes::from(secret.prove(Role::Caller, &ours, &theirs));
-            stream.write_all(&encode(&Frame { id: 0, body: Request::Proof { proof } })?).await?;
-            match read_frame::<Response>(&mut stream, &mut buf).await? {
-                Some(Frame { body: Response::Hello { .. }, .. }) => Ok((stream, buf)),
+            let proof = Request::Proof { proof, sent_us: arrival::mono_us() };
+            writer.write_all(&encode(&Frame { id: 0, body: proof })?).await?;
+            match read_frame::<Response>(&mut reader, &mut buf).await? {
+                Some(Frame { body: Response::Hello { .. }, .. }) => Ok((Conn { reader, writer }, buf)),
                 Some(Frame { body: Response::Error(why), .. }) => Err(refused(why)),
                 _ => Err(Error::Protocol(format!("{peer} sent no hello"))),
             }
         };
-        let (stream, buf) = tokio::time::timeout(timeout, handshake)
+        let (conn, buf) = tokio::time::timeout(timeout, handshake)
             .await
             .map_err(|_| Error::Unavailable(format!("{peer}: no answer within {timeout:?}")))??;
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(drive(stream, buf, rx));
+        tokio::spawn(drive(conn, buf, rx));
         Ok(ApiClient { tx, peer, in_flight: Arc::new(Semaphore::new(CLIENT_MAX_IN_FLIGHT)) })
     }
 
@@ -406,8 +437,11 @@ impl ApiClient {
         let gone = || Error::Unavailable(format!("connection to {peer} closed"));
         let _permit = self.in_flight.acquire().await.map_err(|_| gone())?;
         self.tx.send((request, reply_tx)).await.map_err(|_| gone())?;
-        match reply_rx.await.map_err(|_| gone())? {
+        // Handed over: from here a failure leaves open whether it ran.
+        let lost = || Error::Indeterminate(format!("connection to {peer} closed before it answered"));
+        match reply_rx.await.map_err(|_| lost())? {
             Ok(Response::Error(why)) => Err(Error::Unavailable(format!("{peer}: {why}"))),
+            Ok(Response::Failed(error)) => Err(error),
             result => result,
         }
     }
@@ -425,13 +459,15 @@ const KEPT_BATCH_BYTES: usize = 1 << 20;
 
 /// Owns a client connection: writes requests with fresh ids, matches
 /// replies to callers, and fails every caller if the connection breaks.
-async fn drive(stream: TcpStream, mut buf: BytesMut, mut rx: mpsc::Receiver<Pending>) {
-    let (mut reader, mut writer) = stream.into_split();
+async fn drive(conn: Conn, mut buf: BytesMut, mut rx: mpsc::Receiver<Pending>) {
+    let Conn { mut reader, mut writer } = conn;
     let mut waiting: HashMap<u64, oneshot::Sender<Result<Response>>> = HashMap::new();
     let mut next_id = 1u64;
     let mut batch = Vec::new();
     let failure = loop {
         tokio::select! {
+            // In a fixed order, so a simulated run is the same every time.
+            biased;
             pending = rx.recv() => {
                 let Some(first) = pending else { break None };
                 // Let the rest of this turn of the worker's scheduler (other
@@ -475,7 +511,7 @@ async fn drive(stream: TcpStream, mut buf: BytesMut, mut rx: mpsc::Receiver<Pend
     };
     let why = failure.unwrap_or_else(|| "client dropped".into());
     for (_, reply) in waiting {
-        let _ = reply.send(Err(Error::Unavailable(why.clone())));
+        let _ = reply.send(Err(Error::Indeterminate(why.clone())));
     }
 }
 
@@ -487,6 +523,7 @@ async fn drive(stream: TcpStream, mut buf: BytesMut, mut rx: mpsc::Receiver<Pend
 pub struct Peers(Arc<PeersInner>);
 
 struct PeersInner {
+    network: Arc<dyn Network>,
     clients: std::sync::Mutex<HashMap<SocketAddr, ApiClient>>,
     from: String,
     number_of_buckets: u32,
@@ -501,8 +538,16 @@ impl Peers {
         self.0.number_of_buckets
     }
 
-    pub fn new(from: String, number_of_buckets: u32, secret: Secret, connect_timeout: Duration, faults: Faults) -> Self {
-        Peers(Arc::new(PeersInner { clients: Default::default(), from, number_of_buckets, secret, connect_timeout, faults }))
+    pub fn new(
+        network: Arc<dyn Network>,
+        from: String,
+        number_of_buckets: u32,
+        secret: Secret,
+        connect_timeout: Duration,
+        faults: Faults,
+    ) -> Self {
+        let clients = Default::default();
+        Peers(Arc::new(PeersInner { network, clients, from, number_of_buckets, secret, connect_timeout, faults }))
     }
 
     fn cached(&self, peer: SocketAddr) -> Option<ApiClient> {
@@ -520,8 +565,10 @@ impl Peers {
         if let Some(client) = self.cached(peer) {
             return Ok(client);
         }
+        let inner = &*self.0;
         let client =
-            ApiClient::connect(peer, &self.0.from, self.0.number_of_buckets, &self.0.secret, self.0.connect_timeout).await?;
+            ApiClient::connect(&*inner.network, peer, &inner.from, inner.number_of_buckets, &inner.secret, inner.connect_timeout)
+                .await?;
         self.0.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, client.clone());
         Ok(client)
     }

@@ -26,6 +26,7 @@ use std::collections::BTreeSet;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::time::Instant as Deadline;
 
 /// A forwarded request may be forwarded again (rings disagree for a
 /// moment while membership spreads), but not round and round.
@@ -163,15 +164,23 @@ impl Replicas {
         }))
     }
 
-    pub fn coordinate(&self, key: Bytes, bucket: u32, write: Write) -> Answer<WriteOutcome> {
+    /// Stamps and stores a write here, unless its deadline has passed by
+    /// the moment it would run: then it never runs (`Error::Late`).
+    pub fn coordinate(&self, key: Bytes, bucket: u32, write: Write, deadline: Deadline) -> Answer<WriteOutcome> {
         if self.store.writes_inline() {
+            if let Err(late) = in_time(deadline) {
+                return Answer::Now(Err(late));
+            }
             return Answer::Now(self.store.direct.coordinate_in(bucket, &key, &write));
         }
         let store = self.store.clone();
-        Answer::Later(Box::pin(async move { store.send(CoordinateWrite { key, write }).await? }))
+        Answer::Later(Box::pin(async move { store.send(CoordinateWrite { key, write, deadline }).await? }))
     }
 
-    /// Hands a request to a node among the key's replicas.
+    /// Hands a request to a node among the key's replicas, which runs it
+    /// only if it can start within `timeout`. A request never handed over
+    /// (no connection) fails `Unavailable`; one handed over and not
+    /// answered in time fails `Indeterminate`: it may have run.
     fn forward(
         &self,
         node: SocketAddrV4,
@@ -182,9 +191,58 @@ impl Replicas {
         timeout: Duration,
     ) -> Answer<Response> {
         let peers = self.peers.clone();
-        let request = Request::Forward { key, op, hops: hops + 1, quorum };
-        Answer::Later(Box::pin(async move { peers.call(SocketAddr::V4(node), request, timeout).await }))
+        Answer::Later(Box::pin(async move {
+            let started = Deadline::now();
+            let client = match tokio::time::timeout(timeout, peers.client(SocketAddr::V4(node))).await {
+                Ok(Ok(client)) => client,
+                Ok(Err(e)) => return Err(Error::Unavailable(format!("{node}: {e}"))),
+                Err(_) => return Err(Error::Unavailable(format!("{node}: no connection within {timeout:?}"))),
+            };
+            let left = timeout.saturating_sub(started.elapsed());
+            let budget_ms = left.as_millis().min(u32::MAX as u128) as u32;
+            let sent_us = crate::api::arrival::mono_us();
+            let request = Request::Forward { key, op, hops: hops + 1, quorum, budget_ms, sent_us };
+            client.call(request, left).await
+        }))
     }
+}
+
+/// Whether a write may still start: not once its deadline has passed.
+pub fn in_time(deadline: Deadline) -> Result<()> {
+    match Deadline::now() < deadline {
+        true => Ok(()),
+        false => Err(Error::Late("the request's deadline passed before it could be stamped".into())),
+    }
+}
+
+/// Where a request comes from: a client of this node, or a peer that
+/// forwarded it, with how many hops it took and when that peer gives up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin {
+    pub hops: u8,
+    /// None: this node's own request deadline.
+    pub deadline: Option<Deadline>,
+}
+
+impl Origin {
+    /// A request from one of this node's clients.
+    pub const CLIENT: Origin = Origin { hops: 0, deadline: None };
+}
+
+/// Whether a request that failed at one replica may be handed to the next:
+/// always when it surely did not run there; when it may have, only if
+/// running it twice does no harm. An `incr` run twice counts twice, and a
+/// second `add`, `cas` or `delete` answers as if the first had not run.
+pub fn may_try_next(op: &ForwardOp, error: &Error) -> bool {
+    use crate::store::{Condition, Mutation};
+    let idempotent = match op {
+        ForwardOp::Get => true,
+        ForwardOp::Write(write) => matches!(
+            (&write.condition, &write.mutation),
+            (Condition::Always | Condition::Present, Mutation::Set { .. } | Mutation::Touch { .. })
+        ),
+    };
+    idempotent || !error.may_have_run()
 }
 
 #[derive(Clone)]
@@ -203,8 +261,7 @@ pub struct CoordinatorSettings {
 #[rtype(result = "Result<Fetched>")]
 pub struct ClientGet {
     pub key: Bytes,
-    /// How many nodes forwarded this request already.
-    pub hops: u8,
+    pub origin: Origin,
     /// R for this request alone; none: the node's own.
     pub quorum: Option<u8>,
 }
@@ -215,7 +272,7 @@ pub struct ClientGet {
 pub struct ClientWrite {
     pub key: Bytes,
     pub write: Write,
-    pub hops: u8,
+    pub origin: Origin,
     /// W for this request alone; none: the node's own.
     pub quorum: Option<u8>,
 }
@@ -321,8 +378,10 @@ impl Coordinator {
         Ok(())
     }
 
-    async fn start_quorum(&self, key: Bytes, bucket: u32, targets: Targets, spares: Vec<SocketAddrV4>, needed: usize, job: Job) {
-        quorum::start(QuorumActor::new(key, bucket, targets, spares, needed, self.setup.clone(), job)).await;
+    /// When a request from `origin` must be answered by.
+    fn deadline(&self, origin: Origin) -> Deadline {
+        let own = Deadline::now() + self.setup.timeout;
+        origin.deadline.map_or(own, |theirs| theirs.min(own))
     }
 }
 
@@ -340,26 +399,26 @@ impl Coordinator {
 
     /// Reads a key: its live siblings, newest last (empty when absent),
     /// with R replies, or `quorum` for this request alone.
-    pub async fn get(&self, key: Bytes, hops: u8, quorum: Option<u8>) -> Result<Vec<Version>> {
-        self.fetch(key, hops, quorum).await.map(|fetched| fetched.siblings)
+    pub async fn get(&self, key: Bytes, origin: Origin, quorum: Option<u8>) -> Result<Vec<Version>> {
+        self.fetch(key, origin, quorum).await.map(|fetched| fetched.siblings)
     }
 
     /// Reads a key as `get` does, with when a client last read it before.
-    pub async fn fetch(&self, key: Bytes, hops: u8, quorum: Option<u8>) -> Result<Fetched> {
+    pub async fn fetch(&self, key: Bytes, origin: Origin, quorum: Option<u8>) -> Result<Fetched> {
         let started = Instant::now();
         let job = |_, reply| Job::Read { reply };
         let unpack = |r| match r {
             Response::VersionsRead { versions, last_read_ms } => Ok(Fetched { siblings: versions, last_read_ms }),
             other => Err(Box::new(other)),
         };
-        let result = self.run(key, hops, quorum, ForwardOp::Get, job, unpack).await;
+        let result = self.run(key, origin, quorum, ForwardOp::Get, job, unpack).await;
         self.setup.stats.get_latency.record(started.elapsed());
         result
     }
 
     /// Writes a key with W acknowledgements (or `quorum`); the outcome
     /// says whether it was stored.
-    pub async fn write(&self, key: Bytes, write: Write, hops: u8, quorum: Option<u8>) -> Result<WriteOutcome> {
+    pub async fn write(&self, key: Bytes, write: Write, origin: Origin, quorum: Option<u8>) -> Result<WriteOutcome> {
         let started = Instant::now();
         let job = |op, reply| match op {
             ForwardOp::Write(write) => Job::Write { write, reply },
@@ -369,7 +428,7 @@ impl Coordinator {
             Response::Outcome(outcome) => Ok(outcome),
             other => Err(Box::new(other)),
         };
-        let result = self.run(key, hops, quorum, ForwardOp::Write(write), job, unpack).await;
+        let result = self.run(key, origin, quorum, ForwardOp::Write(write), job, unpack).await;
         self.setup.stats.set_latency.record(started.elapsed());
         result
     }
@@ -379,7 +438,7 @@ impl Coordinator {
     async fn run<T: 'static>(
         &self,
         key: Bytes,
-        hops: u8,
+        origin: Origin,
         quorum: Option<u8>,
         op: ForwardOp,
         job: fn(ForwardOp, oneshot::Sender<Result<T>>) -> Job,
@@ -399,7 +458,8 @@ impl Coordinator {
         // Loads the bucket's line while the request is routed and its
         // quorum actor set up: this node's store mostly reads it next.
         self.setup.via.store.direct.prefetch(bucket);
-        match self.route(&ring, bucket, hops, writing) {
+        let deadline = self.deadline(origin);
+        match self.route(&ring, bucket, origin.hops, writing) {
             Route::Here { targets, mut spares, suspects } => {
                 self.admit()?;
                 // A live node past the replicas holds nothing for a read to
@@ -409,11 +469,12 @@ impl Coordinator {
                     false => spares = suspects,
                 }
                 let (reply, rx) = oneshot::channel();
-                self.start_quorum(key, bucket, targets, spares, needed, job(op, reply)).await;
-                rx.await.map_err(|_| Error::Unavailable("quorum actor stopped".into()))?
+                let quorum = QuorumActor::new(key, bucket, targets, spares, needed, self.setup.clone(), job(op, reply), deadline);
+                quorum::start(quorum).await;
+                rx.await.map_err(|_| Error::Indeterminate("quorum actor stopped".into()))?
             }
             Route::Forward(nodes) => {
-                let response = self.forward(&nodes, key, op, hops, quorum).await?;
+                let response = self.forward(&nodes, key, op, origin.hops, quorum, deadline).await?;
                 unpack(response)
                     .map_err(|other| Error::Protocol(format!("a replica answered a forwarded request with {other:?}")))
             }
@@ -422,12 +483,22 @@ impl Coordinator {
     }
 
     /// Hands a request to each of the key's replicas in turn, within the
-    /// one deadline, until one answers.
-    async fn forward(&self, nodes: &[SocketAddrV4], key: Bytes, op: ForwardOp, hops: u8, quorum: Option<u8>) -> Result<Response> {
-        let deadline = Instant::now() + self.setup.timeout;
+    /// one deadline, until one answers. Each is told how long this node
+    /// waits for it, and does not start later than that, so a replica
+    /// given up on never runs the request after the next one did. A write
+    /// that may have run goes no further unless it is harmless twice.
+    async fn forward(
+        &self,
+        nodes: &[SocketAddrV4],
+        key: Bytes,
+        op: ForwardOp,
+        hops: u8,
+        quorum: Option<u8>,
+        deadline: Deadline,
+    ) -> Result<Response> {
         let mut failure = Error::Unavailable("no time left to forward".into());
         for (i, node) in nodes.iter().enumerate() {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(Deadline::now());
             if left.is_zero() {
                 break;
             }
@@ -436,10 +507,11 @@ impl Coordinator {
             let attempt = left / (nodes.len() - i) as u32;
             match self.setup.via.forward(*node, key.clone(), op.clone(), hops, quorum, attempt).wait().await {
                 Ok(response) => return Ok(response),
-                Err(e) => {
+                Err(e) if may_try_next(&op, &e) => {
                     tracing::debug!(%node, "forwarding failed, trying the next replica: {e}");
                     failure = e;
                 }
+                Err(e) => return Err(e),
             }
         }
         Err(failure)
@@ -451,7 +523,7 @@ impl Handler<ClientGet> for CoordinatorActor {
 
     fn handle(&mut self, msg: ClientGet, _: &mut Self::Context) -> Self::Result {
         let core = self.core.clone();
-        Box::pin(async move { core.fetch(msg.key, msg.hops, msg.quorum).await })
+        Box::pin(async move { core.fetch(msg.key, msg.origin, msg.quorum).await })
     }
 }
 
@@ -460,7 +532,7 @@ impl Handler<ClientWrite> for CoordinatorActor {
 
     fn handle(&mut self, msg: ClientWrite, _: &mut Self::Context) -> Self::Result {
         let core = self.core.clone();
-        Box::pin(async move { core.write(msg.key, msg.write, msg.hops, msg.quorum).await })
+        Box::pin(async move { core.write(msg.key, msg.write, msg.origin, msg.quorum).await })
     }
 }
 
@@ -521,6 +593,49 @@ mod tests {
         assert!(matches!(route(&pref, 3, &none, a(5), MAX_HOPS), Route::Nowhere(_)));
         let all: BTreeSet<_> = pref.into_iter().collect();
         assert!(matches!(route(&pref, 3, &all, a(9), 0), Route::Nowhere(_)));
+    }
+
+    #[test]
+    fn a_write_that_may_have_run_goes_to_the_next_replica_only_if_harmless_twice() {
+        use crate::store::{Condition, Mutation};
+        let write = |condition, mutation| ForwardOp::Write(Write { condition, mutation });
+        let set = Mutation::Set { value: Bytes::from("v"), flags: 0, expires_at: 0 };
+        let maybe = Error::Indeterminate("no reply".into());
+        let quorum = Error::Quorum { op: "write".into(), needed: 2, got: 1, reason: "timed out".into() };
+        let never = [Error::Late("late".into()), Error::Busy("busy".into()), Error::Unavailable("refused".into())];
+        let harmless = [
+            ForwardOp::Get,
+            write(Condition::Always, set.clone()),
+            write(Condition::Present, set.clone()),
+            write(Condition::Present, Mutation::Touch { expires_at: 5 }),
+        ];
+        let once = [
+            write(Condition::Present, Mutation::Incr(1)),
+            write(Condition::Present, Mutation::Decr(1)),
+            write(Condition::Present, Mutation::Append(Bytes::from("x"))),
+            write(Condition::Absent, set.clone()),
+            write(Condition::Context(7), set),
+            ForwardOp::Write(Write::delete()),
+        ];
+        for op in &harmless {
+            assert!(may_try_next(op, &maybe) && may_try_next(op, &quorum), "{op:?}");
+        }
+        for op in &once {
+            assert!(!may_try_next(op, &maybe), "{op:?} may have run: not again elsewhere");
+            assert!(!may_try_next(op, &quorum), "{op:?} ran and failed its quorum: not again elsewhere");
+            assert!(never.iter().all(|e| may_try_next(op, e)), "{op:?} surely did not run: the next replica takes it");
+        }
+    }
+
+    #[test]
+    fn a_write_past_its_deadline_is_late() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        rt.block_on(async {
+            let deadline = Deadline::now() + Duration::from_millis(10);
+            assert_eq!(in_time(deadline), Ok(()));
+            tokio::time::advance(Duration::from_millis(10)).await;
+            assert!(matches!(in_time(deadline), Err(Error::Late(_))));
+        });
     }
 
     #[test]

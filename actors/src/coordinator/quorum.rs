@@ -21,6 +21,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use std::net::SocketAddrV4;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// How long a read waits for its first R replicas before asking the rest:
 /// past the tail of a healthy replica read under load, far below the
@@ -51,6 +52,10 @@ pub struct QuorumActor {
     needed: usize,
     setup: std::sync::Arc<QuorumSetup>,
     job: Option<Job>,
+    /// When the client (or the peer that forwarded the request) gives up:
+    /// nothing is awaited after it, and a write not yet stamped by then
+    /// never is.
+    deadline: Instant,
     op: &'static str,
     tally: QuorumTally,
     /// Read replies by replica, for reconciling and read repair, each with
@@ -102,6 +107,7 @@ impl QuorumActor {
         needed: usize,
         setup: std::sync::Arc<QuorumSetup>,
         job: Job,
+        deadline: Instant,
     ) -> Self {
         let mut tally = QuorumTally::new(needed, targets.len());
         setup.stats.requests_in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -121,6 +127,7 @@ impl QuorumActor {
             needed,
             setup,
             job: Some(job),
+            deadline,
             op,
             tally,
             read_replies: smallvec::SmallVec::new(),
@@ -134,7 +141,7 @@ impl QuorumActor {
     }
 
     fn quorum_error(&self, reason: String) -> Error {
-        Error::Quorum { op: self.op, needed: self.needed, got: self.tally.oks(), reason }
+        Error::Quorum { op: self.op.into(), needed: self.needed, got: self.tally.oks(), reason }
     }
 
     /// Answers the client with an error, if it has not been answered.
@@ -148,7 +155,7 @@ impl QuorumActor {
     fn fail_short(&mut self) {
         let up = self.targets.len();
         let reason = format!("only {up} of the key's replicas {} up", if up == 1 { "is" } else { "are" });
-        let error = Error::Quorum { op: self.op, needed: self.needed, got: up, reason };
+        let error = Error::Quorum { op: self.op.into(), needed: self.needed, got: up, reason };
         self.answer_error(error);
     }
 
@@ -333,7 +340,7 @@ impl QuorumActor {
         if self.tally.state() != TallyState::Met {
             // Say who failed, and that the rest did not answer in time.
             let mut why = self.errors.clone();
-            why.push(format!("the rest timed out after {:?}", self.setup.timeout));
+            why.push("the rest did not answer by the request's deadline".to_string());
             self.fail(why.join("; "));
         }
         self.maybe_finish(ctx);
@@ -381,7 +388,8 @@ impl QuorumActor {
         let me = self.setup.via.me;
         let others: Vec<SocketAddrV4> = self.targets.iter().map(|t| t.node).filter(|n| *n != me).collect();
         let need = self.setup.read_quorum.saturating_sub(1).min(others.len());
-        let (via, key, bucket, timeout) = (self.setup.via.clone(), self.key.clone(), self.bucket, self.setup.timeout);
+        let timeout = self.deadline.saturating_duration_since(Instant::now());
+        let (via, key, bucket) = (self.setup.via.clone(), self.key.clone(), self.bucket);
         let catch_up = async move {
             use futures_util::stream::{FuturesUnordered, StreamExt};
             let mut replies: FuturesUnordered<_> =
@@ -423,11 +431,12 @@ impl QuorumActor {
     /// home, at once: the write never waits for the failure detector, and
     /// an acknowledged write has its N copies or hints for them.
     ///
-    /// Each replica write has half the request's deadline, so even one to
-    /// a stalled (not refusing) replica fails in time for a stand-in to
-    /// take it before this actor's deadline.
+    /// Each replica write has half the time left, so even one to a stalled
+    /// (not refusing) replica fails in time for a stand-in to take it
+    /// before this actor's deadline.
     fn replicate(&mut self, target: Target, held: Vec<Version>, ctx: &mut LeanContext<Self>) {
-        let answer = self.setup.via.put(&target, self.key.clone(), self.bucket, held.clone(), self.setup.timeout / 2);
+        let timeout = self.deadline.saturating_duration_since(Instant::now()) / 2;
+        let answer = self.setup.via.put(&target, self.key.clone(), self.bucket, held.clone(), timeout);
         self.on_answer(answer, ctx, move |act, result, ctx| match result {
             Ok(()) => act.record(true, None, ctx),
             Err(e) => match (target.hint, act.spares.pop_front()) {
@@ -449,7 +458,7 @@ impl QuorumActor {
         }
         // This node stamps and stores first; then the other replicas receive
         // everything it holds for the key (and a stand-in its hint).
-        let coordinate = self.setup.via.coordinate(self.key.clone(), self.bucket, write);
+        let coordinate = self.setup.via.coordinate(self.key.clone(), self.bucket, write, self.deadline);
         self.on_answer(coordinate, ctx, |act, result, ctx| match result {
             Ok(WriteOutcome::Stored { new, held }) => {
                 act.write_outcome = Some(WriteOutcome::Stored { new, held: held.clone() });
@@ -568,13 +577,14 @@ impl Actor for QuorumActor {
             // with replicas not asked yet reaches it through the
             // speculation delay: one timer, re-armed only in the rare case
             // that the delay passes.
-            if matches!(self.job, Some(Job::Read { .. })) && !self.tally.asked_all() {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if matches!(self.job, Some(Job::Read { .. })) && !self.tally.asked_all() && left > SPECULATE_AFTER {
                 ctx.run_later(SPECULATE_AFTER, |act, ctx| {
                     act.speculate(ctx);
-                    ctx.run_later(act.setup.timeout.saturating_sub(SPECULATE_AFTER), Self::expire);
+                    ctx.run_later(act.deadline.saturating_duration_since(Instant::now()), Self::expire);
                 });
             } else {
-                ctx.run_later(self.setup.timeout, Self::expire);
+                ctx.run_later(left, Self::expire);
             }
         }
     }

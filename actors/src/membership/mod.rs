@@ -23,7 +23,10 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use rand::SeedableRng;
+use std::time::Duration;
+// The node's clock: tokio's, which the simulator pauses and moves by hand.
+use tokio::time::Instant;
 
 /// The log target of membership changes, start and stop: logged whatever
 /// the configured level.
@@ -96,6 +99,9 @@ pub struct MembershipSettings {
     pub seeds: Vec<SocketAddrV4>,
     /// Where the member table is kept across restarts (None: not kept).
     pub state_file: Option<PathBuf>,
+    /// Seeds the choice of gossip peers (the simulator's runs repeat);
+    /// None: from entropy.
+    pub rng_seed: Option<u64>,
 }
 
 /// Every member and its state.
@@ -157,6 +163,7 @@ pub struct MembershipActor {
     stats: Arc<NodeStats>,
     up_listeners: Vec<Recipient<MemberUp>>,
     epoch: Instant,
+    rng: rand::rngs::StdRng,
     /// While alone: when to contact seeds next, and the wait after that.
     next_contact_ms: u64,
     contact_backoff: Duration,
@@ -173,7 +180,12 @@ impl MembershipActor {
         up_listeners: Vec<Recipient<MemberUp>>,
     ) -> Self {
         let backoff = settings.gossip_interval;
+        let rng = match settings.rng_seed {
+            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
+            None => rand::rngs::StdRng::from_entropy(),
+        };
         MembershipActor {
+            rng,
             members,
             settings,
             peers,
@@ -421,7 +433,7 @@ impl Handler<GossipTick> for MembershipActor {
         events.extend(self.members.tick(now));
         self.apply(events);
         self.count_states();
-        for peer in self.members.gossip_targets(&mut rand::thread_rng()) {
+        for peer in self.members.gossip_targets(&mut self.rng) {
             ctx.spawn(self.gossip_round(peer).map(move |result, _, _| {
                 if let Err(e) = result {
                     tracing::debug!(%peer, "gossip failed: {e}");

@@ -6,7 +6,7 @@ use super::expires_at;
 use super::meta::{return_flags, unsupported, MetaKind, MetaRequest};
 use super::reply::error_line;
 use super::SessionEnv;
-use crate::coordinator::Fetched;
+use crate::coordinator::{Fetched, Origin};
 use crate::error::{Error, Result};
 use crate::stats::NodeStats;
 use crate::store::{live_versions, now_millis, now_secs, Condition, Mutation, Write, WriteOutcome};
@@ -91,11 +91,11 @@ fn quorum(env: &SessionEnv, request: &MetaRequest, letter: u8) -> std::result::R
 }
 
 async fn read_key(env: &SessionEnv, request: &MetaRequest, quorum: Option<u8>) -> Result<Vec<Version>> {
-    env.coordinator.get(request.key.clone(), 0, quorum).await
+    env.coordinator.get(request.key.clone(), Origin::CLIENT, quorum).await
 }
 
 async fn write_key(env: &SessionEnv, request: &MetaRequest, write: Write, quorum: Option<u8>) -> Result<WriteOutcome> {
-    env.coordinator.write(request.key.clone(), write, 0, quorum).await
+    env.coordinator.write(request.key.clone(), write, Origin::CLIENT, quorum).await
 }
 
 /// Seconds a version has left, as memcached's `t` says it: -1 for never.
@@ -142,7 +142,7 @@ async fn get(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std:
     NodeStats::incr(&stats.cmd_get);
     let (hit_before, last_access) = (request.has(b'h'), request.has(b'l'));
     let fetched = match touch {
-        None => env.coordinator.fetch(request.key.clone(), 0, r).await.map_err(failed)?,
+        None => env.coordinator.fetch(request.key.clone(), Origin::CLIENT, r).await.map_err(failed)?,
         Some(_) if hit_before || last_access => return Err(ACCESS_WITH_TOUCH.into()),
         Some(exptime) => {
             NodeStats::incr(&stats.cmd_touch);

@@ -53,7 +53,7 @@ mod tests {
     fn errors_map_to_one_line() {
         assert_eq!(error_line(&Error::Client("bad".into())), "CLIENT_ERROR bad");
         assert_eq!(error_line(&Error::TooLarge), "SERVER_ERROR object too large for cache");
-        let quorum = Error::Quorum { op: "write", needed: 2, got: 1, reason: "a\r\nb".into() };
+        let quorum = Error::Quorum { op: "write".into(), needed: 2, got: 1, reason: "a\r\nb".into() };
         assert_eq!(error_line(&quorum), "SERVER_ERROR write quorum not met: 1 of 2 replicas answered (a  b)");
     }
 }

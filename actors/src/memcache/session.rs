@@ -7,6 +7,7 @@ use super::binary;
 use super::parse::{self, valid_key, Command, Parsed, StoreKind};
 use super::reply::{error_line, line, value_block};
 use super::SessionEnv;
+use crate::coordinator::Origin;
 use crate::error::{Error, Result};
 use crate::stats::{report, NodeStats};
 use crate::store::{coarse_monotonic_millis, now_secs, Condition, FlushAll, Mutation, Write, WriteOutcome};
@@ -341,11 +342,11 @@ enum Flow {
 }
 
 async fn read(env: &SessionEnv, key: Bytes) -> Result<Vec<Version>> {
-    env.coordinator.get(key, 0, None).await
+    env.coordinator.get(key, Origin::CLIENT, None).await
 }
 
 async fn write(env: &SessionEnv, key: Bytes, write: Write) -> Result<WriteOutcome> {
-    env.coordinator.write(key, write, 0, None).await
+    env.coordinator.write(key, write, Origin::CLIENT, None).await
 }
 
 /// Appends a command's reply line, unless the client asked for none.

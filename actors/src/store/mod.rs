@@ -26,8 +26,28 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 const KEY_LOCKS: usize = 256;
 
+thread_local! {
+    /// The simulator's wall clock on its thread: tokio's paused clock from
+    /// a fixed moment, so a run stamps the same times every time. None on
+    /// a real node.
+    static SIMULATED_WALL: std::cell::Cell<Option<(tokio::time::Instant, u64)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs this thread's wall clock on tokio's clock, from `epoch_ms` now.
+pub fn simulate_wall_clock(epoch_ms: u64) {
+    SIMULATED_WALL.with(|wall| wall.set(Some((tokio::time::Instant::now(), epoch_ms))));
+}
+
+fn simulated_millis() -> Option<u64> {
+    let (start, epoch_ms) = SIMULATED_WALL.with(|wall| wall.get())?;
+    Some(epoch_ms + start.elapsed().as_millis() as u64)
+}
+
 /// Milliseconds since the epoch, exact: what stamps a version.
 pub fn now_millis() -> u64 {
+    if let Some(ms) = simulated_millis() {
+        return ms;
+    }
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
@@ -37,7 +57,7 @@ pub fn now_millis() -> u64 {
 /// what needs no finer: expiry (memcached's own clock moves once a
 /// second) and when a key was read.
 pub fn coarse_now_millis() -> u64 {
-    coarse_clock_millis(libc::CLOCK_REALTIME_COARSE)
+    simulated_millis().unwrap_or_else(|| coarse_clock_millis(libc::CLOCK_REALTIME_COARSE))
 }
 
 /// Milliseconds on the coarse monotonic clock (from an arbitrary start):
@@ -520,12 +540,14 @@ pub struct BucketRoots(pub Vec<u32>);
 #[rtype(result = "bool")]
 pub struct Recover;
 
-/// Runs a client write at its coordinator.
+/// Runs a client write at its coordinator, unless its deadline passed
+/// while it waited for a store thread.
 #[derive(Message)]
 #[rtype(result = "Result<WriteOutcome>")]
 pub struct CoordinateWrite {
     pub key: Bytes,
     pub write: Write,
+    pub deadline: tokio::time::Instant,
 }
 
 #[derive(Message)]
@@ -630,6 +652,7 @@ macro_rules! store_handlers {
         impl Handler<CoordinateWrite> for $actor {
             type Result = Result<WriteOutcome>;
             fn handle(&mut self, msg: CoordinateWrite, _: &mut Self::Context) -> Self::Result {
+                crate::coordinator::in_time(msg.deadline)?;
                 self.store.coordinate(&msg.key, &msg.write)
             }
         }
@@ -842,7 +865,9 @@ impl StoreRequest for FlushAll {
 #[derive(Clone)]
 pub struct StoreAddr {
     pub local: Addr<LocalStoreActor>,
-    pub pool: Addr<StoreActor>,
+    /// None: no pool (the simulator, whose one thread must run everything);
+    /// what may wait then runs on the worker's loop too.
+    pub pool: Option<Addr<StoreActor>>,
     /// Whether writes never wait in this engine (memory).
     /// The store itself, for a client request's replica call that never
     /// waits: made on the request's own thread, no mailbox hop.
@@ -870,16 +895,15 @@ impl StoreAddr {
             Cost::Write => self.writes_inline(),
             Cost::Scan => false,
         };
-        if inline {
-            Either::Left(self.local.send(msg))
-        } else {
-            Either::Right(self.pool.send(msg))
+        match (inline, &self.pool) {
+            (false, Some(pool)) => Either::Right(pool.send(msg)),
+            _ => Either::Left(self.local.send(msg)),
         }
     }
 
     /// Restarts this worker's store actor and one of the pool's.
     pub fn restart(&self) -> bool {
-        self.local.try_send(crate::Restart).is_ok() && self.pool.try_send(crate::Restart).is_ok()
+        self.local.try_send(crate::Restart).is_ok() && self.pool.as_ref().is_none_or(|pool| pool.try_send(crate::Restart).is_ok())
     }
 }
 

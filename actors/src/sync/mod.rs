@@ -42,7 +42,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// The node's clock: tokio's, which the simulator pauses and moves by hand.
+use tokio::time::Instant;
 
 /// Keys sent in one merge request during a transfer.
 const TRANSFER_CHUNK: usize = 256;
@@ -600,7 +602,7 @@ impl SyncActor {
         }
         let ring = self.follow_ring();
         // Only buckets whose home replicas are all up can be confirmed.
-        let others: HashMap<u32, Vec<SocketAddrV4>> = ring
+        let others: BTreeMap<u32, Vec<SocketAddrV4>> = ring
             .buckets_of(&self.settings.me, self.settings.n)
             .into_iter()
             .filter_map(|b| self.all_homes_up(&ring, b).map(|others| (b, others)))
