@@ -1,7 +1,7 @@
 //! Runs the deterministic cluster simulation over many seeds, or one.
 //!
 //!     cargo run --release --example simulate -- --seeds 10000
-//!     cargo run --release --example simulate -- --seed 42 [--trace]
+//!     cargo run --release --example simulate -- --seed 42 [--trace] [--log]
 //!
 //! Each seed is a five-node cluster on the node's own actors, clients
 //! writing, reading, deleting and incrementing through random nodes while
@@ -14,15 +14,26 @@ use std::time::{Duration, Instant};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse::<u64>().ok());
+    let value =
+        |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse::<u64>().ok());
     let plan = Plan::default();
+    if args.iter().any(|a| a == "--log") {
+        // The nodes' own logs (RUST_LOG, default debug), in simulated order.
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "debug".into());
+        tracing_subscriber::fmt().with_env_filter(filter).without_time().with_writer(std::io::stderr).init();
+    }
     if let Some(seed) = value("--seed") {
         let outcome = sim::run(seed, &plan);
         if args.iter().any(|a| a == "--trace") {
             outcome.trace.iter().for_each(|line| println!("{line}"));
         }
         outcome.violations.iter().for_each(|v| println!("violation: {v}"));
-        println!("seed {seed}: {} ops, {} acknowledged writes, {:.1} simulated s", outcome.ops, outcome.acked, outcome.simulated.as_secs_f64());
+        println!(
+            "seed {seed}: {} ops, {} acknowledged writes, {:.1} simulated s",
+            outcome.ops,
+            outcome.acked,
+            outcome.simulated.as_secs_f64()
+        );
         println!("digest {:016x}", outcome.digest);
         std::process::exit(if outcome.violations.is_empty() { 0 } else { 1 });
     }

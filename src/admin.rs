@@ -71,13 +71,15 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
 impl Admin {
     fn ask(&self, node: SocketAddr, request: Request) -> Result<Response, String> {
         self.runtime.block_on(async {
-            let client = ApiClient::connect(&kai_actors::api::net::Tcp, node, ADMIN_NAME, ADMIN_BUCKETS, &self.secret, TIMEOUT).await.map_err(|e| {
-                let hint = match e.to_string().contains("cluster secret") && !self.secret.is_set() {
-                    true => " (give the admin tool the secret: --config FILE or KAI_CLUSTER_SECRET)",
-                    false => "",
-                };
-                format!("node {node} unreachable: {e}{hint}")
-            })?;
+            let client = ApiClient::connect(&kai_actors::api::net::Tcp, node, ADMIN_NAME, ADMIN_BUCKETS, &self.secret, TIMEOUT)
+                .await
+                .map_err(|e| {
+                    let hint = match e.to_string().contains("cluster secret") && !self.secret.is_set() {
+                        true => " (give the admin tool the secret: --config FILE or KAI_CLUSTER_SECRET)",
+                        false => "",
+                    };
+                    format!("node {node} unreachable: {e}{hint}")
+                })?;
             match client.call(request, TIMEOUT).await.map_err(|e| e.to_string())? {
                 Response::Error(why) => Err(why),
                 answer => Ok(answer),

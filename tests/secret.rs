@@ -119,7 +119,8 @@ fn a_recorded_handshake_cannot_be_replayed() {
         unreachable!()
     };
     assert!(secret.verify(Role::Answerer, &nonce, &ours, &proof), "the node proves the secret too");
-    let recorded_proof = send(&mut stream, Request::Proof { proof: Bytes::from(secret.prove(Role::Caller, &ours, &nonce)), sent_us: 0 });
+    let recorded_proof =
+        send(&mut stream, Request::Proof { proof: Bytes::from(secret.prove(Role::Caller, &ours, &nonce)), sent_us: 0 });
     assert!(matches!(receive(&mut stream, &mut buf), Some(Response::Hello { .. })));
     drop(stream);
 

@@ -22,11 +22,22 @@ use std::time::Duration;
 pub fn mono_us() -> i64 {
     static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
     let now = tokio::time::Instant::now().into_std();
-    let epoch = *EPOCH.get_or_init(|| now);
+    let epoch = SIMULATED_EPOCH.with(|e| e.get()).unwrap_or_else(|| *EPOCH.get_or_init(|| now));
     match now.checked_duration_since(epoch) {
         Some(after) => after.as_micros() as i64,
         None => -(epoch.duration_since(now).as_micros() as i64),
     }
+}
+
+thread_local! {
+    /// The simulator's epoch for its thread, so a run sends the same
+    /// bytes whatever ran in the process before it.
+    static SIMULATED_EPOCH: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Counts this thread's monotonic clock from now (the simulator).
+pub fn simulate_epoch() {
+    SIMULATED_EPOCH.with(|e| e.set(Some(tokio::time::Instant::now().into_std())));
 }
 
 /// One connection's measure of delivery: the smallest gap seen so far.

@@ -16,11 +16,11 @@ use crate::error::{Error, Result};
 use actix::prelude::*;
 use auth::{Role, Secret};
 use bytes::{Bytes, BytesMut};
+use net::{Conn, Listener, Network};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use net::{Conn, Listener, Network};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -253,9 +253,10 @@ async fn serve(conn: Conn, handler: Recipient<ApiCall>, store: crate::store::Sto
             let permit = in_flight.clone().acquire_owned().await.map_err(|_| closed())?;
             let (handler, tx) = (handler.clone(), tx.clone());
             actix::spawn(async move {
-                let body = handler.send(ApiCall { request: body, deadline }).await.unwrap_or_else(|e| {
-                    Response::Failed(Error::Indeterminate(format!("node busy or restarting: {e}")))
-                });
+                let body = handler
+                    .send(ApiCall { request: body, deadline })
+                    .await
+                    .unwrap_or_else(|e| Response::Failed(Error::Indeterminate(format!("node busy or restarting: {e}"))));
                 if let Ok(bytes) = encode(&Frame { id, body }) {
                     let _ = tx.send(bytes).await;
                 }
@@ -270,7 +271,10 @@ async fn serve(conn: Conn, handler: Recipient<ApiCall>, store: crate::store::Sto
 /// A forwarded client request's deadline here: what is left of the time
 /// its sender waits, less how late it arrived. One with nothing left is
 /// answered at once that it did not run.
-fn in_time(request: Request, lateness: &mut arrival::Lateness) -> std::result::Result<(Request, Option<tokio::time::Instant>), Response> {
+fn in_time(
+    request: Request,
+    lateness: &mut arrival::Lateness,
+) -> std::result::Result<(Request, Option<tokio::time::Instant>), Response> {
     let Request::Forward { budget_ms, sent_us, .. } = &request else { return Ok((request, None)) };
     let late = lateness.of(*sent_us, arrival::mono_us());
     match arrival::Lateness::left(*budget_ms, late) {

@@ -8,7 +8,7 @@
 mod quorum;
 mod tally;
 
-pub use quorum::{Job, QuorumActor};
+pub use quorum::{Ask, Job, QuorumActor};
 pub use tally::{QuorumTally, TallyState};
 
 use crate::api::{ForwardOp, Peers, Request, Response};
@@ -469,7 +469,8 @@ impl Coordinator {
                     false => spares = suspects,
                 }
                 let (reply, rx) = oneshot::channel();
-                let quorum = QuorumActor::new(key, bucket, targets, spares, needed, self.setup.clone(), job(op, reply), deadline);
+                let quorum =
+                    QuorumActor::new(key, bucket, targets, spares, self.setup.clone(), job(op, reply), Ask { needed, deadline });
                 quorum::start(quorum).await;
                 rx.await.map_err(|_| Error::Indeterminate("quorum actor stopped".into()))?
             }

@@ -36,6 +36,13 @@ pub enum Job {
     Write { write: Write, reply: oneshot::Sender<Result<WriteOutcome>> },
 }
 
+/// What a request asks of its quorum: how many replies, and by when.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask {
+    pub needed: usize,
+    pub deadline: Instant,
+}
+
 /// A replica's read: who, its versions, and when a client last read the
 /// key there.
 type ReadReply = (SocketAddrV4, Vec<Version>, u64);
@@ -104,10 +111,9 @@ impl QuorumActor {
         bucket: u32,
         targets: Targets,
         spares: Vec<SocketAddrV4>,
-        needed: usize,
         setup: std::sync::Arc<QuorumSetup>,
         job: Job,
-        deadline: Instant,
+        Ask { needed, deadline }: Ask,
     ) -> Self {
         let mut tally = QuorumTally::new(needed, targets.len());
         setup.stats.requests_in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -211,7 +217,8 @@ impl QuorumActor {
                 let answer = move |mut siblings: Vec<Version>, last_read_ms: u64| {
                     let now = now_secs();
                     let expired = siblings.iter().any(|v| !v.deleted && !v.is_live(now));
-                    siblings.retain(|v| v.is_live(now));
+                    let deleted = crate::version::newest_tombstone(&siblings);
+                    siblings.retain(|v| v.is_shown(deleted, now));
                     if expired && siblings.is_empty() {
                         NodeStats::incr(&stats.get_expired);
                     }

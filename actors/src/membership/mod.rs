@@ -18,12 +18,12 @@ use crate::hash::{HashActor, RingNode, UpdateNodes};
 use crate::stats::NodeStats;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
+use rand::SeedableRng;
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use rand::SeedableRng;
 use std::time::Duration;
 // The node's clock: tokio's, which the simulator pauses and moves by hand.
 use tokio::time::Instant;

@@ -256,7 +256,15 @@ fn start_background(
         let up_listeners = vec![sync.clone().recipient()];
         move |_| {
             let (peers, listeners) = (peers.clone(), up_listeners.clone());
-            MembershipActor::new(members.clone(), settings.clone(), peers, hash.clone(), liveness.clone(), stats.clone(), listeners)
+            MembershipActor::new(
+                members.clone(),
+                settings.clone(),
+                peers,
+                hash.clone(),
+                liveness.clone(),
+                stats.clone(),
+                listeners,
+            )
         }
     });
     sync.do_send(NotifySettled(membership.clone().recipient()));
@@ -329,9 +337,8 @@ fn start_faces(config: &Config, shared: &Shared, env: NodeEnv, router: Router, w
             }),
         })
         .collect();
-    let memcache = env
-        .memcache_listener
-        .map(|listener| supervision::start(move |_| MemcacheActor::new(listener.clone(), sessions.clone())));
+    let memcache =
+        env.memcache_listener.map(|listener| supervision::start(move |_| MemcacheActor::new(listener.clone(), sessions.clone())));
     for router in &routers {
         router.do_send(Faces { api: api.clone(), memcache: memcache.clone() });
     }

@@ -9,7 +9,9 @@ use crate::membership::{
 };
 use crate::memcache::MemcacheActor;
 use crate::stats::{report, Identity, NodeStats};
-use crate::store::{BucketRoots, CombinedRoot, GetSegments, HintCounts, MergeEntries, ReadKeys, ReplicaPut, SegmentEntries, StoreAddr};
+use crate::store::{
+    BucketRoots, CombinedRoot, GetSegments, HintCounts, MergeEntries, ReadKeys, ReplicaPut, SegmentEntries, StoreAddr,
+};
 use crate::supervision::{Panic, PANIC_NEXT_QUORUM};
 use crate::sync::{GetTransfers, SyncActor};
 use crate::version::VersionActor;
@@ -337,4 +339,3 @@ impl Router {
         })
     }
 }
-

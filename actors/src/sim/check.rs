@@ -10,11 +10,24 @@ use std::time::Duration;
 /// One client request.
 #[derive(Debug, Clone)]
 pub enum Op {
-    Set { key: String, value: String },
-    Delete { key: String },
+    /// A set, and the dot it was stamped with (when it was stored).
+    Set {
+        key: String,
+        value: String,
+        stamped: String,
+    },
+    Delete {
+        key: String,
+    },
     /// An increment by one, and the value it answered.
-    Incr { key: String, result: Option<String> },
-    Get { key: String, values: Option<Vec<String>> },
+    Incr {
+        key: String,
+        result: Option<String>,
+    },
+    Get {
+        key: String,
+        values: Option<Vec<String>>,
+    },
 }
 
 impl Op {
@@ -40,7 +53,7 @@ pub struct Record {
 impl Record {
     /// Whether this request was answered before `other` was sent: only
     /// then is it older, whatever the clocks say.
-    fn precedes(&self, other: &Record) -> bool {
+    pub fn precedes(&self, other: &Record) -> bool {
         self.completed < other.invoked
     }
 }
@@ -112,7 +125,8 @@ fn trace_line(r: &Record) -> String {
 /// The values the cluster holds for a key, every replica's merged: what a
 /// read of all of them would answer (tombstones left out).
 fn final_values(held: &[Vec<crate::version::Version>]) -> Vec<String> {
-    live_values(&crate::version::reconcile(held).siblings)
+    let siblings = crate::version::reconcile(held).siblings;
+    live_values(&crate::store::live_versions(&siblings, crate::store::now_secs()))
 }
 
 /// A key written with set and delete: nothing is read that was never
@@ -120,10 +134,8 @@ fn final_values(held: &[Vec<crate::version::Version>]) -> Vec<String> {
 /// lost when everything the key holds at the end was answered before that
 /// write was sent (an older value came back over it), or the key is gone
 /// and no delete could have followed it.
-fn check_register(key: &str, records: &[&Record], finals: &[String], violations: &mut Vec<String>) {
-    let writer = |value: &str| {
-        records.iter().find(|r| matches!(&r.op, Op::Set { value: v, .. } if v == value)).copied()
-    };
+pub fn check_register(key: &str, records: &[&Record], finals: &[String], violations: &mut Vec<String>) {
+    let writer = |value: &str| records.iter().find(|r| matches!(&r.op, Op::Set { value: v, .. } if v == value)).copied();
     let written: BTreeSet<&str> =
         records.iter().filter_map(|r| if let Op::Set { value, .. } = &r.op { Some(value.as_str()) } else { None }).collect();
     for r in records {
@@ -154,7 +166,7 @@ fn check_register(key: &str, records: &[&Record], finals: &[String], violations:
 }
 
 /// A counter moves by no more than the increments that may have run.
-fn check_counter(key: &str, records: &[&Record], finals: &[String], violations: &mut Vec<String>) {
+pub fn check_counter(key: &str, records: &[&Record], finals: &[String], violations: &mut Vec<String>) {
     let tried = records.iter().filter(|r| matches!(r.op, Op::Incr { .. })).count() as u64;
     for value in finals {
         match value.trim().parse::<u64>() {

@@ -31,12 +31,12 @@ const EPOCH_MS: u64 = 1_767_225_600_000;
 /// Runs `body` inside a fresh single-threaded actor system on a paused
 /// clock.
 pub fn simulate<T>(body: impl std::future::Future<Output = T>) -> T {
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("a paused runtime")
-    };
+    let runtime =
+        || tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("a paused runtime");
     let system = actix_rt::System::with_tokio_rt(runtime);
     system.block_on(async {
         crate::store::simulate_wall_clock(EPOCH_MS);
+        crate::api::arrival::simulate_epoch();
         body.await
     })
 }
@@ -207,12 +207,11 @@ pub fn run(seed: u64, plan: &Plan) -> Outcome {
             let key = format!("counter{counter}");
             let invoked = history.now();
             let result = cluster.set(0, &key, "0").await;
-            history.record(0, Op::Set { key, value: "0".into() }, invoked, &result);
+            history.record(0, Op::Set { key, value: "0".into(), stamped: String::new() }, invoked, &result);
         }
         let faults = plan.faults.then(|| actix::spawn(inject_faults(cluster.clone(), seed)));
-        let clients: Vec<_> = (0..plan.clients)
-            .map(|c| actix::spawn(client(cluster.clone(), history.clone(), plan.clone(), seed, c)))
-            .collect();
+        let clients: Vec<_> =
+            (0..plan.clients).map(|c| actix::spawn(client(cluster.clone(), history.clone(), plan.clone(), seed, c))).collect();
         for client in clients {
             let _ = client.await;
         }
@@ -261,7 +260,11 @@ async fn client(cluster: Rc<Cluster>, history: Rc<History>, plan: Plan, seed: u6
         } else {
             let value = format!("c{id}-{seq}");
             let result = cluster.set(node, &key, &value).await;
-            history.record(id, Op::Set { key, value }, invoked, &result);
+            let stamped = match &result {
+                Ok(WriteOutcome::Stored { new, .. }) => format!("{}:{}", new.dot.node, new.dot.counter),
+                _ => String::new(),
+            };
+            history.record(id, Op::Set { key, value, stamped }, invoked, &result);
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
     }

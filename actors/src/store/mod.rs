@@ -81,7 +81,14 @@ pub fn now_secs() -> u64 {
 
 /// The live versions of a set at `now`: what a reader sees.
 pub fn live_versions(versions: &[Version], now_secs: u64) -> Vec<Version> {
-    versions.iter().filter(|v| v.is_live(now_secs)).cloned().collect()
+    let deleted = version::newest_tombstone(versions);
+    versions.iter().filter(|v| v.is_shown(deleted, now_secs)).cloned().collect()
+}
+
+/// Whether a reader sees any value in these versions at `now`.
+pub fn any_live(versions: &[Version], now_secs: u64) -> bool {
+    let deleted = version::newest_tombstone(versions);
+    versions.iter().any(|v| v.is_shown(deleted, now_secs))
 }
 
 pub struct StoreSettings {
@@ -102,8 +109,9 @@ pub struct Store {
     stats: Arc<NodeStats>,
     /// A Merkle tree per bucket, kept current by every write.
     merkle: MerkleForest,
-    /// Striped key locks: a read-modify-write of one key is atomic.
-    locks: Vec<Mutex<()>>,
+    /// Striped key locks: a read-modify-write of one key is atomic. Each
+    /// holds the last dot counter this node stamped under it.
+    locks: Vec<Mutex<u64>>,
     /// False once the engine failed a write (a full disk): writes are then
     /// refused at once, reads go on, and `recover` tries to take writes
     /// again.
@@ -116,7 +124,7 @@ const FREE_TO_RECOVER: u64 = 4 << 20;
 impl Store {
     pub fn new(engine: Box<dyn Engine>, settings: StoreSettings, stats: Arc<NodeStats>) -> Result<Self> {
         let merkle = MerkleForest::new(settings.number_of_buckets);
-        let locks = (0..KEY_LOCKS).map(|_| Mutex::new(())).collect();
+        let locks = (0..KEY_LOCKS).map(|_| Mutex::new(0)).collect();
         let writable = std::sync::atomic::AtomicBool::new(true);
         let store = Store { engine, settings, stats, merkle, locks, writable };
         store.load()?;
@@ -139,7 +147,7 @@ impl Store {
 
     /// The lock of a key's read-modify-writes: striped by bucket (already
     /// computed, and spread evenly by MD5), so no second hash per request.
-    fn lock(&self, bucket: u32) -> std::sync::MutexGuard<'_, ()> {
+    fn lock(&self, bucket: u32) -> std::sync::MutexGuard<'_, u64> {
         self.locks[bucket as usize % KEY_LOCKS].lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -264,7 +272,7 @@ impl Store {
     /// `coordinate` for a caller that knows the key's bucket already.
     pub fn coordinate_in(&self, bucket: u32, key: &[u8], write: &Write) -> Result<WriteOutcome> {
         self.check_bucket(bucket, key);
-        let _guard = self.lock(bucket);
+        let mut last_dot = self.lock(bucket);
         let current = self.engine.read(bucket, key)?;
         let now_ms = now_millis();
         let live = live_versions(&current, now_ms / 1000);
@@ -274,7 +282,7 @@ impl Store {
         };
         // Keep sibling order causal even if the wall clock stepped back.
         let newest = current.iter().map(|v| v.timestamp + 1).max().unwrap_or(0);
-        let stamped = version::stamp(
+        let mut stamped = version::stamp(
             &self.settings.node,
             &current,
             &version::context(&current),
@@ -282,6 +290,14 @@ impl Store {
             now_ms.max(newest),
             self.settings.max_clock_entries,
         );
+        // Never a dot this node stamped before, even for a key whose
+        // history it no longer holds (a stand-in that handed its copy off,
+        // a memory node restarted): replicas would take the new version for
+        // the old one, already seen, and drop it. Above the last counter of
+        // this lock's keys, and above the wall clock in µs, which a restart
+        // does not set back.
+        stamped.dot.counter = stamped.dot.counter.max(*last_dot + 1).max(now_ms * 1000);
+        *last_dot = stamped.dot.counter;
         let merged = version::sync(&current, std::slice::from_ref(&stamped));
         self.replace(bucket, key, &current, &merged)?;
         Ok(WriteOutcome::Stored { new: stamped, held: merged })
@@ -390,7 +406,7 @@ impl Store {
         let mut flushed = 0;
         for bucket in 0..self.settings.number_of_buckets {
             for (key, versions) in self.engine.list_bucket(bucket)? {
-                if versions.iter().any(|v| v.is_live(now)) {
+                if any_live(&versions, now) {
                     if let WriteOutcome::Stored { .. } = self.coordinate(&key, &Write::delete())? {
                         flushed += 1;
                     }
@@ -493,7 +509,8 @@ impl Store {
 
 /// (1 if the key has a live value, bytes of its live values).
 fn live_size(versions: &[Version], now: u64) -> (i64, i64) {
-    let live = versions.iter().filter(|v| v.is_live(now));
+    let deleted = version::newest_tombstone(versions);
+    let live = versions.iter().filter(|v| v.is_shown(deleted, now));
     let bytes: usize = live.clone().map(|v| v.value.len()).sum();
     (i64::from(live.count() > 0), bytes as i64)
 }

@@ -31,7 +31,7 @@ impl Default for ReadLog {
 
 /// Whether a client's read of these versions is a hit, and so recorded.
 pub fn is_hit(versions: &[Version], now_ms: u64) -> bool {
-    versions.iter().any(|v| v.is_live(now_ms / 1000))
+    super::any_live(versions, now_ms / 1000)
 }
 
 /// Records a client read at `now_ms` in a key's `record` (0: none), and
