@@ -584,9 +584,16 @@ impl Peers {
     /// A call with no timer of its own (connecting has its own timeout),
     /// for a caller whose own deadline drops it.
     pub async fn call_untimed(&self, peer: SocketAddr, request: Request) -> Result<Response> {
+        self.connected(peer).await?.call_untimed(request).await
+    }
+
+    /// A connection to `peer` to call on, unless traffic with it is
+    /// blocked: a caller that must tell a request never handed over from
+    /// one that may have run makes its calls on this.
+    pub async fn connected(&self, peer: SocketAddr) -> Result<ApiClient> {
         if self.0.faults.is_blocked(peer) {
             return Err(Error::Unavailable(format!("traffic with {peer} is blocked")));
         }
-        self.client(peer).await?.call_untimed(request).await
+        self.client(peer).await
     }
 }

@@ -193,7 +193,7 @@ impl Replicas {
         let peers = self.peers.clone();
         Answer::Later(Box::pin(async move {
             let started = Deadline::now();
-            let client = match tokio::time::timeout(timeout, peers.client(SocketAddr::V4(node))).await {
+            let client = match tokio::time::timeout(timeout, peers.connected(SocketAddr::V4(node))).await {
                 Ok(Ok(client)) => client,
                 Ok(Err(e)) => return Err(Error::Unavailable(format!("{node}: {e}"))),
                 Err(_) => return Err(Error::Unavailable(format!("{node}: no connection within {timeout:?}"))),

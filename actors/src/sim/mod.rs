@@ -140,7 +140,7 @@ impl Cluster {
 
     /// The nodes that hold a key: its N home replicas, by index.
     pub fn homes(&self, key: &str) -> Vec<usize> {
-        let ring = self.nodes[0].store_ring();
+        let ring = self.nodes[0].ring.snapshot();
         let bucket = ring.bucket_of(key.as_bytes());
         let n = self.nodes[0].identity.n;
         ring.preference_list(bucket).iter().take(n).filter_map(|a| self.addrs.iter().position(|x| x == a)).collect()
@@ -149,15 +149,6 @@ impl Cluster {
     /// What each node holds of a key, read straight from its store.
     pub fn held(&self, key: &str) -> Vec<Vec<Version>> {
         self.nodes.iter().map(|n| n.store.replica_read(key.as_bytes(), false).map(|(v, _)| v).unwrap_or_default()).collect()
-    }
-
-    /// Cuts a node off from every other, both ways.
-    pub fn isolate(&self, node: usize) {
-        self.world.isolate(self.addrs[node], &self.addrs);
-    }
-
-    pub fn heal(&self, node: usize) {
-        self.world.heal(self.addrs[node]);
     }
 }
 
@@ -215,7 +206,7 @@ pub fn run(seed: u64, plan: &Plan) -> Outcome {
         for client in clients {
             let _ = client.await;
         }
-        let mut fault_counts = match faults {
+        let fault_counts = match faults {
             Some(task) => {
                 task.abort();
                 let _ = task.await;
@@ -224,9 +215,8 @@ pub fn run(seed: u64, plan: &Plan) -> Outcome {
             }
             None => BTreeMap::new(),
         };
-        fault_counts.retain(|_, n| *n > 0);
         tokio::time::sleep(plan.quiet).await;
-        let mut outcome = check::check(&cluster, &history, plan);
+        let mut outcome = check::check(&cluster, &history);
         outcome.seed = seed;
         outcome.faults = fault_counts;
         outcome.simulated = started.elapsed();
@@ -309,12 +299,5 @@ async fn inject_faults(cluster: Rc<Cluster>, seed: u64) {
             tokio::time::sleep(lasting).await;
             world.lift(&links);
         });
-    }
-}
-
-impl Node {
-    /// The ring this node routes by now.
-    pub fn store_ring(&self) -> std::sync::Arc<crate::hash::Ring> {
-        self.ring.snapshot()
     }
 }

@@ -57,16 +57,13 @@ impl World {
         (Arc::new(SimNet { me, world: self.clone() }), Arc::new(SimListener(tokio::sync::Mutex::new(rx))))
     }
 
-    /// Holds what `from` sends `to` until `heal`.
-    pub fn cut(&self, from: SocketAddrV4, to: SocketAddrV4) {
-        *self.state().cut.entry((from, to)).or_default() += 1;
-    }
-
-    /// A fault of some kind: these links cut until `lift`.
+    /// A fault of some kind: these links cut (what each first node sends
+    /// the second is held) until `lift`.
     pub fn apply(&self, kind: &'static str, links: &[(SocketAddrV4, SocketAddrV4)]) {
-        *self.state().faults.entry(kind).or_default() += 1;
-        for (from, to) in links {
-            self.cut(*from, *to);
+        let mut state = self.state();
+        *state.faults.entry(kind).or_default() += 1;
+        for link in links {
+            *state.cut.entry(*link).or_default() += 1;
         }
     }
 
@@ -88,19 +85,7 @@ impl World {
         self.state().faults.clone()
     }
 
-    /// Cuts a node off from every other, both ways.
-    pub fn isolate(&self, node: SocketAddrV4, others: &[SocketAddrV4]) {
-        for other in others.iter().filter(|o| **o != node) {
-            self.cut(node, *other);
-            self.cut(*other, node);
-        }
-    }
-
-    /// Heals every cut touching `node`.
-    pub fn heal(&self, node: SocketAddrV4) {
-        self.state().cut.retain(|(a, b), _| *a != node && *b != node);
-    }
-
+    /// Lifts every fault's cuts at once.
     pub fn heal_all(&self) {
         self.state().cut.clear();
     }

@@ -79,16 +79,20 @@ pub fn now_secs() -> u64 {
     coarse_now_millis() / 1000
 }
 
+/// The versions of a set a reader is shown at `now` (`Version::is_shown`).
+fn shown(versions: &[Version], now_secs: u64) -> impl Iterator<Item = &Version> + Clone {
+    let deleted = version::newest_tombstone(versions);
+    versions.iter().filter(move |v| v.is_shown(deleted, now_secs))
+}
+
 /// The live versions of a set at `now`: what a reader sees.
 pub fn live_versions(versions: &[Version], now_secs: u64) -> Vec<Version> {
-    let deleted = version::newest_tombstone(versions);
-    versions.iter().filter(|v| v.is_shown(deleted, now_secs)).cloned().collect()
+    shown(versions, now_secs).cloned().collect()
 }
 
 /// Whether a reader sees any value in these versions at `now`.
 pub fn any_live(versions: &[Version], now_secs: u64) -> bool {
-    let deleted = version::newest_tombstone(versions);
-    versions.iter().any(|v| v.is_shown(deleted, now_secs))
+    shown(versions, now_secs).next().is_some()
 }
 
 pub struct StoreSettings {
@@ -509,8 +513,7 @@ impl Store {
 
 /// (1 if the key has a live value, bytes of its live values).
 fn live_size(versions: &[Version], now: u64) -> (i64, i64) {
-    let deleted = version::newest_tombstone(versions);
-    let live = versions.iter().filter(|v| v.is_shown(deleted, now));
+    let live = shown(versions, now);
     let bytes: usize = live.clone().map(|v| v.value.len()).sum();
     (i64::from(live.count() > 0), bytes as i64)
 }
