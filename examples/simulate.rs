@@ -3,6 +3,10 @@
 //!     cargo run --release --example simulate -- --seeds 10000
 //!     cargo run --release --example simulate -- --seed 42 [--trace] [--log]
 //!
+//! `--without "crash,pause"` leaves those kinds of fault out;
+//! `--misbehave drop-writes:1000|keep-removed|no-anti-entropy` makes every
+//! node's disk (or anti-entropy) misbehave, to show the checks catch it.
+//!
 //! Each seed is a five-node cluster on the node's own actors, clients
 //! writing, reading, deleting and incrementing through random nodes while
 //! partitions come and go; then the checks. The summary's last line is
@@ -16,7 +20,24 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value =
         |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse::<u64>().ok());
-    let plan = Plan::default();
+    let mut plan = Plan::default();
+    if let Some(i) = args.iter().position(|a| a == "--misbehave") {
+        match args.get(i + 1).map(|m| m.parse()) {
+            Some(Ok(misbehave)) => plan.misbehave = Some(misbehave),
+            Some(Err(e)) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+            None => {
+                eprintln!("--misbehave takes drop-writes:N, keep-removed or no-anti-entropy");
+                std::process::exit(2);
+            }
+        }
+    }
+    if let Some(i) = args.iter().position(|a| a == "--without") {
+        let skip: Vec<&str> = args.get(i + 1).map(|s| s.split(',').collect()).unwrap_or_default();
+        plan.fault_kinds.retain(|k| !skip.contains(k));
+    }
     if args.iter().any(|a| a == "--log") {
         // The nodes' own logs (RUST_LOG, default debug), in simulated order.
         let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "debug".into());

@@ -4,6 +4,7 @@
 use crate::config::{Config, Settings, StoreKind};
 use actix::prelude::*;
 use kai_actors::api::net::{self, Listener};
+use kai_actors::membership::{TableFile, TableKeeper};
 use kai_actors::node::{self, NodeEnv};
 use kai_actors::supervision;
 use std::sync::Arc;
@@ -32,7 +33,8 @@ async fn start(config: &Config) -> Result<(node::Node, Vec<Arbiter>), String> {
         memcache_listener: Some(memcache_listener),
         workers: arbiters.iter().map(Arbiter::handle).collect(),
         limit_maxbytes,
-        members_file: (config.store == StoreKind::Disk).then(|| config.data_dir.join("members")),
+        members_file: (config.store == StoreKind::Disk)
+            .then(|| Arc::new(TableFile(config.data_dir.join("members"))) as Arc<dyn TableKeeper>),
         rng_seed: None,
     };
     let node = node::start(config, engine, env)?;

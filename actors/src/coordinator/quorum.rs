@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::lean_context::LeanContext;
 use crate::local_oneshot as oneshot;
 use crate::stats::NodeStats;
-use crate::store::{now_secs, Condition, Write, WriteOutcome};
+use crate::store::{Condition, Write, WriteOutcome};
 use crate::version::{Reconcile, Version};
 use actix::prelude::*;
 use bytes::Bytes;
@@ -208,6 +208,7 @@ impl QuorumActor {
         match self.take_job() {
             Some(Job::Read { reply }) => {
                 let stats = self.setup.stats.clone();
+                let clock = self.setup.via.store.direct.clock().clone();
                 // A replica's reads count only if it holds what is answered:
                 // one behind read an older write of the key.
                 let last_read = |replies: &[ReadReply], stale: &[usize]| {
@@ -215,10 +216,9 @@ impl QuorumActor {
                     current.map(|(_, (_, _, read))| *read).max().unwrap_or(0)
                 };
                 let answer = move |mut siblings: Vec<Version>, last_read_ms: u64| {
-                    let now = now_secs();
+                    let now = clock.secs();
                     let expired = siblings.iter().any(|v| !v.deleted && !v.is_live(now));
-                    let deleted = crate::version::newest_tombstone(&siblings);
-                    siblings.retain(|v| v.is_shown(deleted, now));
+                    siblings.retain(|v| v.is_live(now));
                     if expired && siblings.is_empty() {
                         NodeStats::incr(&stats.get_expired);
                     }

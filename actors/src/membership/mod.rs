@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 use rand::SeedableRng;
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,22 +66,40 @@ impl Liveness {
     }
 }
 
-/// The member table kept in `data_dir`, if there is one.
-pub fn load_saved(path: &Path) -> Result<Option<SavedMembers>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(rmp_serde::from_slice(&bytes)?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+/// Where a node keeps its member table across restarts: a file in
+/// `data_dir`, or the simulator's disk.
+pub trait TableKeeper: Send + Sync {
+    /// The table as last kept; None when none was.
+    fn load(&self) -> Result<Option<SavedMembers>>;
+    fn save(&self, saved: &SavedMembers) -> Result<()>;
+    /// Where it is kept, for messages.
+    fn describe(&self) -> String;
 }
 
-/// Writes the table whole, then renames it over the old one, so a crash
-/// leaves the old table or the new, never half of one.
-fn save(path: &Path, saved: &SavedMembers) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, rmp_serde::to_vec(saved)?)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+/// The member table in a file.
+pub struct TableFile(pub PathBuf);
+
+impl TableKeeper for TableFile {
+    fn load(&self) -> Result<Option<SavedMembers>> {
+        match std::fs::read(&self.0) {
+            Ok(bytes) => Ok(Some(rmp_serde::from_slice(&bytes)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes the table whole, then renames it over the old one, so a crash
+    /// leaves the old table or the new, never half of one.
+    fn save(&self, saved: &SavedMembers) -> Result<()> {
+        let tmp = self.0.with_extension("tmp");
+        std::fs::write(&tmp, rmp_serde::to_vec(saved)?)?;
+        std::fs::rename(&tmp, &self.0)?;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.0.display().to_string()
+    }
 }
 
 /// Told when a member comes back up (hints are waiting for it).
@@ -98,7 +116,7 @@ pub struct MembershipSettings {
     /// backoff while this node is alone.
     pub seeds: Vec<SocketAddrV4>,
     /// Where the member table is kept across restarts (None: not kept).
-    pub state_file: Option<PathBuf>,
+    pub state_file: Option<Arc<dyn TableKeeper>>,
     /// Seeds the choice of gossip peers (the simulator's runs repeat);
     /// None: from entropy.
     pub rng_seed: Option<u64>,
@@ -226,9 +244,9 @@ impl MembershipActor {
     }
 
     fn persist(&self) {
-        if let Some(path) = &self.settings.state_file {
-            if let Err(e) = save(path, &self.members.save()) {
-                tracing::error!(path = %path.display(), "cannot keep the member table: {e}");
+        if let Some(keeper) = &self.settings.state_file {
+            if let Err(e) = keeper.save(&self.members.save()) {
+                tracing::error!(path = %keeper.describe(), "cannot keep the member table: {e}");
             }
         }
     }

@@ -9,7 +9,7 @@ use super::SessionEnv;
 use crate::coordinator::{Fetched, Origin};
 use crate::error::{Error, Result};
 use crate::stats::NodeStats;
-use crate::store::{live_versions, now_millis, now_secs, Condition, Mutation, Write, WriteOutcome};
+use crate::store::{live_versions, Condition, Mutation, Write, WriteOutcome};
 use crate::version::{cas_token, Version};
 use bytes::Bytes;
 
@@ -69,7 +69,7 @@ async fn run(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std:
             let line = format!(
                 "ME {} exp={} cas={} size={} siblings={}\r\n",
                 String::from_utf8_lossy(&request.sent_key),
-                ttl(newest, now_secs()),
+                ttl(newest, env.clock().secs()),
                 cas_token(&request.key, &versions),
                 newest.value.len(),
                 versions.len()
@@ -127,9 +127,9 @@ fn status(out: &mut Vec<u8>, request: &MetaRequest, code: &str, value_of: impl F
 }
 
 /// The live siblings a write left, for the cas token it returns.
-fn held_live(outcome: &WriteOutcome) -> Vec<Version> {
+fn held_live(outcome: &WriteOutcome, now: u64) -> Vec<Version> {
     match outcome {
-        WriteOutcome::Stored { held, .. } => live_versions(held, now_secs()),
+        WriteOutcome::Stored { held, .. } => live_versions(held, now),
         _ => Vec::new(),
     }
 }
@@ -146,10 +146,10 @@ async fn get(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std:
         Some(_) if hit_before || last_access => return Err(ACCESS_WITH_TOUCH.into()),
         Some(exptime) => {
             NodeStats::incr(&stats.cmd_touch);
-            let mutation = Mutation::Touch { expires_at: expires_at(exptime, now_secs()) };
+            let mutation = Mutation::Touch { expires_at: expires_at(exptime, env.clock().secs()) };
             let siblings =
                 match write_key(env, request, Write { condition: Condition::Present, mutation }, None).await.map_err(failed)? {
-                    outcome @ WriteOutcome::Stored { .. } => held_live(&outcome),
+                    outcome @ WriteOutcome::Stored { .. } => held_live(&outcome, env.clock().secs()),
                     _ => Vec::new(),
                 };
             Fetched { siblings, last_read_ms: 0 }
@@ -169,7 +169,7 @@ async fn get(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std:
     let cas = cas_token(&request.key, versions);
     // With C, the value is sent only when the client's copy is stale.
     let with_value = request.has(b'v') && check != Some(cas);
-    let now_ms = now_millis();
+    let now_ms = env.clock().millis();
     let now = now_ms / 1000;
     let count = versions.len();
     let shown = if request.has(b'a') { &versions[..] } else { &versions[count - 1..] };
@@ -202,7 +202,7 @@ async fn get(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std:
 async fn set(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std::result::Result<(), String> {
     let w = quorum(env, request, b'w')?;
     let flags = request.number::<u32>(b'F')?.unwrap_or(0);
-    let expires = expires_at(request.number::<i64>(b'T')?.unwrap_or(0), now_secs());
+    let expires = expires_at(request.number::<i64>(b'T')?.unwrap_or(0), env.clock().secs());
     let cas = request.number::<u64>(b'C')?;
     let vivify = request.number::<i64>(b'N')?;
     let mode = match request.token(b'M') {
@@ -226,7 +226,7 @@ async fn set(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std:
     let mut outcome = write_key(env, request, Write { condition, mutation }, w).await.map_err(failed)?;
     if let (WriteOutcome::NotStored, Some(ttl), b'A' | b'P') = (&outcome, vivify, mode) {
         // Append with N: a miss creates the key from the appended data.
-        let create = Mutation::Set { value: value.clone(), flags, expires_at: expires_at(ttl, now_secs()) };
+        let create = Mutation::Set { value: value.clone(), flags, expires_at: expires_at(ttl, env.clock().secs()) };
         outcome = write_key(env, request, Write { condition: Condition::Absent, mutation: create }, w).await.map_err(failed)?;
     }
     if cas.is_some() {
@@ -236,7 +236,7 @@ async fn set(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std:
             _ => NodeStats::incr(&env.stats.cas_misses),
         }
     }
-    let live = held_live(&outcome);
+    let live = held_live(&outcome, env.clock().secs());
     let stored_size = match &outcome {
         WriteOutcome::Stored { new, .. } => new.value.len(),
         _ => 0,
@@ -271,7 +271,8 @@ async fn arith(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> st
     if let (WriteOutcome::NotFound, Some(ttl)) = (&outcome, vivify) {
         // N: a miss creates the counter at J (and a racing creator's value
         // is counted on instead).
-        let create = Mutation::Set { value: Bytes::from(initial.to_string()), flags: 0, expires_at: expires_at(ttl, now_secs()) };
+        let create =
+            Mutation::Set { value: Bytes::from(initial.to_string()), flags: 0, expires_at: expires_at(ttl, env.clock().secs()) };
         outcome =
             match write_key(env, request, Write { condition: Condition::Absent, mutation: create }, w).await.map_err(failed)? {
                 WriteOutcome::NotStored => write_key(env, request, arith, w).await.map_err(failed)?,
@@ -279,7 +280,7 @@ async fn arith(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> st
             };
     }
     if let (WriteOutcome::Stored { .. }, Some(exptime)) = (&outcome, touch) {
-        let mutation = Mutation::Touch { expires_at: expires_at(exptime, now_secs()) };
+        let mutation = Mutation::Touch { expires_at: expires_at(exptime, env.clock().secs()) };
         outcome = write_key(env, request, Write { condition: Condition::Present, mutation }, w).await.map_err(failed)?;
     }
     let hit = matches!(outcome, WriteOutcome::Stored { .. });
@@ -287,13 +288,13 @@ async fn arith(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> st
         true => NodeStats::hit_or_miss(hit, &env.stats.incr_hits, &env.stats.incr_misses),
         false => NodeStats::hit_or_miss(hit, &env.stats.decr_hits, &env.stats.decr_misses),
     }
-    let live = held_live(&outcome);
+    let live = held_live(&outcome, env.clock().secs());
     let (new, cas) = match &outcome {
         WriteOutcome::NonNumeric => return Err(NON_NUMERIC.into()),
         WriteOutcome::Stored { new, .. } => (Some(new.clone()), cas_token(&request.key, &live)),
         _ => (None, 0),
     };
-    let now = now_secs();
+    let now = env.clock().secs();
     let value_of = |letter| match (letter, &new) {
         (b'c', Some(_)) => Some(cas.to_string()),
         (b't', Some(new)) => Some(ttl(new, now).to_string()),

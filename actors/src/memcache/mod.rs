@@ -44,6 +44,13 @@ pub struct SessionEnv {
     pub ring: RingHandle,
 }
 
+impl SessionEnv {
+    /// This node's wall clock, for expiry times.
+    pub fn clock(&self) -> &crate::store::WallClock {
+        self.store.direct.clock()
+    }
+}
+
 /// A worker thread that runs sessions, and what its sessions share.
 #[derive(Clone)]
 pub struct Worker {

@@ -10,7 +10,7 @@ use super::SessionEnv;
 use crate::coordinator::Origin;
 use crate::error::{Error, Result};
 use crate::stats::{report, NodeStats};
-use crate::store::{coarse_monotonic_millis, now_secs, Condition, FlushAll, Mutation, Write, WriteOutcome};
+use crate::store::{coarse_monotonic_millis, Condition, FlushAll, Mutation, Write, WriteOutcome};
 use crate::version::{cas_token, distinct_values, Version};
 use actix::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
@@ -370,7 +370,7 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
                     match touch {
                         None => read(env, key).await,
                         Some(exptime) => {
-                            let mutation = Mutation::Touch { expires_at: expires_at(exptime, now_secs()) };
+                            let mutation = Mutation::Touch { expires_at: expires_at(exptime, env.clock().secs()) };
                             match write(env, key, Write { condition: Condition::Present, mutation }).await? {
                                 WriteOutcome::Stored { new, .. } => Ok(vec![new]),
                                 _ => Ok(Vec::new()),
@@ -415,7 +415,7 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
         }
         Command::Store { kind, key, flags, exptime, value, cas, noreply } => {
             NodeStats::incr(&stats.cmd_set);
-            let set = Mutation::Set { value: value.clone(), flags, expires_at: expires_at(exptime, now_secs()) };
+            let set = Mutation::Set { value: value.clone(), flags, expires_at: expires_at(exptime, env.clock().secs()) };
             let w = match kind {
                 StoreKind::Set => Write { condition: Condition::Always, mutation: set },
                 StoreKind::Add => Write { condition: Condition::Absent, mutation: set },
@@ -470,7 +470,7 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
         }
         Command::Touch { key, exptime, noreply } => {
             NodeStats::incr(&stats.cmd_touch);
-            let mutation = Mutation::Touch { expires_at: expires_at(exptime, now_secs()) };
+            let mutation = Mutation::Touch { expires_at: expires_at(exptime, env.clock().secs()) };
             let result = write(env, key, Write { condition: Condition::Present, mutation }).await.map(|o| match o {
                 WriteOutcome::Stored { .. } => "TOUCHED",
                 _ => "NOT_FOUND",
@@ -576,7 +576,7 @@ async fn execute_binary(env: &SessionEnv, req: binary::Request, out: &mut Vec<u8
         answer(out, status::INVALID, "Invalid key");
         return Flow::Continue;
     }
-    let now = now_secs();
+    let now = env.clock().secs();
     let exptime = |at: usize| req.extra_u32(at).map(|e| expires_at(e as i32 as i64, now));
     match req.opcode {
         op::GET | op::GETQ | op::GETK | op::GETKQ | op::GAT | op::GATQ | op::GATK | op::GATKQ => {

@@ -14,7 +14,7 @@ use crate::api::{ApiActor, ApiSettings, ApiWorker, Faults, Peers};
 use crate::config::{Config, StoreKind};
 use crate::coordinator::{Coordinator, CoordinatorActor, CoordinatorSettings, QuorumSetup, Replicas};
 use crate::hash::{HashActor, Ring, RingHandle, RingNode, WatchRing};
-use crate::membership::{load_saved, Liveness, Members, MembershipActor, MembershipSettings, PhiSettings};
+use crate::membership::{Liveness, Members, MembershipActor, MembershipSettings, PhiSettings, TableKeeper};
 use crate::memcache::{MemcacheActor, MemcacheSettings, SessionEnv, Worker};
 use crate::stats::{Identity, NodeStats};
 use crate::store::{DiskEngine, Engine, LocalStoreActor, MemoryEngine, Store, StoreActor, StoreAddr, StoreSettings};
@@ -24,7 +24,6 @@ use crate::version::VersionActor;
 use actix::prelude::*;
 use router::Faces;
 use std::net::SocketAddrV4;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -43,12 +42,13 @@ pub struct NodeEnv {
     /// The store's capacity, for `stats` (memcached's limit_maxbytes).
     pub limit_maxbytes: u64,
     /// Where the member table is kept across restarts; None: nowhere.
-    pub members_file: Option<PathBuf>,
+    pub members_file: Option<Arc<dyn TableKeeper>>,
     /// Seeds the node's random choices (gossip peers); None: entropy.
     pub rng_seed: Option<u64>,
 }
 
 /// A running node.
+#[derive(Clone)]
 pub struct Node {
     pub store: Arc<Store>,
     pub stats: Arc<NodeStats>,
@@ -120,7 +120,7 @@ pub fn start(config: &Config, engine: Box<dyn Engine>, env: NodeEnv) -> Result<N
     let stats = Arc::new(NodeStats::default());
     let store = open_store(config, &env, engine, stats.clone())?;
     let saved = match &env.members_file {
-        Some(path) => load_saved(path).map_err(|e| format!("cannot read the member table {}: {e}", path.display()))?,
+        Some(keeper) => keeper.load().map_err(|e| format!("cannot read the member table {}: {e}", keeper.describe()))?,
         None => None,
     };
     // The member table as this node left it (a node comes back knowing its

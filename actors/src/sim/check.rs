@@ -2,6 +2,8 @@
 //! against it once every fault has healed and the cluster has been quiet.
 
 use super::{live_values, Cluster, Outcome};
+use crate::store::WriteOutcome;
+use crate::version::Version;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -10,11 +12,9 @@ use std::time::Duration;
 /// One client request.
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// A set, and the dot it was stamped with (when it was stored).
     Set {
         key: String,
         value: String,
-        stamped: String,
     },
     Delete {
         key: String,
@@ -48,6 +48,10 @@ pub struct Record {
     pub completed: Duration,
     /// None: succeeded; else the error the client got (it may have run).
     pub error: Option<String>,
+    /// The version a write stored, as the client was told.
+    pub stored: Option<Version>,
+    /// The versions a read answered.
+    pub read: Vec<Version>,
 }
 
 impl Record {
@@ -64,20 +68,47 @@ pub struct History {
     records: RefCell<Vec<Record>>,
 }
 
-impl Default for History {
-    fn default() -> Self {
-        History { started: tokio::time::Instant::now(), records: RefCell::default() }
-    }
-}
-
 impl History {
+    /// A history whose times count from `started` (the cluster's start,
+    /// as its fault events do).
+    pub fn new(started: tokio::time::Instant) -> Self {
+        History { started, records: RefCell::default() }
+    }
+
     pub fn now(&self) -> Duration {
         self.started.elapsed()
     }
 
     pub fn record<T>(&self, client: usize, op: Op, invoked: Duration, result: &crate::Result<T>) {
         let error = result.as_ref().err().map(|e| e.to_string());
-        self.records.borrow_mut().push(Record { client, op, invoked, completed: self.now(), error });
+        self.records.borrow_mut().push(Record {
+            client,
+            op,
+            invoked,
+            completed: self.now(),
+            error,
+            stored: None,
+            read: Vec::new(),
+        });
+    }
+
+    /// A read's record, with the versions it answered.
+    pub fn record_read(&self, client: usize, key: String, invoked: Duration, result: &crate::Result<Vec<Version>>) {
+        let values = result.as_ref().map(|v| live_values(v)).ok();
+        let error = result.as_ref().err().map(|e| e.to_string());
+        let read = result.as_ref().cloned().unwrap_or_default();
+        let op = Op::Get { key, values };
+        self.records.borrow_mut().push(Record { client, op, invoked, completed: self.now(), error, stored: None, read });
+    }
+
+    /// A write's record, with the version it stored.
+    pub fn record_write(&self, client: usize, op: Op, invoked: Duration, result: &crate::Result<WriteOutcome>) {
+        let stored = match result {
+            Ok(WriteOutcome::Stored { new, .. }) => Some(new.clone()),
+            _ => None,
+        };
+        let error = result.as_ref().err().map(|e| e.to_string());
+        self.records.borrow_mut().push(Record { client, op, invoked, completed: self.now(), error, stored, read: Vec::new() });
     }
 
     pub fn records(&self) -> Vec<Record> {
@@ -90,6 +121,7 @@ impl History {
 pub fn check(cluster: &Cluster, history: &History) -> Outcome {
     let records = history.records();
     let mut trace: Vec<String> = records.iter().map(trace_line).collect();
+    trace.extend(cluster.events().into_iter().map(|e| format!("fault {e}")));
     let mut violations = Vec::new();
     let keys: BTreeSet<&str> = records.iter().map(|r| r.op.key()).collect();
     for key in &keys {
@@ -99,10 +131,10 @@ pub fn check(cluster: &Cluster, history: &History) -> Outcome {
             trace.push(format!("held {key} n{node} {}", dots.join(" ")));
         }
         let of_key: Vec<&Record> = records.iter().filter(|r| r.op.key() == *key).collect();
-        let finals = final_values(&held);
+        let siblings = crate::version::reconcile(&held).siblings;
         match key.starts_with("counter") {
-            true => check_counter(key, &of_key, &finals, &mut violations),
-            false => check_register(key, &of_key, &finals, &mut violations),
+            true => check_counter(key, &of_key, &shown_values(&siblings), &mut violations),
+            false => check_register(key, &of_key, &siblings, &mut violations),
         }
         check_placement(cluster, key, &held, &mut violations);
     }
@@ -115,26 +147,33 @@ pub fn check(cluster: &Cluster, history: &History) -> Outcome {
 
 fn trace_line(r: &Record) -> String {
     let mut line = format!("{:?}..{:?} c{} {:?}", r.invoked, r.completed, r.client, r.op);
+    if let Some(v) = &r.stored {
+        let _ = write!(line, " stamped {}:{} at {}", v.dot.node, v.dot.counter, v.timestamp);
+    }
     if let Some(e) = &r.error {
         let _ = write!(line, " ! {e}");
     }
     line
 }
 
-/// The values the cluster holds for a key, every replica's merged: what a
-/// read of all of them would answer (tombstones left out).
-fn final_values(held: &[Vec<crate::version::Version>]) -> Vec<String> {
-    let siblings = crate::version::reconcile(held).siblings;
-    live_values(&crate::store::live_versions(&siblings, crate::store::now_secs()))
+/// The values a read of these siblings answers (tombstones left out).
+pub fn shown_values(siblings: &[Version]) -> Vec<String> {
+    live_values(&crate::store::live_versions(siblings, crate::store::now_secs()))
 }
 
-/// A key written with set and delete: nothing is read that was never
-/// written, and no acknowledged write is lost. An acknowledged write is
-/// lost when everything the key holds at the end was answered before that
-/// write was sent (an older value came back over it), or the key is gone
-/// and no delete could have followed it.
-pub fn check_register(key: &str, records: &[&Record], finals: &[String], violations: &mut Vec<String>) {
-    let writer = |value: &str| records.iter().find(|r| matches!(&r.op, Op::Set { value: v, .. } if v == value)).copied();
+/// A key written with set and delete, against the versions its replicas
+/// hold together at the end (`siblings`, tombstones included):
+/// - nothing is read that was never written;
+/// - no acknowledged write is lost: its value is still read, or a later
+///   write superseded it: a version whose clock covers it, stamped by a
+///   request that was not answered before this write was sent (an older
+///   write claiming to supersede a newer one is a lost overwrite);
+/// - no acknowledged delete comes back: nothing is read that the delete
+///   had seen (its tombstone's clock covers it). A value the delete did
+///   not see is a concurrent sibling, as Dynamo keeps it: a stand-in that
+///   coordinated the delete during a partition cannot have seen it.
+pub fn check_register(key: &str, records: &[&Record], siblings: &[Version], violations: &mut Vec<String>) {
+    let shown = shown_values(siblings);
     let written: BTreeSet<&str> =
         records.iter().filter_map(|r| if let Op::Set { value, .. } = &r.op { Some(value.as_str()) } else { None }).collect();
     for r in records {
@@ -144,24 +183,98 @@ pub fn check_register(key: &str, records: &[&Record], finals: &[String], violati
             }
         }
     }
-    for v in finals.iter().filter(|v| !written.contains(v.as_str())) {
+    for v in shown.iter().filter(|v| !written.contains(v.as_str())) {
         violations.push(format!("never written: {key} holds {v:?}"));
     }
+    let known = Known::new(records, siblings);
     for w in records.iter().filter(|r| r.error.is_none()) {
-        let Op::Set { value, .. } = &w.op else { continue };
-        if finals.contains(value) {
+        let (Op::Set { value, .. }, Some(stored)) = (&w.op, &w.stored) else { continue };
+        if shown.contains(value) {
             continue;
         }
-        let all_older = finals.iter().all(|f| writer(f).is_some_and(|x| x.precedes(w)));
-        let deleted_after = records.iter().any(|d| matches!(d.op, Op::Delete { .. }) && !d.precedes(w));
-        if all_older && (!finals.is_empty() || !deleted_after) {
-            let now = if finals.is_empty() { "nothing".to_string() } else { format!("{finals:?}") };
+        // A later write superseded it, and is itself held, or superseded
+        // in turn.
+        let later = |v: &Version| written_after(records, v, w);
+        let superseded = known.versions.iter().any(|v| v.supersedes(stored) && later(v) && known.accounted(v));
+        if !superseded {
+            let now = if shown.is_empty() { "nothing".to_string() } else { format!("{shown:?}") };
             violations.push(format!(
-                "lost write: {key}={value:?} acknowledged at {:?} to client {}, but {key} holds {now}",
+                "lost write: {key}={value:?} acknowledged at {:?} to client {}, but {key} reads {now}",
                 w.completed, w.client
             ));
         }
     }
+    let shown_versions = crate::store::live_versions(siblings, crate::store::now_secs());
+    for d in records.iter().filter(|r| r.error.is_none() && matches!(r.op, Op::Delete { .. })) {
+        let Some(tombstone) = &d.stored else { continue };
+        for v in shown_versions.iter().filter(|v| tombstone.supersedes(v)) {
+            violations.push(format!(
+                "delete undone: {key} reads {:?}, which the delete acknowledged at {:?} to client {} had seen",
+                String::from_utf8_lossy(&v.value),
+                d.completed,
+                d.client
+            ));
+        }
+    }
+}
+
+/// Every version of a key the run saw (stored by a write, answered by a
+/// read, or held at the end), and which of them the end accounts for: held
+/// at the end, or superseded by one it accounts for.
+struct Known {
+    versions: Vec<Version>,
+    accounted: BTreeSet<crate::version::Dot>,
+}
+
+impl Known {
+    fn new(records: &[&Record], siblings: &[Version]) -> Known {
+        let mut versions: Vec<Version> = siblings.to_vec();
+        for r in records {
+            for v in r.stored.iter().chain(&r.read) {
+                if !versions.iter().any(|x| x.dot == v.dot) {
+                    versions.push(v.clone());
+                }
+            }
+        }
+        let mut accounted: BTreeSet<_> = siblings.iter().map(|v| v.dot.clone()).collect();
+        // To a fixpoint: each pass accounts for what an accounted version
+        // supersedes (at most one pass a version).
+        for _ in 0..versions.len() {
+            let more: Vec<_> = versions
+                .iter()
+                .filter(|v| !accounted.contains(&v.dot))
+                .filter(|v| versions.iter().any(|u| accounted.contains(&u.dot) && u.supersedes(v)))
+                .map(|v| v.dot.clone())
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            accounted.extend(more);
+        }
+        Known { versions, accounted }
+    }
+
+    fn accounted(&self, v: &Version) -> bool {
+        self.accounted.contains(&v.dot)
+    }
+}
+
+/// Whether version `v` was written by a request not answered before `w`
+/// was sent: the request that stored it, told by its dot, or by its value
+/// (a copy of the request run again, or one whose client never learned
+/// the dot). A tombstone of unknown origin is later if any delete whose
+/// outcome is unknown was.
+fn written_after(records: &[&Record], v: &Version, w: &Record) -> bool {
+    if let Some(by) = records.iter().find(|r| r.stored.as_ref().is_some_and(|s| s.dot == v.dot)) {
+        return !by.precedes(w);
+    }
+    let value = String::from_utf8_lossy(&v.value);
+    // Every set writes a value of its own, whichever copy of it ran.
+    if let Some(by) = records.iter().find(|r| !v.deleted && matches!(&r.op, Op::Set { value: x, .. } if *x == value)) {
+        return !by.precedes(w);
+    }
+    let unknown_delete = |r: &&&Record| r.stored.is_none() && matches!(r.op, Op::Delete { .. });
+    v.deleted && records.iter().filter(unknown_delete).any(|r| !r.precedes(w))
 }
 
 /// A counter moves by no more than the increments that may have run.

@@ -9,20 +9,24 @@
 //! cluster holds against what clients were told ([`check`]).
 
 pub mod check;
+pub mod disk;
 pub mod net;
 
 use crate::api::{ApiCall, MemberState, Request, Response};
 use crate::config::{Config, StoreKind};
 use crate::coordinator::Origin;
 use crate::node::{self, Node, NodeEnv};
-use crate::store::{MemoryEngine, Write, WriteOutcome};
+use crate::store::{Write, WriteOutcome};
 use crate::version::Version;
 use bytes::Bytes;
 use check::{History, Op};
+use disk::{Disk, DiskHandle, Misbehave};
 use rand::{Rng, SeedableRng};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The wall clock every simulated run starts at (2026-01-01).
@@ -59,11 +63,31 @@ pub fn node_config(seeds: Vec<String>) -> Config {
     }
 }
 
+/// One node's place in the cluster: its disk, which outlives its
+/// crashes, and the incarnation running on it now.
+struct Slot {
+    addr: SocketAddrV4,
+    disk: Arc<Disk>,
+    handle: DiskHandle,
+    /// None while crashed.
+    node: Option<Node>,
+    incarnation: u64,
+    paused: bool,
+    /// How far this machine's wall clock is off, in milliseconds.
+    skew_ms: i64,
+}
+
 /// A cluster of simulated nodes.
 pub struct Cluster {
     pub world: net::World,
     pub addrs: Vec<SocketAddrV4>,
-    pub nodes: Vec<Node>,
+    seed: u64,
+    slots: RefCell<Vec<Slot>>,
+    misbehave: Option<Misbehave>,
+    /// Faults as they started and ended, in simulated time: part of the
+    /// trace.
+    events: RefCell<Vec<String>>,
+    started: tokio::time::Instant,
 }
 
 fn addr(i: usize) -> SocketAddrV4 {
@@ -74,42 +98,160 @@ impl Cluster {
     /// Starts `size` nodes, each joining through the first, and waits
     /// (in simulated time) until every one sees every one up.
     pub async fn start(seed: u64, size: usize) -> Cluster {
-        let world = net::World::new(seed);
-        let addrs: Vec<SocketAddrV4> = (0..size).map(addr).collect();
-        let mut nodes = Vec::new();
-        for (i, me) in addrs.iter().enumerate() {
-            let seeds = if i == 0 { vec![] } else { vec![addrs[0].to_string()] };
-            let config = Config { port: me.port(), ..node_config(seeds.clone()) };
-            let (network, api_listener) = world.attach(*me);
-            let env = NodeEnv {
-                me: *me,
-                seeds: seeds.iter().map(|s| s.parse().expect("a seed address")).collect(),
-                network,
-                api_listener,
-                memcache_listener: None,
-                workers: vec![actix::Arbiter::current()],
-                limit_maxbytes: config.max_memory_bytes,
-                members_file: None,
-                rng_seed: Some(seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-            };
-            let engine = Box::new(MemoryEngine::new(config.number_of_buckets));
-            nodes.push(node::start(&config, engine, env).expect("a simulated node starts"));
+        Cluster::start_with(seed, size, None).await
+    }
+
+    /// `start`, every node's disk misbehaving as told.
+    pub async fn start_with(seed: u64, size: usize, misbehave: Option<Misbehave>) -> Cluster {
+        let buckets = node_config(vec![]).number_of_buckets;
+        let slots = (0..size)
+            .map(|i| {
+                let disk = Disk::new(buckets, misbehave);
+                let handle = disk.open();
+                Slot { addr: addr(i), disk, handle, node: None, incarnation: 0, paused: false, skew_ms: 0 }
+            })
+            .collect();
+        let cluster = Cluster {
+            world: net::World::new(seed),
+            addrs: (0..size).map(addr).collect(),
+            seed,
+            slots: RefCell::new(slots),
+            misbehave,
+            events: RefCell::default(),
+            started: tokio::time::Instant::now(),
+        };
+        for i in 0..size {
+            cluster.boot(i);
         }
-        let cluster = Cluster { world, addrs, nodes };
         cluster.await_all_up(Duration::from_secs(60)).await;
         cluster
     }
 
+    /// Starts node `i`'s next incarnation on its disk.
+    fn boot(&self, i: usize) {
+        let mut slots = self.slots.borrow_mut();
+        let slot = &mut slots[i];
+        let seeds = if i == 0 { vec![] } else { vec![self.addrs[0]] };
+        let mut config = Config { port: slot.addr.port(), ..node_config(seeds.iter().map(|s| s.to_string()).collect()) };
+        if self.misbehave == Some(Misbehave::NoAntiEntropy) {
+            config.anti_entropy_interval_ms = 24 * 3600 * 1000;
+        }
+        let (network, api_listener) = self.world.attach(slot.addr);
+        let mix = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ slot.incarnation.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let env = NodeEnv {
+            me: slot.addr,
+            seeds,
+            network,
+            api_listener,
+            memcache_listener: None,
+            workers: vec![actix::Arbiter::current()],
+            limit_maxbytes: config.max_memory_bytes,
+            members_file: Some(Arc::new(slot.handle.clone())),
+            rng_seed: Some(self.seed ^ mix),
+        };
+        let node = node::start(&config, Box::new(slot.handle.clone()), env).expect("a simulated node starts");
+        node.store.clock().set_skew(slot.skew_ms);
+        slot.node = Some(node);
+    }
+
+    /// Notes a fault's start or end in the trace.
+    pub fn note(&self, event: String) {
+        self.events.borrow_mut().push(format!("{:?} {event}", self.started.elapsed()));
+    }
+
+    pub fn events(&self) -> Vec<String> {
+        self.events.borrow().clone()
+    }
+
+    /// Node `i` as it runs now; None while it is crashed.
+    pub fn node(&self, i: usize) -> Option<Node> {
+        self.slots.borrow()[i].node.clone()
+    }
+
+    fn running(&self) -> Vec<(usize, Node)> {
+        self.slots.borrow().iter().enumerate().filter_map(|(i, s)| s.node.clone().map(|n| (i, n))).collect()
+    }
+
+    /// Node `i`'s process dies: its connections break, and its memory is
+    /// lost; its disk keeps what it acknowledged.
+    pub fn crash(&self, i: usize) {
+        let mut slots = self.slots.borrow_mut();
+        let slot = &mut slots[i];
+        if slot.node.take().is_some() {
+            slot.handle.close();
+            self.world.crash(slot.addr);
+        }
+    }
+
+    /// Starts node `i` again on its disk, if it is crashed.
+    pub fn restart(&self, i: usize) {
+        {
+            let mut slots = self.slots.borrow_mut();
+            let slot = &mut slots[i];
+            if slot.node.is_some() {
+                return;
+            }
+            slot.incarnation += 1;
+            slot.handle = slot.disk.open();
+        }
+        self.boot(i);
+    }
+
+    /// Node `i` stops (SIGSTOP) or goes on: while it is stopped, nothing
+    /// it sends or is sent arrives, and its clients' requests wait.
+    pub fn pause(&self, i: usize, paused: bool) {
+        let links = self.links_of(i);
+        let mut slots = self.slots.borrow_mut();
+        match (slots[i].paused, paused) {
+            (false, true) => self.world.apply_cuts(&links),
+            (true, false) => self.world.lift(&links),
+            _ => return,
+        }
+        slots[i].paused = paused;
+    }
+
+    /// Every link to and from node `i`.
+    pub fn links_of(&self, i: usize) -> Vec<(SocketAddrV4, SocketAddrV4)> {
+        let me = self.addrs[i];
+        self.addrs.iter().filter(|a| **a != me).flat_map(|a| [(me, *a), (*a, me)]).collect()
+    }
+
+    /// Node `i`'s disk fills up, or has room again.
+    pub fn fill_disk(&self, i: usize, full: bool) {
+        self.slots.borrow()[i].disk.set_full(full);
+    }
+
+    /// Steps node `i`'s wall clock to `skew_ms` off the true time.
+    pub fn skew_clock(&self, i: usize, skew_ms: i64) {
+        let mut slots = self.slots.borrow_mut();
+        slots[i].skew_ms = skew_ms;
+        if let Some(node) = &slots[i].node {
+            node.store.clock().set_skew(skew_ms);
+        }
+    }
+
+    /// Ends every fault: links heal, crashed nodes start, stopped ones go
+    /// on, full disks are freed (clocks stay as they are).
+    pub fn heal_all(&self) {
+        for i in 0..self.addrs.len() {
+            self.pause(i, false);
+            self.fill_disk(i, false);
+            self.restart(i);
+        }
+        self.world.heal_all();
+    }
+
     async fn ask(&self, node: usize, request: Request) -> Option<Response> {
-        self.nodes[node].routers[0].send(ApiCall::new(request)).await.ok()
+        let router = self.node(node)?.routers[0].clone();
+        router.send(ApiCall::new(request)).await.ok()
     }
 
     /// Whether every node sees every node up.
     pub async fn all_up(&self) -> bool {
-        for i in 0..self.nodes.len() {
+        for i in 0..self.addrs.len() {
             let Some(Response::MemberStatus(rows)) = self.ask(i, Request::MemberStatus).await else { return false };
             let up = rows.iter().filter(|r| r.state == MemberState::Up && !r.suspected).count();
-            if up != self.nodes.len() {
+            if up != self.addrs.len() {
                 return false;
             }
         }
@@ -124,9 +266,19 @@ impl Cluster {
         }
     }
 
+    /// Node `i`'s coordinator for a client: waits while the node is
+    /// stopped; None while it is crashed (its port refuses).
+    async fn coordinator(&self, i: usize) -> Option<Arc<crate::coordinator::Coordinator>> {
+        while self.slots.borrow()[i].paused {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Some(self.node(i)?.coordinators[0].clone())
+    }
+
     /// A client's write through `node` as coordinator.
     pub async fn write(&self, node: usize, key: &str, write: Write) -> crate::Result<WriteOutcome> {
-        self.nodes[node].coordinators[0].write(Bytes::from(key.to_string()), write, Origin::CLIENT, None).await
+        let coordinator = self.coordinator(node).await.ok_or_else(refused)?;
+        coordinator.write(Bytes::from(key.to_string()), write, Origin::CLIENT, None).await
     }
 
     pub async fn set(&self, node: usize, key: &str, value: &str) -> crate::Result<WriteOutcome> {
@@ -135,21 +287,28 @@ impl Cluster {
 
     /// A client's read through `node`: the live siblings, newest last.
     pub async fn get(&self, node: usize, key: &str) -> crate::Result<Vec<Version>> {
-        self.nodes[node].coordinators[0].get(Bytes::from(key.to_string()), Origin::CLIENT, None).await
+        let coordinator = self.coordinator(node).await.ok_or_else(refused)?;
+        coordinator.get(Bytes::from(key.to_string()), Origin::CLIENT, None).await
     }
 
     /// The nodes that hold a key: its N home replicas, by index.
     pub fn homes(&self, key: &str) -> Vec<usize> {
-        let ring = self.nodes[0].ring.snapshot();
+        let Some((_, node)) = self.running().into_iter().next() else { return Vec::new() };
+        let ring = node.ring.snapshot();
         let bucket = ring.bucket_of(key.as_bytes());
-        let n = self.nodes[0].identity.n;
+        let n = node.identity.n;
         ring.preference_list(bucket).iter().take(n).filter_map(|a| self.addrs.iter().position(|x| x == a)).collect()
     }
 
     /// What each node holds of a key, read straight from its store.
     pub fn held(&self, key: &str) -> Vec<Vec<Version>> {
-        self.nodes.iter().map(|n| n.store.replica_read(key.as_bytes(), false).map(|(v, _)| v).unwrap_or_default()).collect()
+        let read = |slot: &Slot| slot.node.as_ref()?.store.replica_read(key.as_bytes(), false).ok().map(|(v, _)| v);
+        self.slots.borrow().iter().map(|slot| read(slot).unwrap_or_default()).collect()
     }
+}
+
+fn refused() -> crate::Error {
+    crate::Error::Unavailable("connection refused: the node is down".into())
 }
 
 /// What a random run does: how big, how busy, and whether faults come.
@@ -163,13 +322,27 @@ pub struct Plan {
     pub keys: usize,
     pub counters: usize,
     pub faults: bool,
+    /// The kinds of fault drawn (`FAULT_KINDS` by default).
+    pub fault_kinds: Vec<&'static str>,
+    /// How every node's disk misbehaves, to show the checks catch it.
+    pub misbehave: Option<Misbehave>,
     /// Healed and quiet this long before the checks.
     pub quiet: Duration,
 }
 
 impl Default for Plan {
     fn default() -> Self {
-        Plan { nodes: 5, clients: 4, ops_per_client: 40, keys: 6, counters: 2, faults: true, quiet: Duration::from_secs(30) }
+        Plan {
+            nodes: 5,
+            clients: 4,
+            ops_per_client: 40,
+            keys: 6,
+            counters: 2,
+            faults: true,
+            fault_kinds: FAULT_KINDS.to_vec(),
+            misbehave: None,
+            quiet: Duration::from_secs(30),
+        }
     }
 }
 
@@ -191,16 +364,17 @@ pub struct Outcome {
 pub fn run(seed: u64, plan: &Plan) -> Outcome {
     simulate(async move {
         let started = tokio::time::Instant::now();
-        let cluster = Rc::new(Cluster::start(seed, plan.nodes).await);
-        let history = Rc::new(History::default());
+        let cluster = Rc::new(Cluster::start_with(seed, plan.nodes, plan.misbehave).await);
+        let history = Rc::new(History::new(cluster.started));
         for counter in 0..plan.counters {
             // Counters start at 0, before any fault.
             let key = format!("counter{counter}");
             let invoked = history.now();
             let result = cluster.set(0, &key, "0").await;
-            history.record(0, Op::Set { key, value: "0".into(), stamped: String::new() }, invoked, &result);
+            history.record_write(0, Op::Set { key, value: "0".into() }, invoked, &result);
         }
-        let faults = plan.faults.then(|| actix::spawn(inject_faults(cluster.clone(), seed)));
+        let kinds = plan.fault_kinds.clone();
+        let faults = plan.faults.then(|| actix::spawn(inject_faults(cluster.clone(), seed, kinds)));
         let clients: Vec<_> =
             (0..plan.clients).map(|c| actix::spawn(client(cluster.clone(), history.clone(), plan.clone(), seed, c))).collect();
         for client in clients {
@@ -210,7 +384,7 @@ pub fn run(seed: u64, plan: &Plan) -> Outcome {
             Some(task) => {
                 task.abort();
                 let _ = task.await;
-                cluster.world.heal_all();
+                cluster.heal_all();
                 cluster.world.fault_counts()
             }
             None => BTreeMap::new(),
@@ -228,7 +402,7 @@ pub fn run(seed: u64, plan: &Plan) -> Outcome {
 async fn client(cluster: Rc<Cluster>, history: Rc<History>, plan: Plan, seed: u64, id: usize) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(id as u64 + 7));
     for seq in 0..plan.ops_per_client {
-        let node = rng.gen_range(0..cluster.nodes.len());
+        let node = cluster.pick_up(rng.gen_range(0..cluster.addrs.len()));
         let invoked = history.now();
         let roll = rng.gen_range(0..100);
         if roll < 15 && plan.counters > 0 {
@@ -236,25 +410,20 @@ async fn client(cluster: Rc<Cluster>, history: Rc<History>, plan: Plan, seed: u6
             let write = Write { condition: crate::store::Condition::Present, mutation: crate::store::Mutation::Incr(1) };
             let result = cluster.write(node, &key, write).await;
             let value = result.as_ref().ok().and_then(stored_value);
-            history.record(id, Op::Incr { key, result: value }, invoked, &result);
+            history.record_write(id, Op::Incr { key, result: value }, invoked, &result);
             continue;
         }
         let key = format!("key{}", rng.gen_range(0..plan.keys));
         if roll < 40 {
             let result = cluster.get(node, &key).await;
-            let values = result.as_ref().map(|v| live_values(v)).ok();
-            history.record(id, Op::Get { key, values }, invoked, &result);
+            history.record_read(id, key, invoked, &result);
         } else if roll < 48 {
             let result = cluster.write(node, &key, Write::delete()).await;
-            history.record(id, Op::Delete { key }, invoked, &result);
+            history.record_write(id, Op::Delete { key }, invoked, &result);
         } else {
             let value = format!("c{id}-{seq}");
             let result = cluster.set(node, &key, &value).await;
-            let stamped = match &result {
-                Ok(WriteOutcome::Stored { new, .. }) => format!("{}:{}", new.dot.node, new.dot.counter),
-                _ => String::new(),
-            };
-            history.record(id, Op::Set { key, value, stamped }, invoked, &result);
+            history.record_write(id, Op::Set { key, value }, invoked, &result);
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
     }
@@ -272,32 +441,114 @@ pub fn live_values(versions: &[Version]) -> Vec<String> {
     versions.iter().filter(|v| !v.deleted).map(|v| String::from_utf8_lossy(&v.value).into_owned()).collect()
 }
 
-/// Faults drawn from the seed, one after another, some overlapping: a node
-/// cut off, two at once, a one-way cut, the cluster split in halves.
-async fn inject_faults(cluster: Rc<Cluster>, seed: u64) {
+impl Cluster {
+    /// `node`, or the next one running if it is crashed (a client fails
+    /// over to another node it knows).
+    fn pick_up(&self, node: usize) -> usize {
+        let n = self.addrs.len();
+        (0..n).map(|step| (node + step) % n).find(|i| self.node(*i).is_some()).unwrap_or(node)
+    }
+}
+
+/// The kinds of fault a run draws from.
+pub const FAULT_KINDS: [&str; 10] = [
+    "isolate one",
+    "isolate two",
+    "one-way cut",
+    "split in two",
+    "crash",
+    "pause",
+    "slow links",
+    "reset links",
+    "clock step",
+    "full disk",
+];
+
+/// Faults drawn from the seed, one after another, some overlapping, each
+/// lasting 0.2-4 s.
+async fn inject_faults(cluster: Rc<Cluster>, seed: u64, kinds: Vec<&'static str>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xfa17);
-    let n = cluster.addrs.len();
     loop {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..2000))).await;
-        let a = rng.gen_range(0..n);
-        let b = (a + rng.gen_range(1..n)) % n;
-        let cuts: (&'static str, Vec<(usize, usize)>) = match rng.gen_range(0..4) {
-            0 => ("isolate one", (0..n).filter(|o| *o != a).flat_map(|o| [(a, o), (o, a)]).collect()),
-            1 => ("isolate two", (0..n).filter(|o| *o != a && *o != b).flat_map(|o| [(a, o), (o, a), (b, o), (o, b)]).collect()),
-            2 => ("one-way cut", vec![(a, b)]),
-            _ => {
-                let half: Vec<usize> = (0..n).filter(|_| rng.gen_bool(0.5)).collect();
-                let cuts = half.iter().flat_map(|x| (0..n).filter(|o| !half.contains(o)).flat_map(move |o| [(*x, o), (o, *x)]));
-                ("split in two", cuts.collect())
-            }
-        };
+        let kind = kinds[rng.gen_range(0..kinds.len())];
         let lasting = Duration::from_millis(rng.gen_range(200..4000));
-        let (world, addrs) = (cluster.world.clone(), cluster.addrs.clone());
-        let links: Vec<_> = cuts.1.iter().map(|(x, y)| (addrs[*x], addrs[*y])).collect();
-        world.apply(cuts.0, &links);
+        let (undo, what) = start_fault(&cluster, kind, &mut rng);
+        cluster.world.count(kind);
+        cluster.note(format!("start {what}"));
+        let cluster = cluster.clone();
         actix::spawn(async move {
             tokio::time::sleep(lasting).await;
-            world.lift(&links);
+            undo(&cluster);
+            cluster.note(format!("end {what}"));
         });
+    }
+}
+
+type Undo = Box<dyn FnOnce(&Cluster)>;
+
+/// Starts one fault of `kind` on nodes drawn from `rng`; answers how to
+/// end it, and what it is.
+fn start_fault(cluster: &Cluster, kind: &str, rng: &mut impl Rng) -> (Undo, String) {
+    let n = cluster.addrs.len();
+    let a = rng.gen_range(0..n);
+    let b = (a + rng.gen_range(1..n)) % n;
+    let mut what = match kind {
+        "isolate two" | "one-way cut" => format!("{kind} n{a} n{b}"),
+        _ => format!("{kind} n{a}"),
+    };
+    let undo: Undo = match kind {
+        "crash" => {
+            cluster.crash(a);
+            Box::new(move |c| c.restart(a))
+        }
+        "pause" => {
+            cluster.pause(a, true);
+            Box::new(move |c| c.pause(a, false))
+        }
+        "slow links" => {
+            let (links, extra) = (cluster.links_of(a), Duration::from_millis(rng.gen_range(20..1500)));
+            cluster.world.slow(&links, extra);
+            Box::new(move |c| c.world.unslow(&links, extra))
+        }
+        "reset links" => {
+            let (me, others) = (cluster.addrs[a], cluster.addrs.clone());
+            others.iter().filter(|o| **o != me).for_each(|o| cluster.world.reset(me, *o));
+            Box::new(|_| {})
+        }
+        "clock step" => {
+            let skew = rng.gen_range(-5000..5000);
+            cluster.skew_clock(a, skew);
+            cluster.note(format!("n{a} clock {skew} ms off"));
+            Box::new(|_| {})
+        }
+        "full disk" => {
+            cluster.fill_disk(a, true);
+            Box::new(move |c| c.fill_disk(a, false))
+        }
+        "split in two" => {
+            let half: Vec<usize> = (0..n).filter(|_| rng.gen_bool(0.5)).collect();
+            what = format!("{kind}: {half:?} apart");
+            let cuts = half.iter().flat_map(|x| (0..n).filter(|o| !half.contains(o)).map(move |o| (*x, o)));
+            let links: Vec<_> =
+                cuts.flat_map(|(x, y)| [(cluster.addrs[x], cluster.addrs[y]), (cluster.addrs[y], cluster.addrs[x])]).collect();
+            cluster.world.apply_cuts(&links);
+            Box::new(move |c| c.world.lift(&links))
+        }
+        cut => {
+            let links: Vec<_> = cut_links(cut, n, a, b).iter().map(|(x, y)| (cluster.addrs[*x], cluster.addrs[*y])).collect();
+            cluster.world.apply_cuts(&links);
+            Box::new(move |c| c.world.lift(&links))
+        }
+    };
+    (undo, what)
+}
+
+/// The directed links a partition of `kind` cuts.
+fn cut_links(kind: &str, n: usize, a: usize, b: usize) -> Vec<(usize, usize)> {
+    let apart = |x: usize| (0..n).filter(move |o| *o != x).flat_map(move |o| [(x, o), (o, x)]);
+    match kind {
+        "isolate one" => apart(a).collect(),
+        "isolate two" => apart(a).chain(apart(b)).filter(|(x, y)| !(*x == a && *y == b || *x == b && *y == a)).collect(),
+        _ => vec![(a, b)],
     }
 }

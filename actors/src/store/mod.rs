@@ -79,10 +79,46 @@ pub fn now_secs() -> u64 {
     coarse_now_millis() / 1000
 }
 
-/// The versions of a set a reader is shown at `now` (`Version::is_shown`).
+/// A node's wall clock: the machine's (or the simulator's), moved by a
+/// skew the simulator sets per node, so one node's clock can run ahead of
+/// or behind the others'. Version stamps, expiry and tombstone grace read
+/// it.
+#[derive(Clone, Default)]
+pub struct WallClock(Arc<std::sync::atomic::AtomicI64>);
+
+impl WallClock {
+    /// Milliseconds since the epoch, exact: what stamps a version.
+    pub fn millis(&self) -> u64 {
+        self.skewed(now_millis())
+    }
+
+    /// Milliseconds from the coarse clock (`coarse_now_millis`).
+    pub fn coarse_millis(&self) -> u64 {
+        self.skewed(coarse_now_millis())
+    }
+
+    /// Unix seconds, for expiry.
+    pub fn secs(&self) -> u64 {
+        self.coarse_millis() / 1000
+    }
+
+    /// Runs this clock `skew_ms` ahead of the machine's (behind if negative).
+    pub fn set_skew(&self, skew_ms: i64) {
+        self.0.store(skew_ms, Relaxed);
+    }
+
+    fn skewed(&self, ms: u64) -> u64 {
+        ms.saturating_add_signed(self.0.load(Relaxed))
+    }
+}
+
+/// The versions of a set a reader is shown at `now`: the live ones. A
+/// tombstone removes what its delete had seen (its clock covers them);
+/// a value written concurrently, which the delete could not have seen,
+/// stays a sibling and is read, as Dynamo keeps it. Ordering the two by
+/// their stamps would let a skewed clock hide an acknowledged write.
 fn shown(versions: &[Version], now_secs: u64) -> impl Iterator<Item = &Version> + Clone {
-    let deleted = version::newest_tombstone(versions);
-    versions.iter().filter(move |v| v.is_shown(deleted, now_secs))
+    versions.iter().filter(move |v| v.is_live(now_secs))
 }
 
 /// The live versions of a set at `now`: what a reader sees.
@@ -120,6 +156,7 @@ pub struct Store {
     /// refused at once, reads go on, and `recover` tries to take writes
     /// again.
     writable: std::sync::atomic::AtomicBool,
+    clock: WallClock,
 }
 
 /// Free space under which a read-only store does not try writes again.
@@ -130,13 +167,18 @@ impl Store {
         let merkle = MerkleForest::new(settings.number_of_buckets);
         let locks = (0..KEY_LOCKS).map(|_| Mutex::new(0)).collect();
         let writable = std::sync::atomic::AtomicBool::new(true);
-        let store = Store { engine, settings, stats, merkle, locks, writable };
+        let store = Store { engine, settings, stats, merkle, locks, writable, clock: WallClock::default() };
         store.load()?;
         Ok(store)
     }
 
     pub fn engine_name(&self) -> &'static str {
         self.engine.name()
+    }
+
+    /// This node's wall clock.
+    pub fn clock(&self) -> &WallClock {
+        &self.clock
     }
 
     /// Whether a write may wait now: with fsync on, or while the engine
@@ -181,7 +223,7 @@ impl Store {
     pub fn replica_read_in(&self, bucket: u32, key: &[u8], client_read: bool) -> Result<(Vec<Version>, u64)> {
         self.check_bucket(bucket, key);
         if client_read {
-            self.engine.client_read(bucket, key, coarse_now_millis())
+            self.engine.client_read(bucket, key, self.clock.coarse_millis())
         } else {
             self.engine.read(bucket, key).map(|versions| (versions, 0))
         }
@@ -278,7 +320,7 @@ impl Store {
         self.check_bucket(bucket, key);
         let mut last_dot = self.lock(bucket);
         let current = self.engine.read(bucket, key)?;
-        let now_ms = now_millis();
+        let now_ms = self.clock.millis();
         let live = live_versions(&current, now_ms / 1000);
         let payload = match plan(write, &live, || version::cas_token(key, &live)) {
             Ok(payload) => payload,
@@ -352,7 +394,7 @@ impl Store {
                 &[],
                 &version::VClock::new(),
                 version::Payload { value: Bytes::new(), flags: 0, expires_at: 0, deleted: true },
-                now_millis(),
+                self.clock.millis(),
                 2,
             );
             engine.write(0, key, std::slice::from_ref(&probe))?;
@@ -380,7 +422,7 @@ impl Store {
     /// The one place a key's stored versions change.
     fn replace(&self, bucket: u32, key: &[u8], old: &[Version], new: &[Version]) -> Result<()> {
         if let Some(max) = self.settings.max_bytes {
-            let now = now_secs();
+            let now = self.clock.secs();
             let grows = live_size(new, now).1 - live_size(old, now).1;
             if grows > 0 && self.stats.bytes.load(Relaxed) + grows > max as i64 {
                 return Err(Error::OutOfMemory);
@@ -389,7 +431,7 @@ impl Store {
         self.engine_write(|| self.engine.write(bucket, key, new))?;
         self.sync_if_asked()?;
         self.merkle.update(bucket, key, key_digest(key, old), key_digest(key, new));
-        let now = now_secs();
+        let now = self.clock.secs();
         let (old_items, old_bytes) = live_size(old, now);
         let (new_items, new_bytes) = live_size(new, now);
         self.stats.curr_items.fetch_add(new_items - old_items, Relaxed);
@@ -406,7 +448,7 @@ impl Store {
 
     /// Writes a tombstone over every live key (memcache `flush_all`).
     pub fn flush_all(&self) -> Result<u64> {
-        let now = now_secs();
+        let now = self.clock.secs();
         let mut flushed = 0;
         for bucket in 0..self.settings.number_of_buckets {
             for (key, versions) in self.engine.list_bucket(bucket)? {
@@ -479,7 +521,7 @@ impl Store {
     /// Keys all of whose versions are tombstones or expired, and older than
     /// `grace_secs`: what may be reaped once every replica holds the same.
     pub fn reap_candidates(&self, buckets: &[u32], grace_secs: u64) -> Result<Vec<Entry>> {
-        let now_ms = now_millis();
+        let now_ms = self.clock.millis();
         let mut out = Vec::new();
         for &bucket in buckets {
             for (key, versions) in self.engine.list_bucket(bucket)? {
@@ -495,7 +537,7 @@ impl Store {
     /// Builds the Merkle trees and sets `curr_items` and `bytes` from what
     /// the engine holds at open.
     fn load(&self) -> Result<()> {
-        let now = now_secs();
+        let now = self.clock.secs();
         let (mut items, mut bytes) = (0, 0);
         for bucket in 0..self.settings.number_of_buckets {
             for (key, versions) in self.engine.list_bucket(bucket)? {

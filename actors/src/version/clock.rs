@@ -277,26 +277,10 @@ pub struct Version {
     pub value: Bytes,
 }
 
-/// When the newest tombstone of a key's siblings was stamped.
-pub fn newest_tombstone(siblings: &[Version]) -> Option<u64> {
-    siblings.iter().filter(|v| v.deleted).map(|v| v.timestamp).max()
-}
-
 impl Version {
     /// Whether this version reads as a value at unix time `now_secs`.
     pub fn is_live(&self, now_secs: u64) -> bool {
         !self.deleted && (self.expires_at == 0 || self.expires_at > now_secs)
-    }
-
-    /// Whether a reader is shown this version among its siblings, whose
-    /// newest tombstone (if any) was stamped at `newest_tombstone`: a live
-    /// one, unless a sibling delete is newer. Siblings are concurrent, so
-    /// their stamps order them, for a delete as for the newest of sibling
-    /// sets; without this, a write older than an acknowledged delete would
-    /// read again once the delete's context missed it (a sloppy quorum's
-    /// write still on its stand-in).
-    pub fn is_shown(&self, newest_tombstone: Option<u64>, now_secs: u64) -> bool {
-        self.is_live(now_secs) && newest_tombstone.is_none_or(|deleted| self.timestamp > deleted)
     }
 
     /// Whether `other` is made obsolete by this version.

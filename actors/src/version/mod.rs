@@ -5,8 +5,8 @@ mod clock;
 pub mod wire;
 
 pub use clock::{
-    cas_token, context, distinct_values, newest_tombstone, sort_siblings, stamp, sync, Causality, ClockEntry, Dot, NodeName,
-    Payload, VClock, Version, CAS_TOKEN_LIMIT,
+    cas_token, context, distinct_values, sort_siblings, stamp, sync, Causality, ClockEntry, Dot, NodeName, Payload, VClock,
+    Version, CAS_TOKEN_LIMIT,
 };
 
 use actix::prelude::*;
