@@ -62,6 +62,7 @@ fn main() {
     let first = value("--from").unwrap_or(0);
     let started = Instant::now();
     let (mut simulated, mut ops, mut acked) = (Duration::ZERO, 0, 0);
+    let mut settled: Vec<Duration> = Vec::new();
     let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
     let mut violations: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for seed in first..first + seeds {
@@ -69,6 +70,7 @@ fn main() {
         simulated += outcome.simulated;
         ops += outcome.ops;
         acked += outcome.acked;
+        settled.extend(outcome.settled);
         outcome.faults.iter().for_each(|(kind, n)| *faults.entry(kind).or_default() += n);
         for v in &outcome.violations {
             let checker = v.split(':').next().unwrap_or(v).to_string();
@@ -85,6 +87,10 @@ fn main() {
         real.as_secs_f64(),
         simulated.as_secs_f64() / real.as_secs_f64().max(1e-9)
     );
+    settled.sort();
+    if let (Some(median), Some(worst)) = (settled.get(settled.len() / 2), settled.last()) {
+        println!("settled after the last fault healed: median {median:.1?}, at most {worst:.1?} (simulated)");
+    }
     for (kind, n) in &faults {
         println!("faults: {kind}: {n}");
     }

@@ -114,6 +114,12 @@ impl History {
     pub fn records(&self) -> Vec<Record> {
         self.records.borrow().clone()
     }
+
+    /// Every key a request named.
+    pub fn keys(&self) -> Vec<String> {
+        let keys: BTreeSet<String> = self.records.borrow().iter().map(|r| r.op.key().to_string()).collect();
+        keys.into_iter().collect()
+    }
 }
 
 /// Runs every check; the outcome carries the trace, its digest, and any
@@ -174,8 +180,14 @@ pub fn shown_values(siblings: &[Version]) -> Vec<String> {
 ///   coordinated the delete during a partition cannot have seen it.
 pub fn check_register(key: &str, records: &[&Record], siblings: &[Version], violations: &mut Vec<String>) {
     let shown = shown_values(siblings);
-    let written: BTreeSet<&str> =
-        records.iter().filter_map(|r| if let Op::Set { value, .. } = &r.op { Some(value.as_str()) } else { None }).collect();
+    // What may have been written: not a write answered as not stored (an
+    // add over a value, a cas over a changed one).
+    let may_have_run = |r: &&&Record| r.error.is_some() || r.stored.is_some();
+    let written: BTreeSet<&str> = records
+        .iter()
+        .filter(may_have_run)
+        .filter_map(|r| if let Op::Set { value, .. } = &r.op { Some(value.as_str()) } else { None })
+        .collect();
     for r in records {
         if let Op::Get { values: Some(values), .. } = &r.op {
             for v in values.iter().filter(|v| !written.contains(v.as_str())) {
@@ -291,7 +303,7 @@ pub fn check_counter(key: &str, records: &[&Record], finals: &[String], violatio
 
 /// Once quiet, a key's versions sit on its N home replicas alone, the
 /// same on each.
-fn check_placement(cluster: &Cluster, key: &str, held: &[Vec<crate::version::Version>], violations: &mut Vec<String>) {
+pub fn check_placement(cluster: &Cluster, key: &str, held: &[Vec<crate::version::Version>], violations: &mut Vec<String>) {
     let homes = cluster.homes(key);
     let dots = |versions: &Vec<crate::version::Version>| versions.iter().map(|v| v.dot.clone()).collect::<BTreeSet<_>>();
     let by_home: BTreeMap<usize, _> = homes.iter().map(|h| (*h, dots(&held[*h]))).collect();

@@ -16,14 +16,14 @@ use crate::api::{ApiCall, MemberState, Request, Response};
 use crate::config::{Config, StoreKind};
 use crate::coordinator::Origin;
 use crate::node::{self, Node, NodeEnv};
-use crate::store::{Write, WriteOutcome};
+use crate::store::{Condition, Mutation, Write, WriteOutcome};
 use crate::version::Version;
 use bytes::Bytes;
 use check::{History, Op};
 use disk::{Disk, DiskHandle, Misbehave};
 use rand::{Rng, SeedableRng};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -328,6 +328,9 @@ pub struct Plan {
     pub misbehave: Option<Misbehave>,
     /// Healed and quiet this long before the checks.
     pub quiet: Duration,
+    /// Replicas agree, member tables agree and handoff is done this long
+    /// after the last fault healed, or the run fails.
+    pub settle_within: Duration,
 }
 
 impl Default for Plan {
@@ -342,6 +345,7 @@ impl Default for Plan {
             fault_kinds: FAULT_KINDS.to_vec(),
             misbehave: None,
             quiet: Duration::from_secs(30),
+            settle_within: Duration::from_secs(10),
         }
     }
 }
@@ -358,6 +362,9 @@ pub struct Outcome {
     pub ops: usize,
     pub acked: usize,
     pub simulated: Duration,
+    /// How long after the last fault healed every replica agreed, every
+    /// member table did, and nothing was left to hand off.
+    pub settled: Option<Duration>,
 }
 
 /// One random run from `seed`.
@@ -389,8 +396,22 @@ pub fn run(seed: u64, plan: &Plan) -> Outcome {
             }
             None => BTreeMap::new(),
         };
-        tokio::time::sleep(plan.quiet).await;
+        let healed = tokio::time::Instant::now();
+        let settled = cluster.await_settled(&history.keys(), plan.settle_within).await;
+        tokio::time::sleep(plan.quiet.saturating_sub(healed.elapsed())).await;
         let mut outcome = check::check(&cluster, &history);
+        match settled {
+            Some(took) => outcome.settled = Some(took),
+            None => {
+                let still = cluster.unsettled(&history.keys()).await;
+                let within = plan.settle_within;
+                let why = if still.is_empty() { format!("settled after {within:?} only") } else { still.join("; ") };
+                outcome
+                    .violations
+                    .push(format!("not settled: not within {within:?} of healing, and {:?} after: {why}", plan.quiet));
+            }
+        }
+        outcome.trace.push(format!("settled {:?}", outcome.settled));
         outcome.seed = seed;
         outcome.faults = fault_counts;
         outcome.simulated = started.elapsed();
@@ -407,7 +428,7 @@ async fn client(cluster: Rc<Cluster>, history: Rc<History>, plan: Plan, seed: u6
         let roll = rng.gen_range(0..100);
         if roll < 15 && plan.counters > 0 {
             let key = format!("counter{}", rng.gen_range(0..plan.counters));
-            let write = Write { condition: crate::store::Condition::Present, mutation: crate::store::Mutation::Incr(1) };
+            let write = Write { condition: Condition::Present, mutation: Mutation::Incr(1) };
             let result = cluster.write(node, &key, write).await;
             let value = result.as_ref().ok().and_then(stored_value);
             history.record_write(id, Op::Incr { key, result: value }, invoked, &result);
@@ -421,8 +442,21 @@ async fn client(cluster: Rc<Cluster>, history: Rc<History>, plan: Plan, seed: u6
             let result = cluster.write(node, &key, Write::delete()).await;
             history.record_write(id, Op::Delete { key }, invoked, &result);
         } else {
-            let value = format!("c{id}-{seq}");
-            let result = cluster.set(node, &key, &value).await;
+            // Each write's value is its own, so a read names its writer:
+            // s… a set, a… an add, x… a cas over what the client just read.
+            let (prefix, condition) = if roll < 55 {
+                ("a", Condition::Absent)
+            } else if roll < 62 {
+                match cluster.get(node, &key).await {
+                    Ok(live) => ("x", Condition::Context(crate::version::cas_token(key.as_bytes(), &live))),
+                    Err(_) => continue,
+                }
+            } else {
+                ("s", Condition::Always)
+            };
+            let value = format!("{prefix}{id}-{seq}");
+            let mutation = Mutation::Set { value: Bytes::from(value.clone()), flags: 0, expires_at: 0 };
+            let result = cluster.write(node, &key, Write { condition, mutation }).await;
             history.record_write(id, Op::Set { key, value }, invoked, &result);
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
@@ -442,6 +476,52 @@ pub fn live_values(versions: &[Version]) -> Vec<String> {
 }
 
 impl Cluster {
+    /// Waits until the cluster is settled (`unsettled` finds nothing), up
+    /// to `within`; answers how long that took.
+    pub async fn await_settled(&self, keys: &[String], within: Duration) -> Option<Duration> {
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < within {
+            if self.unsettled(keys).await.is_empty() {
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        None
+    }
+
+    /// What keeps the cluster from being settled: members whose tables
+    /// differ or show a member not up, hints held, buckets still to move,
+    /// and keys whose replicas differ or sit off their homes.
+    pub async fn unsettled(&self, keys: &[String]) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut tables = BTreeMap::new();
+        for i in 0..self.addrs.len() {
+            let Some(Response::MemberStatus(rows)) = self.ask(i, Request::MemberStatus).await else {
+                found.push(format!("member tables disagree: n{i} does not answer"));
+                continue;
+            };
+            let table: Vec<String> =
+                rows.iter().map(|r| format!("{} {:?}{}", r.addr, r.state, if r.suspected { " suspected" } else { "" })).collect();
+            tables.insert(i, table);
+        }
+        let distinct: BTreeSet<_> = tables.values().collect();
+        let all_up = tables.values().all(|t| t.len() == self.addrs.len() && t.iter().all(|row| row.ends_with(" Up")));
+        if distinct.len() > 1 || !all_up {
+            found.push(format!("member tables disagree: {tables:?}"));
+        }
+        for (i, node) in self.running() {
+            let hints = node.store.hints().map(|h| h.len()).unwrap_or(0);
+            let pending = node.stats.buckets_pending.load(std::sync::atomic::Ordering::Relaxed);
+            if hints > 0 || pending > 0 {
+                found.push(format!("handoff not done: n{i} holds {hints} hints, {pending} buckets to move"));
+            }
+        }
+        for key in keys {
+            check::check_placement(self, key, &self.held(key), &mut found);
+        }
+        found
+    }
+
     /// `node`, or the next one running if it is crashed (a client fails
     /// over to another node it knows).
     fn pick_up(&self, node: usize) -> usize {
