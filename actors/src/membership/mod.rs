@@ -566,7 +566,7 @@ impl Handler<MemberStatus> for MembershipActor {
             .map(|m| MemberRow {
                 addr: m.node.addr.to_string(),
                 state: m.state,
-                suspected: m.suspected && m.node.addr != me,
+                suspected: m.suspected && m.node.addr != me && m.state != MemberState::Removed,
                 virtual_nodes: m.node.virtual_nodes,
                 incarnation: m.incarnation,
                 buckets_first: 0,

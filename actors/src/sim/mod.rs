@@ -75,6 +75,10 @@ struct Slot {
     paused: bool,
     /// How far this machine's wall clock is off, in milliseconds.
     skew_ms: i64,
+    /// Started at least once (a spare has not joined yet).
+    joined: bool,
+    /// Removed from the cluster by `remove_node` (it runs on, outside).
+    removed: bool,
 }
 
 /// A cluster of simulated nodes.
@@ -98,22 +102,24 @@ impl Cluster {
     /// Starts `size` nodes, each joining through the first, and waits
     /// (in simulated time) until every one sees every one up.
     pub async fn start(seed: u64, size: usize) -> Cluster {
-        Cluster::start_with(seed, size, None).await
+        Cluster::start_with(seed, size, 0, None).await
     }
 
-    /// `start`, every node's disk misbehaving as told.
-    pub async fn start_with(seed: u64, size: usize, misbehave: Option<Misbehave>) -> Cluster {
+    /// `start`, with `spares` more nodes that may join later, every
+    /// node's disk misbehaving as told.
+    pub async fn start_with(seed: u64, size: usize, spares: usize, misbehave: Option<Misbehave>) -> Cluster {
         let buckets = node_config(vec![]).number_of_buckets;
-        let slots = (0..size)
+        let slots = (0..size + spares)
             .map(|i| {
                 let disk = Disk::new(buckets, misbehave);
                 let handle = disk.open();
-                Slot { addr: addr(i), disk, handle, node: None, incarnation: 0, paused: false, skew_ms: 0 }
+                let (node, incarnation, paused, skew_ms, joined, removed) = (None, 0, false, 0, false, false);
+                Slot { addr: addr(i), disk, handle, node, incarnation, paused, skew_ms, joined, removed }
             })
             .collect();
         let cluster = Cluster {
             world: net::World::new(seed),
-            addrs: (0..size).map(addr).collect(),
+            addrs: (0..size + spares).map(addr).collect(),
             seed,
             slots: RefCell::new(slots),
             misbehave,
@@ -152,6 +158,33 @@ impl Cluster {
         let node = node::start(&config, Box::new(slot.handle.clone()), env).expect("a simulated node starts");
         node.store.clock().set_skew(slot.skew_ms);
         slot.node = Some(node);
+        slot.joined = true;
+    }
+
+    /// Spare nodes that have not joined.
+    pub fn spares_left(&self) -> usize {
+        self.slots.borrow().iter().filter(|s| !s.joined).count()
+    }
+
+    /// The nodes in the cluster now: joined, and not removed.
+    pub fn members(&self) -> Vec<usize> {
+        self.slots.borrow().iter().enumerate().filter(|(_, s)| s.joined && !s.removed).map(|(i, _)| i).collect()
+    }
+
+    /// A spare node starts and joins through the first; false if none is
+    /// left.
+    pub fn join_spare(&self) -> Option<usize> {
+        let spare = self.slots.borrow().iter().position(|s| !s.joined)?;
+        self.boot(spare);
+        Some(spare)
+    }
+
+    /// `remove_node` of node `i`, asked of another member that runs.
+    pub async fn remove(&self, i: usize) -> bool {
+        let Some(asked) = self.members().into_iter().find(|m| *m != i && self.node(*m).is_some()) else { return false };
+        self.slots.borrow_mut()[i].removed = true;
+        let request = Request::RemoveNode { node: self.addrs[i].to_string() };
+        matches!(self.ask(asked, request).await, Some(Response::Done))
     }
 
     /// Notes a fault's start or end in the trace.
@@ -188,7 +221,7 @@ impl Cluster {
         {
             let mut slots = self.slots.borrow_mut();
             let slot = &mut slots[i];
-            if slot.node.is_some() {
+            if slot.node.is_some() || !slot.joined {
                 return;
             }
             slot.incarnation += 1;
@@ -246,12 +279,13 @@ impl Cluster {
         router.send(ApiCall::new(request)).await.ok()
     }
 
-    /// Whether every node sees every node up.
+    /// Whether every member sees every member up.
     pub async fn all_up(&self) -> bool {
-        for i in 0..self.addrs.len() {
+        let members = self.members();
+        for i in members.iter().copied() {
             let Some(Response::MemberStatus(rows)) = self.ask(i, Request::MemberStatus).await else { return false };
             let up = rows.iter().filter(|r| r.state == MemberState::Up && !r.suspected).count();
-            if up != self.addrs.len() {
+            if up != members.len() {
                 return false;
             }
         }
@@ -328,6 +362,8 @@ pub struct Plan {
     pub misbehave: Option<Misbehave>,
     /// Healed and quiet this long before the checks.
     pub quiet: Duration,
+    /// Spare nodes, which may join during the run.
+    pub spares: usize,
     /// Replicas agree, member tables agree and handoff is done this long
     /// after the last fault healed, or the run fails.
     pub settle_within: Duration,
@@ -346,6 +382,7 @@ impl Default for Plan {
             misbehave: None,
             quiet: Duration::from_secs(30),
             settle_within: Duration::from_secs(10),
+            spares: 1,
         }
     }
 }
@@ -371,7 +408,7 @@ pub struct Outcome {
 pub fn run(seed: u64, plan: &Plan) -> Outcome {
     simulate(async move {
         let started = tokio::time::Instant::now();
-        let cluster = Rc::new(Cluster::start_with(seed, plan.nodes, plan.misbehave).await);
+        let cluster = Rc::new(Cluster::start_with(seed, plan.nodes, plan.spares, plan.misbehave).await);
         let history = Rc::new(History::new(cluster.started));
         for counter in 0..plan.counters {
             // Counters start at 0, before any fault.
@@ -495,7 +532,8 @@ impl Cluster {
     pub async fn unsettled(&self, keys: &[String]) -> Vec<String> {
         let mut found = Vec::new();
         let mut tables = BTreeMap::new();
-        for i in 0..self.addrs.len() {
+        let members = self.members();
+        for i in members.iter().copied() {
             let Some(Response::MemberStatus(rows)) = self.ask(i, Request::MemberStatus).await else {
                 found.push(format!("member tables disagree: n{i} does not answer"));
                 continue;
@@ -505,8 +543,14 @@ impl Cluster {
             tables.insert(i, table);
         }
         let distinct: BTreeSet<_> = tables.values().collect();
-        let all_up = tables.values().all(|t| t.len() == self.addrs.len() && t.iter().all(|row| row.ends_with(" Up")));
-        if distinct.len() > 1 || !all_up {
+        let slots = self.slots.borrow();
+        let expected: BTreeSet<String> = (0..slots.len())
+            .filter(|i| slots[*i].joined)
+            .map(|i| format!("{} {}", self.addrs[i], if slots[i].removed { "Removed" } else { "Up" }))
+            .collect();
+        drop(slots);
+        let as_expected = tables.values().all(|t| t.iter().cloned().collect::<BTreeSet<_>>() == expected);
+        if distinct.len() > 1 || !as_expected {
             found.push(format!("member tables disagree: {tables:?}"));
         }
         for (i, node) in self.running() {
@@ -525,13 +569,15 @@ impl Cluster {
     /// `node`, or the next one running if it is crashed (a client fails
     /// over to another node it knows).
     fn pick_up(&self, node: usize) -> usize {
-        let n = self.addrs.len();
-        (0..n).map(|step| (node + step) % n).find(|i| self.node(*i).is_some()).unwrap_or(node)
+        let members = self.members();
+        let n = members.len();
+        (0..n).map(|step| members[(node + step) % n]).find(|i| self.node(*i).is_some()).unwrap_or(members[node % n])
     }
 }
 
-/// The kinds of fault a run draws from.
-pub const FAULT_KINDS: [&str; 10] = [
+/// The kinds of fault a run draws from: failures, and an operator's
+/// changes (a spare node joins; a member is removed, at most one a run).
+pub const FAULT_KINDS: [&str; 12] = [
     "isolate one",
     "isolate two",
     "one-way cut",
@@ -542,6 +588,8 @@ pub const FAULT_KINDS: [&str; 10] = [
     "reset links",
     "clock step",
     "full disk",
+    "join",
+    "remove",
 ];
 
 /// Faults drawn from the seed, one after another, some overlapping, each
@@ -552,6 +600,10 @@ async fn inject_faults(cluster: Rc<Cluster>, seed: u64, kinds: Vec<&'static str>
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..2000))).await;
         let kind = kinds[rng.gen_range(0..kinds.len())];
         let lasting = Duration::from_millis(rng.gen_range(200..4000));
+        if kind == "join" || kind == "remove" {
+            change_membership(&cluster, kind, &mut rng).await;
+            continue;
+        }
         let (undo, what) = start_fault(&cluster, kind, &mut rng);
         cluster.world.count(kind);
         cluster.note(format!("start {what}"));
@@ -564,14 +616,34 @@ async fn inject_faults(cluster: Rc<Cluster>, seed: u64, kinds: Vec<&'static str>
     }
 }
 
+/// A spare joins, or a member other than the first is removed (while
+/// more than N members would remain, and once a run).
+async fn change_membership(cluster: &Cluster, kind: &'static str, rng: &mut impl Rng) {
+    let members = cluster.members();
+    let removed_before = members.len() + cluster.spares_left() < cluster.addrs.len();
+    let what = match kind {
+        "join" => cluster.join_spare().map(|i| format!("join n{i}")),
+        _ if members.len() > 3 && !removed_before => {
+            let i = members[rng.gen_range(1..members.len())];
+            cluster.remove(i).await.then(|| format!("remove n{i}"))
+        }
+        _ => None,
+    };
+    if let Some(what) = what {
+        cluster.world.count(kind);
+        cluster.note(what);
+    }
+}
+
 type Undo = Box<dyn FnOnce(&Cluster)>;
 
 /// Starts one fault of `kind` on nodes drawn from `rng`; answers how to
 /// end it, and what it is.
 fn start_fault(cluster: &Cluster, kind: &str, rng: &mut impl Rng) -> (Undo, String) {
-    let n = cluster.addrs.len();
-    let a = rng.gen_range(0..n);
-    let b = (a + rng.gen_range(1..n)) % n;
+    let members = cluster.members();
+    let n = members.len();
+    let first = rng.gen_range(0..n);
+    let (a, b) = (members[first], members[(first + rng.gen_range(1..n)) % n]);
     let mut what = match kind {
         "isolate two" | "one-way cut" => format!("{kind} n{a} n{b}"),
         _ => format!("{kind} n{a}"),
@@ -606,16 +678,18 @@ fn start_fault(cluster: &Cluster, kind: &str, rng: &mut impl Rng) -> (Undo, Stri
             Box::new(move |c| c.fill_disk(a, false))
         }
         "split in two" => {
-            let half: Vec<usize> = (0..n).filter(|_| rng.gen_bool(0.5)).collect();
+            let half: Vec<usize> = members.iter().copied().filter(|_| rng.gen_bool(0.5)).collect();
             what = format!("{kind}: {half:?} apart");
-            let cuts = half.iter().flat_map(|x| (0..n).filter(|o| !half.contains(o)).map(move |o| (*x, o)));
+            let rest: Vec<usize> = members.iter().copied().filter(|o| !half.contains(o)).collect();
+            let cuts = half.iter().flat_map(|x| rest.iter().map(move |o| (*x, *o)));
             let links: Vec<_> =
                 cuts.flat_map(|(x, y)| [(cluster.addrs[x], cluster.addrs[y]), (cluster.addrs[y], cluster.addrs[x])]).collect();
             cluster.world.apply_cuts(&links);
             Box::new(move |c| c.world.lift(&links))
         }
         cut => {
-            let links: Vec<_> = cut_links(cut, n, a, b).iter().map(|(x, y)| (cluster.addrs[*x], cluster.addrs[*y])).collect();
+            let links: Vec<_> =
+                cut_links(cut, &members, a, b).iter().map(|(x, y)| (cluster.addrs[*x], cluster.addrs[*y])).collect();
             cluster.world.apply_cuts(&links);
             Box::new(move |c| c.world.lift(&links))
         }
@@ -624,8 +698,8 @@ fn start_fault(cluster: &Cluster, kind: &str, rng: &mut impl Rng) -> (Undo, Stri
 }
 
 /// The directed links a partition of `kind` cuts.
-fn cut_links(kind: &str, n: usize, a: usize, b: usize) -> Vec<(usize, usize)> {
-    let apart = |x: usize| (0..n).filter(move |o| *o != x).flat_map(move |o| [(x, o), (o, x)]);
+fn cut_links(kind: &str, members: &[usize], a: usize, b: usize) -> Vec<(usize, usize)> {
+    let apart = |x: usize| members.iter().copied().filter(move |o| *o != x).flat_map(move |o| [(x, o), (o, x)]);
     match kind {
         "isolate one" => apart(a).collect(),
         "isolate two" => apart(a).chain(apart(b)).filter(|(x, y)| !(*x == a && *y == b || *x == b && *y == a)).collect(),

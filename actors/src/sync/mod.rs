@@ -400,16 +400,14 @@ impl SyncActor {
             return;
         }
         let ring = self.follow_ring();
-        self.report_if_settled(&ring);
         let (me, n, budget) = (self.settings.me, self.settings.n, self.settings.ae_buckets_per_round);
+        // A bucket this node is home of again is no longer to hand off.
+        self.lost.retain(|b| !ring.home(*b, n).contains(&me));
+        self.count_pending();
+        self.report_if_settled(&ring);
         let gained: Vec<Pending> =
             self.gained.iter().filter_map(|&b| self.all_homes_up(&ring, b).map(|others| (b, others))).collect();
-        let lost: Vec<Pending> = self
-            .lost
-            .iter()
-            .filter(|&&b| !ring.home(b, n).contains(&me))
-            .filter_map(|&b| self.all_homes_up(&ring, b).map(|homes| (b, homes)))
-            .collect();
+        let lost: Vec<Pending> = self.lost.iter().filter_map(|&b| self.all_homes_up(&ring, b).map(|homes| (b, homes))).collect();
         // Buckets this node is no home of and does not plan to hand off: any
         // that holds something (a read repair from a coordinator still on
         // the old ring, say) is found below and handed off too.
@@ -515,12 +513,13 @@ impl SyncActor {
                     act.transfer.done.insert(*b);
                 }
             }
-            if !report.strays.is_empty() {
-                tracing::info!(
-                    buckets = report.strays.len(),
-                    "copies found in buckets this node is no home of: handing them off"
-                );
-                act.lost.extend(report.strays);
+            // Strays were found on the ring the round began with; one that
+            // changed meanwhile may have made this node their home again.
+            let (me, n) = (act.settings.me, act.settings.n);
+            let strays: Vec<u32> = report.strays.into_iter().filter(|b| !act.ring_seen.home(*b, n).contains(&me)).collect();
+            if !strays.is_empty() {
+                tracing::info!(buckets = strays.len(), "copies found in buckets this node is no home of: handing them off");
+                act.lost.extend(strays);
             }
             if act.transfer.started.is_some() {
                 act.transfer.bytes_in += report.bytes_in;
