@@ -133,6 +133,54 @@ pub enum Request {
     },
 }
 
+/// The module that serves a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The handshake's frames, which the api module itself answers.
+    Api,
+    Store,
+    Coordinator,
+    Membership,
+    Hash,
+    Sync,
+    /// The node as a whole: stats, restarts, fault injection.
+    Node,
+}
+
+impl Request {
+    /// Which module serves this request: the router sends it there.
+    pub fn owner(&self) -> Owner {
+        match self {
+            Request::Hello { .. } | Request::Proof { .. } => Owner::Api,
+            Request::ReplicaGet { .. }
+            | Request::ReplicaPut { .. }
+            | Request::Segments { .. }
+            | Request::BucketRoots { .. }
+            | Request::SegmentEntries { .. }
+            | Request::MergeEntries { .. }
+            | Request::ReadKeys { .. }
+            | Request::MerkleRoot => Owner::Store,
+            Request::Forward { .. } => Owner::Coordinator,
+            Request::Gossip { .. }
+            | Request::GossipHeartbeats(_)
+            | Request::GossipDelta { .. }
+            | Request::MemberStatus
+            | Request::CheckNode { .. }
+            | Request::RemoveNode { .. }
+            | Request::NodeInfo => Owner::Membership,
+            Request::FindNodes { .. } | Request::Buckets => Owner::Hash,
+            Request::Transfers => Owner::Sync,
+            Request::Stats | Request::RestartActor { .. } | Request::Panic { .. } | Request::Block { .. } => Owner::Node,
+        }
+    }
+
+    /// The request's name, for messages.
+    pub fn name(&self) -> String {
+        let debug = format!("{self:?}");
+        debug.split([' ', '(', '{']).next().unwrap_or_default().to_string()
+    }
+}
+
 /// A member's place in the cluster, as gossip spreads it. A member only
 /// ever moves forward through these (the order below), so gossip merges
 /// two views of a member by taking the later state; `Removed` is final.

@@ -6,9 +6,10 @@ pub mod arrival;
 pub mod auth;
 mod frame;
 pub mod net;
+pub mod respond;
 
 pub use frame::{
-    decode, encode, encode_into, ForwardOp, Frame, Heartbeats, MemberDigest, MemberRow, MemberState, NodeInfo, Placement,
+    decode, encode, encode_into, ForwardOp, Frame, Heartbeats, MemberDigest, MemberRow, MemberState, NodeInfo, Owner, Placement,
     Request, Response, TransferProgress, MAX_FRAME, PROTOCOL_VERSION,
 };
 
@@ -159,30 +160,6 @@ async fn read_more(stream: &mut (impl AsyncReadExt + Unpin), buf: &mut BytesMut)
 
 /// Serves one peer connection: a handshake, then requests answered
 /// concurrently (up to `max_in_flight`), replies in any order by id.
-/// A replica call answered at once from this node's store, when it cannot
-/// wait there (every read; writes on the memory engine): no task, no
-/// mailbox hop. Anything else goes to the router.
-fn answer_inline(store: &crate::store::StoreAddr, request: Request) -> std::result::Result<Response, Request> {
-    let failed = |e: Error| Response::Error(e.to_string());
-    match request {
-        Request::ReplicaGet { key, client_read } => Ok(replica_get(&store.direct, &key, client_read)),
-        Request::ReplicaPut { key, versions, hint } if store.writes_inline() => {
-            Ok(store.direct.merge(&key, &versions, hint.as_deref()).map_or_else(failed, |()| Response::Done))
-        }
-        other => Err(other),
-    }
-}
-
-/// A replica read's answer: a client's read is recorded and answered with
-/// when the key was read before (for the meta protocol's `h` and `l`).
-pub fn replica_get(store: &crate::store::Store, key: &[u8], client_read: bool) -> Response {
-    let answer = store.replica_read(key, client_read).map(|(versions, last_read_ms)| match client_read {
-        true => Response::VersionsRead { versions, last_read_ms },
-        false => Response::Versions(versions),
-    });
-    answer.unwrap_or_else(|e| Response::Error(e.to_string()))
-}
-
 async fn serve(conn: Conn, handler: Recipient<ApiCall>, store: crate::store::StoreAddr, settings: ApiSettings) -> Result<()> {
     let Conn { mut reader, mut writer } = conn;
     let mut buf = BytesMut::with_capacity(8192);
@@ -238,7 +215,7 @@ async fn serve(conn: Conn, handler: Recipient<ApiCall>, store: crate::store::Sto
                     continue;
                 }
             };
-            let body = match answer_inline(&store, body) {
+            let body = match crate::store::serve::answer_inline(&store, body) {
                 Ok(body) => {
                     if answered.capacity() == 0 {
                         // Room for a few answers with values at once, not

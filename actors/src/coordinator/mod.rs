@@ -537,6 +537,27 @@ impl Handler<ClientWrite> for CoordinatorActor {
     }
 }
 
+/// Serves a forwarded client request (`Owner::Coordinator`), within what
+/// is left of its sender's deadline; a failure keeps its kind, so the
+/// sender knows whether it may have run.
+pub fn serve(
+    coordinator: &Addr<CoordinatorActor>,
+    request: crate::api::Request,
+    deadline: Option<tokio::time::Instant>,
+) -> ResponseFuture<crate::api::Response> {
+    use crate::api::{respond, Request, Response};
+    let Request::Forward { key, op, hops, quorum, .. } = request else { return respond::misrouted("the coordinator", &request) };
+    let origin = Origin { hops, deadline };
+    match op {
+        ForwardOp::Get => respond::typed_reply(coordinator.send(ClientGet { key, origin, quorum }), |fetched| {
+            Response::VersionsRead { versions: fetched.siblings, last_read_ms: fetched.last_read_ms }
+        }),
+        ForwardOp::Write(write) => {
+            respond::typed_reply(coordinator.send(ClientWrite { key, write, origin, quorum }), Response::Outcome)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

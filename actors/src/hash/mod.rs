@@ -108,3 +108,30 @@ impl Handler<FindNodes> for HashActor {
         MessageResult(ring.preference_list(ring.bucket_of(&msg.0)).to_vec())
     }
 }
+
+/// Serves a placement request (`Owner::Hash`): a key's preference list,
+/// and bucket ownership across the ring, from the ring as it is now.
+pub fn serve(
+    ring: &RingHandle,
+    liveness: &crate::membership::Liveness,
+    identity: &crate::stats::Identity,
+    request: crate::api::Request,
+) -> ResponseFuture<crate::api::Response> {
+    use crate::api::{respond, Placement, Request, Response};
+    let ring = ring.snapshot();
+    let n = identity.n;
+    match request {
+        Request::FindNodes { key } => {
+            let down = liveness.down();
+            let bucket = ring.bucket_of(&key);
+            let nodes = ring.preference_list(bucket).iter().map(|a| (a.to_string(), !down.contains(a))).collect();
+            respond::now(Response::Placement(Placement { bucket, n, nodes }))
+        }
+        Request::Buckets => {
+            let per_node = ring.nodes().map(|node| (node.name(), ring.buckets_of(&node.addr, n).len())).collect();
+            let held = identity.node.parse().map(|me| ring.buckets_of(&me, n)).unwrap_or_default();
+            respond::now(Response::Buckets { held, per_node })
+        }
+        other => respond::misrouted("hash", &other),
+    }
+}

@@ -6,6 +6,7 @@
 //! changes, and publishes which nodes are down for request paths to read.
 
 mod phi;
+pub mod serve;
 mod table;
 
 pub use crate::api::{MemberDigest, MemberRow, MemberState};

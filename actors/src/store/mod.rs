@@ -8,6 +8,7 @@ mod cache;
 mod engine;
 pub mod merkle;
 mod reads;
+pub mod serve;
 mod write;
 
 pub use engine::{disk_capacity, DiskEngine, Engine, Entry, MemoryEngine};

@@ -747,3 +747,15 @@ impl Handler<GetTransfers> for SyncActor {
         MessageResult(self.transfer.progress(&self.pending()))
     }
 }
+
+/// Serves a sync request (`Owner::Sync`): the bucket transfers under way.
+pub fn serve(sync: &Addr<SyncActor>, request: crate::api::Request) -> ResponseFuture<crate::api::Response> {
+    use crate::api::{respond, Request, Response};
+    match request {
+        Request::Transfers => {
+            let progress = sync.send(GetTransfers);
+            Box::pin(async move { progress.await.map(Response::Transfers).unwrap_or_else(respond::failed) })
+        }
+        other => respond::misrouted("sync", &other),
+    }
+}
