@@ -16,28 +16,44 @@ use kai_actors::sim::{self, Plan};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// The plan the flags ask for: `--misbehave WHAT`, `--without KINDS`.
+fn plan_from(args: &[String]) -> Result<Plan, String> {
+    let mut plan = Plan::default();
+    let after = |flag: &str| args.iter().position(|a| a == flag).map(|i| args.get(i + 1));
+    match after("--misbehave") {
+        Some(Some(what)) => plan.misbehave = Some(what.parse()?),
+        Some(None) => return Err("--misbehave takes drop-writes:N, keep-removed or no-anti-entropy".into()),
+        None => {}
+    }
+    match after("--without") {
+        Some(Some(kinds)) => {
+            for kind in kinds.split(',') {
+                if !sim::FAULT_KINDS.contains(&kind) {
+                    return Err(format!("no fault kind {kind:?}; kinds: {}", sim::FAULT_KINDS.join(", ")));
+                }
+                plan.fault_kinds.retain(|k| *k != kind);
+            }
+            if plan.fault_kinds.is_empty() {
+                plan.faults = false;
+            }
+        }
+        Some(None) => return Err("--without takes kinds of fault, comma-separated".into()),
+        None => {}
+    }
+    Ok(plan)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value =
         |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse::<u64>().ok());
-    let mut plan = Plan::default();
-    if let Some(i) = args.iter().position(|a| a == "--misbehave") {
-        match args.get(i + 1).map(|m| m.parse()) {
-            Some(Ok(misbehave)) => plan.misbehave = Some(misbehave),
-            Some(Err(e)) => {
-                eprintln!("{e}");
-                std::process::exit(2);
-            }
-            None => {
-                eprintln!("--misbehave takes drop-writes:N, keep-removed or no-anti-entropy");
-                std::process::exit(2);
-            }
+    let plan = match plan_from(&args) {
+        Ok(plan) => plan,
+        Err(why) => {
+            eprintln!("{why}");
+            std::process::exit(2);
         }
-    }
-    if let Some(i) = args.iter().position(|a| a == "--without") {
-        let skip: Vec<&str> = args.get(i + 1).map(|s| s.split(',').collect()).unwrap_or_default();
-        plan.fault_kinds.retain(|k| !skip.contains(k));
-    }
+    };
     if args.iter().any(|a| a == "--log") {
         // The nodes' own logs (RUST_LOG, default debug), in simulated order.
         let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "debug".into());

@@ -418,7 +418,7 @@ pub fn run(seed: u64, plan: &Plan) -> Outcome {
             history.record_write(0, Op::Set { key, value: "0".into() }, invoked, &result);
         }
         let kinds = plan.fault_kinds.clone();
-        let faults = plan.faults.then(|| actix::spawn(inject_faults(cluster.clone(), seed, kinds)));
+        let faults = (plan.faults && !kinds.is_empty()).then(|| actix::spawn(inject_faults(cluster.clone(), seed, kinds)));
         let clients: Vec<_> =
             (0..plan.clients).map(|c| actix::spawn(client(cluster.clone(), history.clone(), plan.clone(), seed, c))).collect();
         for client in clients {
