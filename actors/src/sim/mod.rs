@@ -182,9 +182,10 @@ impl Cluster {
     /// `remove_node` of node `i`, asked of another member that runs.
     pub async fn remove(&self, i: usize) -> bool {
         let Some(asked) = self.members().into_iter().find(|m| *m != i && self.node(*m).is_some()) else { return false };
-        self.slots.borrow_mut()[i].removed = true;
         let request = Request::RemoveNode { node: self.addrs[i].to_string() };
-        matches!(self.ask(asked, request).await, Some(Response::Done))
+        let removed = matches!(self.ask(asked, request).await, Some(Response::Done));
+        self.slots.borrow_mut()[i].removed |= removed;
+        removed
     }
 
     /// Notes a fault's start or end in the trace.
