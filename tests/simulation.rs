@@ -279,3 +279,44 @@ fn the_recipe_runs_an_incr_once() {
         }
     }
 }
+
+/// Six nodes in three zones, N = 3 (tests/zones.rs in the simulator): a
+/// whole zone crashed under writes through another costs no write and no
+/// read, and when it comes back every acknowledged write reads back
+/// through it. Ten seeds.
+#[test]
+fn a_whole_zone_down_costs_no_request() {
+    for seed in 0..10u64 {
+        sim::simulate(async move {
+            let zones = ["east", "west", "north", "east", "west", "north"];
+            let cluster = sim::Cluster::start_in_zones(seed, &zones).await;
+            let mut acked = Vec::new();
+            for i in 0..40 {
+                let key = format!("before-{i}");
+                cluster.set(1, &key, &key).await.unwrap_or_else(|e| panic!("seed {seed}: write {key}: {e}"));
+                acked.push(key);
+            }
+            cluster.crash(0);
+            cluster.crash(3);
+            for i in 0..120 {
+                let key = format!("during-{i}");
+                cluster.set(1, &key, &key).await.unwrap_or_else(|e| panic!("seed {seed}: write {key}, east down: {e}"));
+                acked.push(key);
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            for key in &acked {
+                let values = cluster.get(2, key).await.map(|v| sim::live_values(&v));
+                assert_eq!(values.ok(), Some(vec![key.clone()]), "seed {seed}: read {key} with east down");
+            }
+            cluster.restart(0);
+            cluster.restart(3);
+            let keys: Vec<String> = acked.clone();
+            let settled = cluster.await_settled(&keys, Duration::from_secs(30)).await;
+            assert!(settled.is_some(), "seed {seed}: not settled: {:?}", cluster.unsettled(&keys).await);
+            for key in &acked {
+                let values = cluster.get(0, key).await.map(|v| sim::live_values(&v));
+                assert_eq!(values.ok(), Some(vec![key.clone()]), "seed {seed}: read {key} through east, back");
+            }
+        });
+    }
+}

@@ -79,6 +79,8 @@ struct Slot {
     joined: bool,
     /// Removed from the cluster by `remove_node` (it runs on, outside).
     removed: bool,
+    /// Its failure domain (empty: none).
+    zone: String,
 }
 
 /// A cluster of simulated nodes.
@@ -105,19 +107,45 @@ impl Cluster {
         Cluster::start_with(seed, size, 0, None).await
     }
 
+    /// A node in each of `zones` (its failure domain), in order.
+    pub async fn start_in_zones(seed: u64, zones: &[&str]) -> Cluster {
+        let cluster = Cluster::unstarted(seed, zones.len(), 0, None);
+        for (slot, zone) in cluster.slots.borrow_mut().iter_mut().zip(zones) {
+            slot.zone = zone.to_string();
+        }
+        cluster.boot_all(zones.len()).await;
+        cluster
+    }
+
     /// `start`, with `spares` more nodes that may join later, every
     /// node's disk misbehaving as told.
     pub async fn start_with(seed: u64, size: usize, spares: usize, misbehave: Option<Misbehave>) -> Cluster {
+        let cluster = Cluster::unstarted(seed, size, spares, misbehave);
+        cluster.boot_all(size).await;
+        cluster
+    }
+
+    /// Starts the first `size` nodes and waits until they all see each
+    /// other up.
+    async fn boot_all(&self, size: usize) {
+        for i in 0..size {
+            self.boot(i);
+        }
+        self.await_all_up(Duration::from_secs(60)).await;
+    }
+
+    fn unstarted(seed: u64, size: usize, spares: usize, misbehave: Option<Misbehave>) -> Cluster {
         let buckets = node_config(vec![]).number_of_buckets;
         let slots = (0..size + spares)
             .map(|i| {
                 let disk = Disk::new(buckets, misbehave);
                 let handle = disk.open();
                 let (node, incarnation, paused, skew_ms, joined, removed) = (None, 0, false, 0, false, false);
-                Slot { addr: addr(i), disk, handle, node, incarnation, paused, skew_ms, joined, removed }
+                let zone = String::new();
+                Slot { addr: addr(i), disk, handle, node, incarnation, paused, skew_ms, joined, removed, zone }
             })
             .collect();
-        let cluster = Cluster {
+        Cluster {
             world: net::World::new(seed),
             addrs: (0..size + spares).map(addr).collect(),
             seed,
@@ -125,12 +153,7 @@ impl Cluster {
             misbehave,
             events: RefCell::default(),
             started: tokio::time::Instant::now(),
-        };
-        for i in 0..size {
-            cluster.boot(i);
         }
-        cluster.await_all_up(Duration::from_secs(60)).await;
-        cluster
     }
 
     /// Starts node `i`'s next incarnation on its disk.
@@ -142,6 +165,7 @@ impl Cluster {
         if self.misbehave == Some(Misbehave::NoAntiEntropy) {
             config.anti_entropy_interval_ms = 24 * 3600 * 1000;
         }
+        config.zone = slot.zone.clone();
         let (network, api_listener) = self.world.attach(slot.addr);
         let mix = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ slot.incarnation.wrapping_mul(0xbf58_476d_1ce4_e5b9);
         let env = NodeEnv {
