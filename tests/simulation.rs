@@ -189,29 +189,10 @@ fn the_lost_overwrite_recipe_keeps_the_newer_write() {
         let (stored_v2, finals) = sim::simulate(async move {
             let cluster = sim::Cluster::start(trial, 5).await;
             let key = format!("k{trial}");
-            let homes = cluster.homes(&key);
-            let x = (0..5).find(|i| !homes.contains(i)).expect("a node that is no home");
-            let y = homes[(trial as usize) % homes.len()];
-            warm_up(&cluster, x, &homes).await;
-            let (cut_x, cut_y) = (cluster.links_of(x), cluster.links_of(y));
-            cluster.world.apply_cuts(&cut_x);
-            cluster.world.apply_cuts(&cut_y);
-            tokio::time::sleep(Duration::from_millis(200 + trial * 50)).await;
-            let heal = async {
-                tokio::time::sleep(Duration::from_millis(600 + trial * 7)).await;
-                cluster.world.lift(&cut_x);
-                tokio::time::sleep(Duration::from_millis(40)).await;
-                cluster.world.lift(&cut_y);
-            };
-            let write_v1 = cluster.set(x, &key, "v1");
-            let (_, _v1) = tokio::join!(heal, write_v1);
+            let (x, _v1) = under_the_recipe(&cluster, &key, trial, |x| cluster.set(x, &key, "v1")).await;
             let stored_v2 = cluster.set(x, &key, "v2").await.is_ok();
             tokio::time::sleep(Duration::from_secs(20)).await;
-            let mut finals = Vec::new();
-            for node in 0..5 {
-                finals.push(cluster.get(node, &key).await.map(|v| sim::live_values(&v)).unwrap_or_default());
-            }
-            (stored_v2, finals)
+            (stored_v2, read_everywhere(&cluster, &key).await)
         });
         if stored_v2 {
             for values in &finals {
@@ -219,6 +200,43 @@ fn the_lost_overwrite_recipe_keeps_the_newer_write() {
             }
         }
     }
+}
+
+/// The recipe's faults around one request through X, a node that is no
+/// home of `key`: X and one home Y cut off from every peer, the request
+/// sent a while in (longer each trial), X healed 0.6 s later and Y 40 ms
+/// after. Answers X and the request's answer.
+async fn under_the_recipe<T, F: std::future::Future<Output = T>>(
+    cluster: &sim::Cluster,
+    key: &str,
+    trial: u64,
+    request: impl FnOnce(usize) -> F,
+) -> (usize, T) {
+    let homes = cluster.homes(key);
+    let x = (0..5).find(|i| !homes.contains(i)).expect("a node that is no home");
+    let y = homes[(trial as usize) % homes.len()];
+    warm_up(cluster, x, &homes).await;
+    let (cut_x, cut_y) = (cluster.links_of(x), cluster.links_of(y));
+    cluster.world.apply_cuts(&cut_x);
+    cluster.world.apply_cuts(&cut_y);
+    tokio::time::sleep(Duration::from_millis(200 + trial * 50)).await;
+    let heal = async {
+        tokio::time::sleep(Duration::from_millis(600 + trial * 7)).await;
+        cluster.world.lift(&cut_x);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        cluster.world.lift(&cut_y);
+    };
+    let (_, answer) = tokio::join!(heal, request(x));
+    (x, answer)
+}
+
+/// What a client reads of `key` through each of the five nodes.
+async fn read_everywhere(cluster: &sim::Cluster, key: &str) -> Vec<Vec<String>> {
+    let mut finals = Vec::new();
+    for node in 0..5 {
+        finals.push(cluster.get(node, key).await.map(|v| sim::live_values(&v)).unwrap_or_default());
+    }
+    finals
 }
 
 /// Requests through `x` to each of `homes`, so X's worker holds open
@@ -244,32 +262,14 @@ fn the_recipe_runs_an_incr_once() {
             let cluster = sim::Cluster::start(100 + trial, 5).await;
             let key = format!("c{trial}");
             cluster.set(0, &key, "0").await.expect("the counter starts at 0");
-            let homes = cluster.homes(&key);
-            let x = (0..5).find(|i| !homes.contains(i)).expect("a node that is no home");
-            let y = homes[(trial as usize) % homes.len()];
-            warm_up(&cluster, x, &homes).await;
-            let (cut_x, cut_y) = (cluster.links_of(x), cluster.links_of(y));
-            cluster.world.apply_cuts(&cut_x);
-            cluster.world.apply_cuts(&cut_y);
-            tokio::time::sleep(Duration::from_millis(200 + trial * 50)).await;
-            let heal = async {
-                tokio::time::sleep(Duration::from_millis(600 + trial * 7)).await;
-                cluster.world.lift(&cut_x);
-                tokio::time::sleep(Duration::from_millis(40)).await;
-                cluster.world.lift(&cut_y);
-            };
             let incr = Write { condition: Condition::Present, mutation: Mutation::Incr(1) };
-            let (_, answer) = tokio::join!(heal, cluster.write(x, &key, incr));
+            let (_, answer) = under_the_recipe(&cluster, &key, trial, |x| cluster.write(x, &key, incr)).await;
             let answer = match answer {
                 Ok(WriteOutcome::Stored { new, .. }) => Some(String::from_utf8_lossy(&new.value).into_owned()),
                 _ => None,
             };
             tokio::time::sleep(Duration::from_secs(20)).await;
-            let mut finals = Vec::new();
-            for node in 0..5 {
-                finals.push(cluster.get(node, &key).await.map(|v| sim::live_values(&v)).unwrap_or_default());
-            }
-            (answer, finals)
+            (answer, read_everywhere(&cluster, &key).await)
         });
         for values in &finals {
             match &answer {

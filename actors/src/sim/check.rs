@@ -79,26 +79,11 @@ impl History {
         self.started.elapsed()
     }
 
-    pub fn record<T>(&self, client: usize, op: Op, invoked: Duration, result: &crate::Result<T>) {
-        let error = result.as_ref().err().map(|e| e.to_string());
-        self.records.borrow_mut().push(Record {
-            client,
-            op,
-            invoked,
-            completed: self.now(),
-            error,
-            stored: None,
-            read: Vec::new(),
-        });
-    }
-
     /// A read's record, with the versions it answered.
     pub fn record_read(&self, client: usize, key: String, invoked: Duration, result: &crate::Result<Vec<Version>>) {
         let values = result.as_ref().map(|v| live_values(v)).ok();
-        let error = result.as_ref().err().map(|e| e.to_string());
         let read = result.as_ref().cloned().unwrap_or_default();
-        let op = Op::Get { key, values };
-        self.records.borrow_mut().push(Record { client, op, invoked, completed: self.now(), error, stored: None, read });
+        self.push(client, Op::Get { key, values }, invoked, result, None, read);
     }
 
     /// A write's record, with the version it stored.
@@ -107,8 +92,20 @@ impl History {
             Ok(WriteOutcome::Stored { new, .. }) => Some(new.clone()),
             _ => None,
         };
+        self.push(client, op, invoked, result, stored, Vec::new());
+    }
+
+    fn push<T>(
+        &self,
+        client: usize,
+        op: Op,
+        invoked: Duration,
+        result: &crate::Result<T>,
+        stored: Option<Version>,
+        read: Vec<Version>,
+    ) {
         let error = result.as_ref().err().map(|e| e.to_string());
-        self.records.borrow_mut().push(Record { client, op, invoked, completed: self.now(), error, stored, read: Vec::new() });
+        self.records.borrow_mut().push(Record { client, op, invoked, completed: self.now(), error, stored, read });
     }
 
     pub fn records(&self) -> Vec<Record> {
