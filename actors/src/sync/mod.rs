@@ -367,6 +367,10 @@ impl SyncActor {
             }
             self.ring_seen = ring.clone();
         }
+        // A bucket this node is home of again is no longer to hand off
+        // (strays found on an older ring may have become so).
+        let (me, n) = (self.settings.me, self.settings.n);
+        self.lost.retain(|b| !ring.home(*b, n).contains(&me));
         self.count_pending();
         ring
     }
@@ -401,9 +405,6 @@ impl SyncActor {
         }
         let ring = self.follow_ring();
         let (me, n, budget) = (self.settings.me, self.settings.n, self.settings.ae_buckets_per_round);
-        // A bucket this node is home of again is no longer to hand off.
-        self.lost.retain(|b| !ring.home(*b, n).contains(&me));
-        self.count_pending();
         self.report_if_settled(&ring);
         let gained: Vec<Pending> =
             self.gained.iter().filter_map(|&b| self.all_homes_up(&ring, b).map(|others| (b, others))).collect();
