@@ -3,9 +3,17 @@
 //! terminal; one command per line from a pipe; or `-e` for scripts.
 
 use bytes::Bytes;
+use kai_actors::api::admin::AdminCommand;
 use kai_actors::api::auth::Secret;
-use kai_actors::api::{ApiClient, MemberRow, MemberState, Placement, Request, Response, TransferProgress, ADMIN_BUCKETS};
+use kai_actors::api::ApiClient;
+use kai_actors::hash::{Buckets, Placement, PreferenceList};
+use kai_actors::membership::serve::{DescribeNode, LinkNode, NodeList, Remove};
+use kai_actors::membership::{MemberRow, MemberState};
+use kai_actors::node::{Block, PanicModule, RestartActor, Stats};
+use kai_actors::store::serve::{MerkleRoot, StoredVersions};
+use kai_actors::sync::{TransferProgress, Transfers};
 use kai_actors::version::Version;
+use kai_actors::Error;
 use std::io::{BufRead, IsTerminal};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -13,47 +21,175 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_secs(5);
 const ADMIN_NAME: &str = "kai-admin";
 
-pub const HELP: &str = "\
-commands:
-  check_node A B            tell node A about node B: A contacts B and they
-                            merge member lists (how nodes are linked)
-  node_list                 every member: state (joining up down leaving
-                            removed), vnodes, buckets, keys, bytes, hints held
-                            here, buckets moving, last heartbeat, phi
-  node_info [NODE]          a node's identity and quorum
-  find_nodes KEY            the key's preference list, home replicas first
-  buckets                   the buckets this node holds, and the balance
-  get KEY                   every version on each of the key's replicas
-  stats [NODE]              a node's stats
-  remove_node NODE          take NODE off the ring for good; its buckets move
-  transfers                 bucket transfers under way, with a progress bar
-  merkle_root [NODE]        a digest of the node's data (equal on replicas in sync)
-  block [NODE...]           test-only: cut this node off from NODEs (none: heal)
-  panic MODULE              test-only: make a module's actor panic (or quorum:
-                            the next request's quorum actor)
-  restart_actor MODULE      stop a module's actor so its supervisor restarts it
-                            (store hash membership version coordinator sync api memcache)
-  help                      this text
-  quit                      leave the REPL
-NODE is a node's internal API address, HOST:PORT; the default is the node the REPL is on.";
+/// One command of the REPL: its words, its help, and what it runs. The
+/// node answers it in the module that owns it (`AdminCommand`).
+struct Command {
+    name: &'static str,
+    usage: &'static str,
+    /// What it does; more lines for a longer story.
+    help: &'static [&'static str],
+    /// How many words may follow the name.
+    args: std::ops::RangeInclusive<usize>,
+    run: fn(&Admin, &[&str]) -> Result<String, String>,
+}
 
-const COMMANDS: &[&str] = &[
-    "check_node",
-    "node_list",
-    "node_info",
-    "find_nodes",
-    "buckets",
-    "get",
-    "stats",
-    "remove_node",
-    "transfers",
-    "merkle_root",
-    "restart_actor",
-    "block",
-    "panic",
-    "help",
-    "quit",
+/// Every command, in the order `help` lists them.
+const COMMANDS: &[Command] = &[
+    Command {
+        name: "check_node",
+        usage: "A B",
+        help: &["tell node A about node B: A contacts B and they", "merge member lists (how nodes are linked)"],
+        args: 2..=2,
+        run: |admin, args| {
+            let b = resolve(args[1])?.to_string();
+            admin.ask(resolve(args[0])?, LinkNode { node: b })?;
+            Ok(format!("{} linked with {}", args[0], args[1]))
+        },
+    },
+    Command {
+        name: "node_list",
+        usage: "",
+        help: &[
+            "every member: state (joining up down leaving",
+            "removed), vnodes, buckets, keys, bytes, hints held",
+            "here, buckets moving, last heartbeat, phi",
+        ],
+        args: 0..=0,
+        run: |admin, _| Ok(admin.status_table(&admin.ask(admin.node, NodeList)?)),
+    },
+    Command {
+        name: "node_info",
+        usage: "[NODE]",
+        help: &["a node's identity and quorum"],
+        args: 0..=1,
+        run: |admin, args| {
+            let i = admin.ask(admin.target(args)?, DescribeNode)?;
+            Ok(format!(
+                "node {}\nmemcache_port {}\nquorum {},{},{}\nnumber_of_buckets {}\nvirtual_nodes {}\nstore {}\nversion {}\nprotocol_version {}",
+                i.node, i.memcache_port, i.n, i.r, i.w, i.number_of_buckets, i.virtual_nodes, i.store, i.version, i.protocol_version
+            ))
+        },
+    },
+    Command {
+        name: "find_nodes",
+        usage: "KEY",
+        help: &["the key's preference list, home replicas first"],
+        args: 1..=1,
+        run: |admin, args| {
+            let placement = admin.ask(admin.node, PreferenceList { key: Bytes::from(args[0].to_string()) })?;
+            Ok(placement_lines(&placement).join("\n"))
+        },
+    },
+    Command {
+        name: "buckets",
+        usage: "",
+        help: &["the buckets this node holds, and the balance"],
+        args: 0..=0,
+        run: |admin, _| {
+            let balance = admin.ask(admin.node, Buckets)?;
+            let mut out = format!("{} holds {} buckets as a home replica", admin.node, balance.held.len());
+            out.push_str(&format!("\nheld: {}", ranges(&balance.held)));
+            out.push_str("\nbalance (buckets each node is a home replica of):");
+            for (node, count) in balance.per_node {
+                out.push_str(&format!("\n  {node} {count}"));
+            }
+            Ok(out)
+        },
+    },
+    Command {
+        name: "get",
+        usage: "KEY",
+        help: &["every version on each of the key's replicas"],
+        args: 1..=1,
+        run: |admin, args| admin.versions_on_replicas(args[0]),
+    },
+    Command {
+        name: "stats",
+        usage: "[NODE]",
+        help: &["a node's stats"],
+        args: 0..=1,
+        run: |admin, args| {
+            let stats = admin.ask(admin.target(args)?, Stats)?;
+            Ok(stats.iter().map(|(name, value)| format!("{name} {value}")).collect::<Vec<_>>().join("\n"))
+        },
+    },
+    Command {
+        name: "remove_node",
+        usage: "NODE",
+        help: &["take NODE off the ring for good; its buckets move"],
+        args: 1..=1,
+        run: |admin, args| {
+            let addr = resolve(args[0])?;
+            admin.ask(admin.node, Remove { node: addr.to_string() })?;
+            Ok(format!("{addr} leaves the ring: its buckets move to their new homes (node_list shows it leaving, then removed)"))
+        },
+    },
+    Command {
+        name: "transfers",
+        usage: "",
+        help: &["bucket transfers under way, with a progress bar"],
+        args: 0..=0,
+        run: |admin, _| Ok(progress_line(&admin.ask(admin.node, Transfers)?)),
+    },
+    Command {
+        name: "merkle_root",
+        usage: "[NODE]",
+        help: &["a digest of the node's data (equal on replicas in sync)"],
+        args: 0..=1,
+        run: |admin, args| Ok(format!("{:016x}", admin.ask(admin.target(args)?, MerkleRoot)?)),
+    },
+    Command {
+        name: "block",
+        usage: "[NODE...]",
+        help: &["test-only: cut this node off from NODEs (none: heal)"],
+        args: 0..=usize::MAX,
+        run: |admin, args| {
+            let peers = args.iter().map(|p| resolve(p).map(|a| a.to_string())).collect::<Result<Vec<_>, _>>()?;
+            let what = if peers.is_empty() { "healed".to_string() } else { format!("cut off from {}", peers.join(" ")) };
+            admin.ask(admin.node, Block { peers })?;
+            Ok(format!("{} {what}", admin.node))
+        },
+    },
+    Command {
+        name: "panic",
+        usage: "MODULE",
+        help: &["test-only: make a module's actor panic (or quorum:", "the next request's quorum actor)"],
+        args: 1..=1,
+        run: |admin, args| {
+            admin.ask(admin.node, PanicModule { module: args[0].to_string() })?;
+            Ok(format!("{} told to panic", args[0]))
+        },
+    },
+    Command {
+        name: "restart_actor",
+        usage: "MODULE",
+        help: &[
+            "stop a module's actor so its supervisor restarts it",
+            "(store hash membership version coordinator sync api memcache)",
+        ],
+        args: 1..=1,
+        run: |admin, args| {
+            admin.ask(admin.node, RestartActor { module: args[0].to_string() })?;
+            Ok(format!("{} restarting", args[0]))
+        },
+    },
+    Command { name: "help", usage: "", help: &["this text"], args: 0..=0, run: |_, _| Ok(help()) },
+    Command { name: "quit", usage: "", help: &["leave the REPL"], args: 0..=0, run: |_, _| Ok(String::new()) },
 ];
+
+/// The commands and what each does, from the table.
+pub fn help() -> String {
+    let mut out = String::from("commands:\n");
+    for command in COMMANDS {
+        let words = format!("{} {}", command.name, command.usage);
+        for (i, line) in command.help.iter().enumerate() {
+            let left = if i == 0 { words.as_str() } else { "" };
+            out.push_str(&format!("  {left:<26}{line}\n"));
+        }
+    }
+    out.push_str("NODE is a node's internal API address, HOST:PORT; the default is the node the REPL is on.");
+    out
+}
 
 struct Admin {
     runtime: tokio::runtime::Runtime,
@@ -69,108 +205,35 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
 }
 
 impl Admin {
-    fn ask(&self, node: SocketAddr, request: Request) -> Result<Response, String> {
+    /// Asks `node` an admin command, on a connection of the admin protocol.
+    fn ask<C: AdminCommand>(&self, node: SocketAddr, command: C) -> Result<C::Reply, String> {
         self.runtime.block_on(async {
-            let client = ApiClient::connect(&kai_actors::api::net::Tcp, node, ADMIN_NAME, ADMIN_BUCKETS, &self.secret, TIMEOUT)
+            let client = ApiClient::connect(&kai_actors::api::net::Tcp, node, ADMIN_NAME, None, &self.secret, TIMEOUT)
                 .await
                 .map_err(|e| {
-                    let hint = match e.to_string().contains("cluster secret") && !self.secret.is_set() {
-                        true => " (give the admin tool the secret: --config FILE or KAI_CLUSTER_SECRET)",
-                        false => "",
+                    let hint = match (&e, self.secret.is_set()) {
+                        (Error::Refused(_), false) => " (give the admin tool the secret: --config FILE or KAI_CLUSTER_SECRET)",
+                        _ => "",
                     };
                     format!("node {node} unreachable: {e}{hint}")
                 })?;
-            match client.call(request, TIMEOUT).await.map_err(|e| e.to_string())? {
-                Response::Error(why) => Err(why),
-                answer => Ok(answer),
-            }
+            client.admin(&command, TIMEOUT).await.map_err(|e| e.to_string())
         })
     }
 
-    fn target(&self, arg: Option<&str>) -> Result<SocketAddr, String> {
-        arg.map(resolve).unwrap_or(Ok(self.node))
+    /// The node named by a command's one optional word, or the REPL's own.
+    fn target(&self, args: &[&str]) -> Result<SocketAddr, String> {
+        args.first().map(|arg| resolve(arg)).unwrap_or(Ok(self.node))
     }
 
     /// Runs one command line; the text to show, or why it failed.
     fn execute(&self, line: &str) -> Result<String, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            [] => Ok(String::new()),
-            ["help"] => Ok(HELP.to_string()),
-            ["node_list"] => match self.ask(self.node, Request::MemberStatus)? {
-                Response::MemberStatus(rows) => Ok(self.status_table(&rows)),
-                other => Err(format!("unexpected answer: {other:?}")),
-            },
-            ["node_info"] | ["node_info", _] => match self.ask(self.target(words.get(1).copied())?, Request::NodeInfo)? {
-                Response::NodeInfo(i) => Ok(format!(
-                    "node {}\nmemcache_port {}\nquorum {},{},{}\nnumber_of_buckets {}\nvirtual_nodes {}\nstore {}\nversion {}",
-                    i.node, i.memcache_port, i.n, i.r, i.w, i.number_of_buckets, i.virtual_nodes, i.store, i.version
-                )),
-                other => Err(format!("unexpected answer: {other:?}")),
-            },
-            ["stats"] | ["stats", _] => match self.ask(self.target(words.get(1).copied())?, Request::Stats)? {
-                Response::Stats(lines) => Ok(lines.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join("\n")),
-                other => Err(format!("unexpected answer: {other:?}")),
-            },
-            ["check_node", a, b] => {
-                let b_addr = resolve(b)?;
-                match self.ask(resolve(a)?, Request::CheckNode { node: b_addr.to_string() })? {
-                    Response::Done => Ok(format!("{a} linked with {b}")),
-                    other => Err(format!("unexpected answer: {other:?}")),
-                }
-            }
-            ["find_nodes", key] => match self.ask(self.node, Request::FindNodes { key: Bytes::from(key.to_string()) })? {
-                Response::Placement(p) => Ok(placement_lines(&p).join("\n")),
-                other => Err(format!("unexpected answer: {other:?}")),
-            },
-            ["buckets"] => match self.ask(self.node, Request::Buckets)? {
-                Response::Buckets { held, per_node } => {
-                    let mut out = format!("{} holds {} buckets as a home replica", self.node, held.len());
-                    out.push_str(&format!("\nheld: {}", ranges(&held)));
-                    out.push_str("\nbalance (buckets each node is a home replica of):");
-                    for (node, count) in per_node {
-                        out.push_str(&format!("\n  {node} {count}"));
-                    }
-                    Ok(out)
-                }
-                other => Err(format!("unexpected answer: {other:?}")),
-            },
-            ["get", key] => self.versions_on_replicas(key),
-            ["remove_node", node] => {
-                let addr = resolve(node)?;
-                match self.ask(self.node, Request::RemoveNode { node: addr.to_string() })? {
-                    Response::Done => Ok(format!(
-                        "{addr} leaves the ring: its buckets move to their new homes (node_list shows it leaving, then removed)"
-                    )),
-                    other => Err(format!("unexpected answer: {other:?}")),
-                }
-            }
-            ["transfers"] => match self.ask(self.node, Request::Transfers)? {
-                Response::Transfers(p) => Ok(progress_line(&p)),
-                other => Err(format!("unexpected answer: {other:?}")),
-            },
-            ["merkle_root"] | ["merkle_root", _] => match self.ask(self.target(words.get(1).copied())?, Request::MerkleRoot)? {
-                Response::Root(root) => Ok(format!("{root:016x}")),
-                other => Err(format!("unexpected answer: {other:?}")),
-            },
-            ["block", peers @ ..] => {
-                let peers = peers.iter().map(|p| resolve(p).map(|a| a.to_string())).collect::<Result<Vec<_>, _>>()?;
-                let what = if peers.is_empty() { "healed".to_string() } else { format!("cut off from {}", peers.join(" ")) };
-                match self.ask(self.node, Request::Block { peers })? {
-                    Response::Done => Ok(format!("{} {what}", self.node)),
-                    other => Err(format!("unexpected answer: {other:?}")),
-                }
-            }
-            ["restart_actor", module] => match self.ask(self.node, Request::RestartActor { module: module.to_string() })? {
-                Response::Done => Ok(format!("{module} restarting")),
-                other => Err(format!("unexpected answer: {other:?}")),
-            },
-            ["panic", module] => match self.ask(self.node, Request::Panic { module: module.to_string() })? {
-                Response::Done => Ok(format!("{module} told to panic")),
-                other => Err(format!("unexpected answer: {other:?}")),
-            },
-            [cmd, ..] if COMMANDS.contains(cmd) => Err(format!("wrong arguments for {cmd}; try help")),
-            [cmd, ..] => Err(format!("unknown command {cmd:?}; try help")),
+        let Some((name, args)) = words.split_first() else { return Ok(String::new()) };
+        match COMMANDS.iter().find(|c| c.name == *name) {
+            Some(command) if command.args.contains(&args.len()) => (command.run)(self, args),
+            Some(command) => Err(format!("wrong arguments for {name}: {name} {}; try help", command.usage)),
+            None => Err(format!("unknown command {name:?}; try help")),
         }
     }
 }
@@ -200,23 +263,16 @@ impl Admin {
         for row in rows {
             let stats = match (row.state, resolve(&row.addr)) {
                 (MemberState::Removed, _) | (_, Err(_)) => None,
-                (_, Ok(addr)) => match self.ask(addr, Request::Stats) {
-                    Ok(Response::Stats(lines)) => Some(lines),
-                    _ => None,
-                },
+                (_, Ok(addr)) => self.ask(addr, Stats).ok(),
             };
-            let stat = |name: &str| {
-                stats
-                    .as_ref()
-                    .and_then(|lines| lines.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
-                    .unwrap_or_else(|| "-".into())
-            };
+            let figure = |name: &str| stats.as_ref()?.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            let stat = |name: &str| figure(name).map_or_else(|| "-".into(), |v| v.to_string());
             let heard = match row.heartbeat_age_ms {
                 Some(ms) => format!("{:.1}s", ms as f64 / 1000.0),
                 None => "never".into(),
             };
             let phi = if row.phi.is_finite() { format!("{:.1}", row.phi) } else { "inf".into() };
-            let bytes = stat("bytes").parse::<u64>().map(human_bytes).unwrap_or_else(|_| "-".into());
+            let bytes = figure("bytes").and_then(|v| v.count()).map_or_else(|| "-".into(), human_bytes);
             table.push(vec![
                 row.addr.clone(),
                 shown_state(row),
@@ -245,19 +301,13 @@ impl Admin {
     /// `get KEY`: asks each of the key's home replicas for its versions.
     fn versions_on_replicas(&self, key: &str) -> Result<String, String> {
         let key = Bytes::from(key.to_string());
-        let placement = match self.ask(self.node, Request::FindNodes { key: key.clone() })? {
-            Response::Placement(p) => p,
-            other => return Err(format!("unexpected answer: {other:?}")),
-        };
+        let placement = self.ask(self.node, PreferenceList { key: key.clone() })?;
         let mut out = Vec::new();
         for (node, _) in placement.nodes.iter().take(placement.n) {
             out.push(format!("{node}:"));
-            let answer =
-                resolve(node).and_then(|addr| self.ask(addr, Request::ReplicaGet { key: key.clone(), client_read: false }));
-            match answer {
-                Ok(Response::Versions(versions)) if versions.is_empty() => out.push("  (nothing)".into()),
-                Ok(Response::Versions(versions)) => out.extend(versions.iter().map(|v| format!("  {}", describe(v)))),
-                Ok(other) => out.push(format!("  unexpected answer: {other:?}")),
+            match resolve(node).and_then(|addr| self.ask(addr, StoredVersions { key: key.clone() })) {
+                Ok(versions) if versions.is_empty() => out.push("  (nothing)".into()),
+                Ok(versions) => out.extend(versions.iter().map(|v| format!("  {}", describe(v)))),
                 Err(e) => out.push(format!("  unreachable: {e}")),
             }
         }
@@ -403,8 +453,8 @@ fn interactive(admin: &Admin) -> Result<(), String> {
             }
             let matches = COMMANDS
                 .iter()
-                .filter(|c| c.starts_with(word))
-                .map(|c| Pair { display: c.to_string(), replacement: c.to_string() })
+                .filter(|c| c.name.starts_with(word))
+                .map(|c| Pair { display: c.name.to_string(), replacement: c.name.to_string() })
                 .collect();
             Ok((0, matches))
         }

@@ -125,88 +125,10 @@ impl Settings for Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        let (n, r, w) = (self.n, self.r, self.w);
-        if n == 0 {
-            return refuse("n", "must be at least 1");
-        }
-        if r == 0 || r > n {
-            return refuse("r", format!("must be between 1 and n ({n})"));
-        }
-        if w == 0 || w > n {
-            return refuse("w", format!("must be between 1 and n ({n})"));
-        }
-        if n > 1 && w <= n / 2 {
-            return refuse("w", format!("must be a majority of n ({n}): more than {}", n / 2));
-        }
-        if r + w <= n {
-            return refuse("r", format!("r + w ({}) must be more than n ({n}) so reads see writes", r + w));
-        }
-        if self.port == 0 {
-            return refuse("port", "must be a fixed port: it is part of the node's identity");
-        }
-        if self.memcache_port == 0 {
-            return refuse("memcache_port", "must not be 0");
-        }
-        if self.port == self.memcache_port {
-            return refuse("memcache_port", format!("clashes with port ({})", self.port));
-        }
-        if self.http_port != 0 && (self.http_port == self.port || self.http_port == self.memcache_port) {
-            return refuse("http_port", format!("clashes with port ({}) or memcache_port ({})", self.port, self.memcache_port));
-        }
-        if !kai_actors::hash::is_valid_bucket_count(self.number_of_buckets) {
-            return refuse(
-                "number_of_buckets",
-                format!("must be a power of two from 1 to {} (so buckets cut the ring evenly)", kai_actors::hash::MAX_BUCKETS),
-            );
-        }
-        if self.number_of_virtual_nodes == 0 {
-            return refuse("number_of_virtual_nodes", "must be at least 1");
-        }
-        if self.max_connections == 0 {
-            return refuse("max_connections", "must be at least 1");
-        }
-        if self.command_timeout_secs == 0 {
-            return refuse("command_timeout_secs", "must be at least 1");
-        }
-        if self.max_requests_in_flight == 0 {
-            return refuse("max_requests_in_flight", "must be at least 1");
-        }
-        if self.max_value_size == 0 || self.max_value_size > 32 << 20 {
-            return refuse("max_value_size", "must be between 1 byte and 32 MiB");
-        }
-        if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
-            return refuse("request_timeout_ms", "timeouts must be more than 0");
-        }
-        if self.store_threads == 0 || self.store_threads > 64 {
-            return refuse("store_threads", "must be between 1 and 64");
-        }
-        if self.worker_threads == 0 || self.worker_threads > 64 {
-            return refuse("worker_threads", "must be between 1 and 64");
-        }
-        if self.api_max_in_flight == 0 {
-            return refuse("api_max_in_flight", "must be at least 1");
-        }
-        if self.max_clock_entries < 2 {
-            return refuse("max_clock_entries", "must be at least 2");
-        }
-        if self.reap_interval_secs == 0 {
-            return refuse("reap_interval_secs", "must be at least 1");
-        }
-        if self.gossip_interval_ms == 0 || self.hint_interval_ms == 0 {
-            return refuse("gossip_interval_ms", "intervals must be more than 0");
-        }
-        if self.anti_entropy_interval_ms == 0 || self.anti_entropy_buckets_per_round == 0 {
-            return refuse("anti_entropy_interval_ms", "anti-entropy needs an interval and buckets per round above 0");
-        }
-        if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
-            return refuse("log_level", format!("{:?} is none of error, warn, info, debug, trace", self.log_level));
-        }
-        if self.restart_period_secs == 0 {
-            return refuse("restart_period_secs", "must be at least 1");
-        }
-        if !(self.phi_threshold.is_finite() && self.phi_threshold >= 1.0) {
-            return refuse("phi_threshold", "must be a number of at least 1 (8 is usual)");
-        }
+        check_quorum(self)?;
+        check_ports(self)?;
+        check_limits(self)?;
+        check_timing(self)?;
         self.seed_addrs()?;
         let me = self.node_addr()?;
         if self.cluster_secret.is_empty() && !me.ip().is_loopback() {
@@ -223,6 +145,115 @@ impl Settings for Config {
         }
         Ok(())
     }
+}
+
+/// N, R and W: a majority writes, and reads meet writes.
+fn check_quorum(config: &Config) -> Result<(), ConfigError> {
+    let (n, r, w) = (config.n, config.r, config.w);
+    if n == 0 {
+        return refuse("n", "must be at least 1");
+    }
+    if r == 0 || r > n {
+        return refuse("r", format!("must be between 1 and n ({n})"));
+    }
+    if w == 0 || w > n {
+        return refuse("w", format!("must be between 1 and n ({n})"));
+    }
+    if n > 1 && w <= n / 2 {
+        return refuse("w", format!("must be a majority of n ({n}): more than {}", n / 2));
+    }
+    if r + w <= n {
+        return refuse("r", format!("r + w ({}) must be more than n ({n}) so reads see writes", r + w));
+    }
+    Ok(())
+}
+
+/// The node's ports: fixed, and apart.
+fn check_ports(config: &Config) -> Result<(), ConfigError> {
+    if config.port == 0 {
+        return refuse("port", "must be a fixed port: it is part of the node's identity");
+    }
+    if config.memcache_port == 0 {
+        return refuse("memcache_port", "must not be 0");
+    }
+    if config.port == config.memcache_port {
+        return refuse("memcache_port", format!("clashes with port ({})", config.port));
+    }
+    if config.http_port != 0 && (config.http_port == config.port || config.http_port == config.memcache_port) {
+        return refuse("http_port", format!("clashes with port ({}) or memcache_port ({})", config.port, config.memcache_port));
+    }
+    Ok(())
+}
+
+/// Sizes and counts: the ring's shape, threads, limits, the peer protocol.
+fn check_limits(config: &Config) -> Result<(), ConfigError> {
+    if !kai_actors::hash::is_valid_bucket_count(config.number_of_buckets) {
+        return refuse(
+            "number_of_buckets",
+            format!("must be a power of two from 1 to {} (so buckets cut the ring evenly)", kai_actors::hash::MAX_BUCKETS),
+        );
+    }
+    if config.number_of_virtual_nodes == 0 {
+        return refuse("number_of_virtual_nodes", "must be at least 1");
+    }
+    if config.max_connections == 0 {
+        return refuse("max_connections", "must be at least 1");
+    }
+    if config.command_timeout_secs == 0 {
+        return refuse("command_timeout_secs", "must be at least 1");
+    }
+    if config.max_requests_in_flight == 0 {
+        return refuse("max_requests_in_flight", "must be at least 1");
+    }
+    if config.max_value_size == 0 || config.max_value_size > 32 << 20 {
+        return refuse("max_value_size", "must be between 1 byte and 32 MiB");
+    }
+    let ours = kai_actors::api::PEER_PROTOCOL_VERSION;
+    if ![0, ours, ours + 1].contains(&config.test_peer_protocol_version) {
+        return refuse(
+            "test_peer_protocol_version",
+            format!("test-only: 0 (this build's {ours}) or {} (the next release's, for upgrade tests)", ours + 1),
+        );
+    }
+    Ok(())
+}
+
+/// Timeouts and intervals, and the log and restart policy.
+fn check_timing(config: &Config) -> Result<(), ConfigError> {
+    if config.request_timeout_ms == 0 || config.connect_timeout_ms == 0 {
+        return refuse("request_timeout_ms", "timeouts must be more than 0");
+    }
+    if config.store_threads == 0 || config.store_threads > 64 {
+        return refuse("store_threads", "must be between 1 and 64");
+    }
+    if config.worker_threads == 0 || config.worker_threads > 64 {
+        return refuse("worker_threads", "must be between 1 and 64");
+    }
+    if config.api_max_in_flight == 0 {
+        return refuse("api_max_in_flight", "must be at least 1");
+    }
+    if config.max_clock_entries < 2 {
+        return refuse("max_clock_entries", "must be at least 2");
+    }
+    if config.reap_interval_secs == 0 {
+        return refuse("reap_interval_secs", "must be at least 1");
+    }
+    if config.gossip_interval_ms == 0 || config.hint_interval_ms == 0 {
+        return refuse("gossip_interval_ms", "intervals must be more than 0");
+    }
+    if config.anti_entropy_interval_ms == 0 || config.anti_entropy_buckets_per_round == 0 {
+        return refuse("anti_entropy_interval_ms", "anti-entropy needs an interval and buckets per round above 0");
+    }
+    if !["error", "warn", "info", "debug", "trace"].contains(&config.log_level.as_str()) {
+        return refuse("log_level", format!("{:?} is none of error, warn, info, debug, trace", config.log_level));
+    }
+    if config.restart_period_secs == 0 {
+        return refuse("restart_period_secs", "must be at least 1");
+    }
+    if !(config.phi_threshold.is_finite() && config.phi_threshold >= 1.0) {
+        return refuse("phi_threshold", "must be a number of at least 1 (8 is usual)");
+    }
+    Ok(())
 }
 
 fn check_writable(dir: &Path) -> Result<(), ConfigError> {

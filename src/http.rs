@@ -7,8 +7,13 @@
 use crate::metrics::{render, Scrape};
 use actix::prelude::*;
 use actix_web::{web, App, HttpResponse, HttpServer};
-use kai_actors::api::{ApiCall, ForwardOp, MemberRow, Request, Response, TransferProgress};
+use kai_actors::api::admin::{ask, AdminCommand};
+use kai_actors::api::{ApiCall, ForwardOp, Request, Response};
+use kai_actors::membership::serve::NodeList;
+use kai_actors::membership::MemberRow;
+use kai_actors::node::Stats;
 use kai_actors::stats::{Identity, NodeStats};
+use kai_actors::sync::{TransferProgress, Transfers};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,25 +28,24 @@ pub struct HttpState {
 }
 
 impl HttpState {
-    async fn ask(&self, request: Request) -> Option<Response> {
-        match tokio::time::timeout(Duration::from_secs(2), self.router.send(ApiCall::new(request))).await {
-            Ok(Ok(Response::Error(_) | Response::Failed(_))) | Ok(Err(_)) | Err(_) => None,
-            Ok(Ok(response)) => Some(response),
+    /// An admin command's answer, or its default when the node does not
+    /// answer in time (the page shows what it has).
+    async fn ask<C: AdminCommand>(&self, command: C) -> C::Reply
+    where
+        C::Reply: Default,
+    {
+        match tokio::time::timeout(Duration::from_secs(2), ask(&self.router, &command)).await {
+            Ok(Ok(reply)) => reply,
+            _ => Default::default(),
         }
     }
 
     async fn members(&self) -> Vec<MemberRow> {
-        match self.ask(Request::MemberStatus).await {
-            Some(Response::MemberStatus(rows)) => rows,
-            _ => Vec::new(),
-        }
+        self.ask(NodeList).await
     }
 
     async fn transfers(&self) -> TransferProgress {
-        match self.ask(Request::Transfers).await {
-            Some(Response::Transfers(p)) => p,
-            _ => TransferProgress::default(),
-        }
+        self.ask(Transfers).await
     }
 }
 
@@ -72,7 +76,6 @@ async fn health(state: web::Data<HttpState>) -> HttpResponse {
             HttpResponse::Ok().body("ok: serving reads; the store takes no writes\n")
         }
         Ok(Ok(Response::VersionsRead { .. })) => HttpResponse::Ok().body("ok\n"),
-        Ok(Ok(Response::Error(why))) => HttpResponse::ServiceUnavailable().body(format!("not serving: {why}\n")),
         Ok(Ok(Response::Failed(why))) => HttpResponse::ServiceUnavailable().body(format!("not serving: {why}\n")),
         _ => HttpResponse::ServiceUnavailable().body("not serving: no answer\n"),
     }
@@ -87,6 +90,7 @@ struct Status {
     uptime_secs: u64,
     members: Vec<MemberRow>,
     transfers: TransferProgress,
+    /// Each stat as the memcache `stats` reply writes it.
     stats: Vec<(String, String)>,
     /// Latency histograms: (upper bound in microseconds, count) per op.
     latency: Vec<(&'static str, Vec<(u64, u64)>)>,
@@ -108,10 +112,7 @@ fn chart(latency: &kai_actors::stats::Latency) -> Vec<(u64, u64)> {
 
 async fn status_json(state: web::Data<HttpState>) -> HttpResponse {
     let (members, transfers) = (state.members().await, state.transfers().await);
-    let stats = match state.ask(Request::Stats).await {
-        Some(Response::Stats(lines)) => lines,
-        _ => Vec::new(),
-    };
+    let stats = state.ask(Stats).await.into_iter().map(|(name, value)| (name, value.to_string())).collect();
     let id = &state.identity;
     let status = Status {
         node: id.node.clone(),

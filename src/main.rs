@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Administer a node through its internal API.
-    #[command(after_help = admin::HELP)]
+    #[command(after_help = admin::help())]
     Admin {
         /// The node's internal API address.
         #[arg(long, default_value = "127.0.0.1:11011")]

@@ -2,8 +2,9 @@
 //! `kai_` names, `_total` counters, `_seconds` histograms, base units.
 //! Pure: it renders what it is given.
 
-use kai_actors::api::{MemberRow, MemberState, TransferProgress};
+use kai_actors::membership::{MemberRow, MemberState};
 use kai_actors::stats::{Identity, Latency, NodeStats};
+use kai_actors::sync::TransferProgress;
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 

@@ -6,8 +6,10 @@ mod common;
 
 use bytes::{Bytes, BytesMut};
 use common::{admin_with_secret, wait_for, TestNode, CLUSTER};
+use kai_actors::api::admin::AdminCommand;
 use kai_actors::api::auth::{self, Role, Secret};
-use kai_actors::api::{decode, encode, Frame, Request, Response, PROTOCOL_VERSION};
+use kai_actors::api::{decode, encode, Frame, PeerTerms, Request, Response, PEER_PROTOCOL_VERSION};
+use kai_actors::Error;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -105,10 +107,9 @@ fn a_recorded_handshake_cannot_be_replayed() {
     let node = alone_with_secret("alpha");
     let secret = Secret::new("alpha");
     let hello = || Request::Hello {
-        protocol_version: PROTOCOL_VERSION,
-        number_of_buckets: 1024,
         from: "127.0.0.1:1".into(),
         nonce: Bytes::from(auth::nonce()),
+        peer: Some(PeerTerms { protocol_version: PEER_PROTOCOL_VERSION, number_of_buckets: 1024 }),
     };
     // A real handshake, recorded.
     let (mut stream, mut buf) = connect(&node);
@@ -132,7 +133,7 @@ fn a_recorded_handshake_cannot_be_replayed() {
     assert_ne!(fresh, nonce);
     stream.write_all(&recorded_proof).unwrap();
     match receive(&mut stream, &mut buf) {
-        Some(Response::Error(why)) => assert!(why.contains("cluster secret"), "{why}"),
+        Some(Response::Failed(Error::Refused(why))) => assert!(why.contains("cluster secret"), "{why}"),
         other => panic!("a replay was answered {other:?}"),
     }
     assert!(receive(&mut stream, &mut buf).is_none(), "the connection closes");
@@ -140,8 +141,9 @@ fn a_recorded_handshake_cannot_be_replayed() {
     let (mut stream, mut buf) = connect(&node);
     send(&mut stream, hello());
     assert!(matches!(receive(&mut stream, &mut buf), Some(Response::Challenge { .. })));
-    send(&mut stream, Request::RemoveNode { node: node.api_addr() });
-    assert!(matches!(receive(&mut stream, &mut buf), Some(Response::Error(_))));
+    let remove = kai_actors::membership::serve::Remove { node: node.api_addr() };
+    send(&mut stream, remove.call().unwrap());
+    assert!(matches!(receive(&mut stream, &mut buf), Some(Response::Failed(Error::Refused(_)))));
     assert!(receive(&mut stream, &mut buf).is_none());
     assert_eq!(node.member_states().len(), 1);
     assert!(node.client().set("still", "serving", 0).is_ok());
@@ -166,16 +168,7 @@ fn the_memcache_port_takes_no_cluster_operation() {
     }
     // An internal API hello on the memcache port is just bad input.
     let mut other = node.raw();
-    let hello = encode(&Frame {
-        id: 0,
-        body: Request::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            number_of_buckets: 1024,
-            from: "x".into(),
-            nonce: Bytes::new(),
-        },
-    })
-    .unwrap();
+    let hello = encode(&Frame { id: 0, body: Request::Hello { from: "x".into(), nonce: Bytes::new(), peer: None } }).unwrap();
     other.send(&hello);
     assert!(node.client().set("k", "v", 0).is_ok());
     assert_eq!(node.member_states().len(), 1);

@@ -92,6 +92,20 @@ pub struct Config {
     pub anti_entropy_interval_ms: u64,
     pub anti_entropy_buckets_per_round: usize,
     pub anti_entropy_max_bytes_per_round: u64,
+    /// Test-only: the peer protocol version this node offers, to emulate
+    /// the next release in an upgrade test (0: this build's own).
+    pub test_peer_protocol_version: u32,
+}
+
+impl Config {
+    /// What this node offers peers at the handshake.
+    pub fn peer_terms(&self) -> crate::api::PeerTerms {
+        let protocol_version = match self.test_peer_protocol_version {
+            0 => crate::api::PEER_PROTOCOL_VERSION,
+            offered => offered,
+        };
+        crate::api::PeerTerms { protocol_version, number_of_buckets: self.number_of_buckets }
+    }
 }
 
 impl Default for Config {
@@ -140,6 +154,7 @@ impl Default for Config {
             anti_entropy_interval_ms: 1000,
             anti_entropy_buckets_per_round: 64,
             anti_entropy_max_bytes_per_round: 8 << 20,
+            test_peer_protocol_version: 0,
         }
     }
 }

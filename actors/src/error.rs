@@ -35,6 +35,13 @@ pub enum Error {
     Late(String),
     /// A peer spoke something this node does not understand.
     Protocol(String),
+    /// The node will not serve this caller or this request: a wrong
+    /// secret, a protocol too far from its own, a setting that forbids it.
+    Refused(String),
+    /// The node does not know this command (an admin tool newer than it).
+    Unsupported(String),
+    /// Another process holds the data directory.
+    InUse(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -52,7 +59,10 @@ impl Error {
             | Error::Busy(_)
             | Error::ReadOnly(_)
             | Error::Unavailable(_)
-            | Error::Late(_) => false,
+            | Error::Late(_)
+            | Error::Refused(_)
+            | Error::Unsupported(_)
+            | Error::InUse(_) => false,
         }
     }
 }
@@ -73,6 +83,9 @@ impl fmt::Display for Error {
             Error::Indeterminate(m) => write!(f, "no answer in time, so it may or may not have been applied: {m}"),
             Error::Late(m) => write!(f, "not run: {m}"),
             Error::Protocol(m) => write!(f, "protocol error: {m}"),
+            Error::Refused(m) => write!(f, "refused: {m}"),
+            Error::Unsupported(m) => write!(f, "{m}"),
+            Error::InUse(m) => write!(f, "in use: {m}"),
         }
     }
 }
@@ -81,7 +94,10 @@ impl std::error::Error for Error {}
 
 impl From<fjall::Error> for Error {
     fn from(e: fjall::Error) -> Self {
-        Error::Store(e.to_string())
+        match e {
+            fjall::Error::Locked => Error::InUse("another process holds the data directory".into()),
+            e => Error::Store(e.to_string()),
+        }
     }
 }
 

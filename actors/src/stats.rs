@@ -310,94 +310,156 @@ fn cpu_seconds() -> (f64, f64) {
     (seconds(usage.ru_utime), seconds(usage.ru_stime))
 }
 
-pub fn report(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Vec<(String, String)> {
-    let get = |c: &Counter| c.load(Relaxed).to_string();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (user, system) = cpu_seconds();
-    let held = id.node.parse().map(|addr| ring.buckets_of(&addr, id.n).len()).unwrap_or(0);
-    let lines: Vec<(&str, String)> = vec![
-        ("pid", std::process::id().to_string()),
-        ("uptime", id.started.elapsed().as_secs().to_string()),
-        ("time", now.to_string()),
-        ("version", VERSION.to_string()),
-        ("pointer_size", (8 * std::mem::size_of::<usize>()).to_string()),
-        ("rusage_user", format!("{user:.6}")),
-        ("rusage_system", format!("{system:.6}")),
-        ("max_connections", id.max_connections.to_string()),
-        ("curr_connections", stats.curr_connections.load(Relaxed).to_string()),
-        ("total_connections", get(&stats.total_connections)),
-        ("rejected_connections", get(&stats.rejected_connections)),
-        ("kai_timed_out_connections", get(&stats.timed_out_connections)),
-        ("cmd_get", get(&stats.cmd_get)),
-        ("cmd_set", get(&stats.cmd_set)),
-        ("cmd_flush", get(&stats.cmd_flush)),
-        ("cmd_touch", get(&stats.cmd_touch)),
-        ("get_hits", get(&stats.get_hits)),
-        ("get_misses", get(&stats.get_misses)),
-        ("get_expired", get(&stats.get_expired)),
-        // Kai's flush_all writes tombstones: a flushed key reads as deleted.
-        ("get_flushed", "0".to_string()),
-        ("delete_misses", get(&stats.delete_misses)),
-        ("delete_hits", get(&stats.delete_hits)),
-        ("incr_misses", get(&stats.incr_misses)),
-        ("incr_hits", get(&stats.incr_hits)),
-        ("decr_misses", get(&stats.decr_misses)),
-        ("decr_hits", get(&stats.decr_hits)),
-        ("cas_misses", get(&stats.cas_misses)),
-        ("cas_hits", get(&stats.cas_hits)),
-        ("cas_badval", get(&stats.cas_badval)),
-        ("touch_hits", get(&stats.touch_hits)),
-        ("touch_misses", get(&stats.touch_misses)),
-        ("bytes_read", get(&stats.bytes_read)),
-        ("bytes_written", get(&stats.bytes_written)),
-        ("limit_maxbytes", id.limit_maxbytes.to_string()),
-        ("accepting_conns", "1".to_string()),
-        ("threads", id.threads.to_string()),
-        ("curr_items", stats.curr_items.load(Relaxed).to_string()),
-        ("total_items", get(&stats.total_items)),
-        ("bytes", stats.bytes.load(Relaxed).to_string()),
-        ("evictions", "0".to_string()),
-        ("kai_node", id.node.clone()),
-        ("kai_quorum", format!("{},{},{}", id.n, id.r, id.w)),
-        ("kai_number_of_buckets", id.number_of_buckets.to_string()),
-        ("kai_number_of_virtual_nodes", id.virtual_nodes.to_string()),
-        ("kai_store", id.store.to_string()),
-        // Live members only: on the ring and not suspected down.
-        ("kai_curr_nodes", (stats.members_joining.load(Relaxed) + stats.members_up.load(Relaxed)).to_string()),
-        ("kai_ring_nodes", ring.len().to_string()),
-        ("kai_members_joining", stats.members_joining.load(Relaxed).to_string()),
-        ("kai_members_up", stats.members_up.load(Relaxed).to_string()),
-        ("kai_members_down", stats.members_down.load(Relaxed).to_string()),
-        ("kai_members_leaving", stats.members_leaving.load(Relaxed).to_string()),
-        ("kai_members_removed", stats.members_removed.load(Relaxed).to_string()),
-        ("kai_gossip_rounds", get(&stats.gossip_rounds)),
-        ("kai_gossip_tables_sent", get(&stats.gossip_tables_sent)),
-        ("kai_gossip_bytes_sent", get(&stats.gossip_bytes_sent)),
-        ("kai_buckets_held", held.to_string()),
-        ("kai_unreconciled_get", get(&stats.unreconciled_get)),
-        ("kai_read_repairs", get(&stats.read_repairs)),
-        ("kai_speculative_reads", get(&stats.speculative_reads)),
-        ("kai_hinted_at_once", get(&stats.hinted_at_once)),
-        ("kai_siblings_served", get(&stats.siblings_served)),
-        ("kai_quorum_failures", get(&stats.quorum_failures)),
-        ("kai_requests_in_flight", stats.requests_in_flight.load(Relaxed).to_string()),
-        ("kai_shed_busy", get(&stats.shed_busy)),
-        ("kai_reaped_versions", get(&stats.reaped_versions)),
-        ("kai_hints_pending", stats.hints_pending.load(Relaxed).to_string()),
-        ("kai_store_read_only", stats.store_read_only.load(Relaxed).to_string()),
-        ("kai_buckets_pending", stats.buckets_pending.load(Relaxed).to_string()),
-        ("kai_anti_entropy_compared", get(&stats.ae_compared)),
-        ("kai_anti_entropy_repaired", get(&stats.ae_repaired)),
-        ("kai_actor_restarts", ACTOR_RESTARTS.load(Relaxed).to_string()),
-        ("kai_panics", PANICS.load(Relaxed).to_string()),
-    ];
-    let mut lines: Vec<(String, String)> = lines.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+/// One figure of a node's stats, typed: the admin tool and the tests read
+/// it as a number, and the memcache `stats` reply writes it as memcached
+/// does.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+pub enum StatValue {
+    Count(u64),
+    Gauge(i64),
+    /// Seconds to the microsecond (CPU time).
+    Seconds(f64),
+    Text(String),
+}
+
+impl StatValue {
+    /// The figure as a count, if it is one.
+    pub fn count(&self) -> Option<u64> {
+        match self {
+            StatValue::Count(n) => Some(*n),
+            StatValue::Gauge(n) => u64::try_from(*n).ok(),
+            StatValue::Seconds(_) | StatValue::Text(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for StatValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StatValue::Count(n) => write!(f, "{n}"),
+            StatValue::Gauge(n) => write!(f, "{n}"),
+            StatValue::Seconds(s) => write!(f, "{s:.6}"),
+            StatValue::Text(t) => write!(f, "{t}"),
+        }
+    }
+}
+
+pub type Stats = Vec<(String, StatValue)>;
+
+/// Every stat of the node, memcached's names first, then Kai's own.
+pub fn report(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Stats {
+    let mut lines = process_stats(stats, id);
+    lines.extend(command_stats(stats));
+    lines.extend(cluster_stats(stats, id, ring));
+    let mut lines: Stats = lines.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     for (op, latency) in [("get", &stats.get_latency), ("set", &stats.set_latency)] {
         for (q, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p999")] {
-            lines.push((format!("kai_{op}_latency_{label}_us"), latency.quantile_micros(q).to_string()));
+            lines.push((format!("kai_{op}_latency_{label}_us"), StatValue::Count(latency.quantile_micros(q))));
         }
     }
     lines
+}
+
+fn count(c: &Counter) -> StatValue {
+    StatValue::Count(c.load(Relaxed))
+}
+
+/// The process, its connections and its memory, as memcached names them.
+fn process_stats(stats: &NodeStats, id: &Identity) -> Vec<(&'static str, StatValue)> {
+    use StatValue::{Count, Seconds, Text};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (user, system) = cpu_seconds();
+    vec![
+        ("pid", Count(std::process::id().into())),
+        ("uptime", Count(id.started.elapsed().as_secs())),
+        ("time", Count(now)),
+        ("version", Text(VERSION.to_string())),
+        ("pointer_size", Count(8 * std::mem::size_of::<usize>() as u64)),
+        ("rusage_user", Seconds(user)),
+        ("rusage_system", Seconds(system)),
+        ("max_connections", Count(id.max_connections as u64)),
+        ("curr_connections", StatValue::Gauge(stats.curr_connections.load(Relaxed))),
+        ("total_connections", count(&stats.total_connections)),
+        ("rejected_connections", count(&stats.rejected_connections)),
+        ("kai_timed_out_connections", count(&stats.timed_out_connections)),
+        ("limit_maxbytes", Count(id.limit_maxbytes)),
+        ("accepting_conns", Count(1)),
+        ("threads", Count(id.threads as u64)),
+        ("curr_items", StatValue::Gauge(stats.curr_items.load(Relaxed))),
+        ("total_items", count(&stats.total_items)),
+        ("bytes", StatValue::Gauge(stats.bytes.load(Relaxed))),
+        ("evictions", Count(0)),
+    ]
+}
+
+/// Commands served, as memcached names them.
+fn command_stats(stats: &NodeStats) -> Vec<(&'static str, StatValue)> {
+    vec![
+        ("cmd_get", count(&stats.cmd_get)),
+        ("cmd_set", count(&stats.cmd_set)),
+        ("cmd_flush", count(&stats.cmd_flush)),
+        ("cmd_touch", count(&stats.cmd_touch)),
+        ("get_hits", count(&stats.get_hits)),
+        ("get_misses", count(&stats.get_misses)),
+        ("get_expired", count(&stats.get_expired)),
+        // Kai's flush_all writes tombstones: a flushed key reads as deleted.
+        ("get_flushed", StatValue::Count(0)),
+        ("delete_misses", count(&stats.delete_misses)),
+        ("delete_hits", count(&stats.delete_hits)),
+        ("incr_misses", count(&stats.incr_misses)),
+        ("incr_hits", count(&stats.incr_hits)),
+        ("decr_misses", count(&stats.decr_misses)),
+        ("decr_hits", count(&stats.decr_hits)),
+        ("cas_misses", count(&stats.cas_misses)),
+        ("cas_hits", count(&stats.cas_hits)),
+        ("cas_badval", count(&stats.cas_badval)),
+        ("touch_hits", count(&stats.touch_hits)),
+        ("touch_misses", count(&stats.touch_misses)),
+        ("bytes_read", count(&stats.bytes_read)),
+        ("bytes_written", count(&stats.bytes_written)),
+    ]
+}
+
+/// Kai's own: the node, its cluster, and its replication's work.
+fn cluster_stats(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Vec<(&'static str, StatValue)> {
+    use StatValue::{Count, Text};
+    let held = id.node.parse().map(|addr| ring.buckets_of(&addr, id.n).len()).unwrap_or(0);
+    let live = stats.members_joining.load(Relaxed) + stats.members_up.load(Relaxed);
+    vec![
+        ("kai_node", Text(id.node.clone())),
+        ("kai_quorum", Text(format!("{},{},{}", id.n, id.r, id.w))),
+        ("kai_number_of_buckets", Count(id.number_of_buckets.into())),
+        ("kai_number_of_virtual_nodes", Count(id.virtual_nodes.into())),
+        ("kai_store", Text(id.store.to_string())),
+        // Live members only: on the ring and not suspected down.
+        ("kai_curr_nodes", StatValue::Gauge(live)),
+        ("kai_ring_nodes", Count(ring.len() as u64)),
+        ("kai_members_joining", StatValue::Gauge(stats.members_joining.load(Relaxed))),
+        ("kai_members_up", StatValue::Gauge(stats.members_up.load(Relaxed))),
+        ("kai_members_down", StatValue::Gauge(stats.members_down.load(Relaxed))),
+        ("kai_members_leaving", StatValue::Gauge(stats.members_leaving.load(Relaxed))),
+        ("kai_members_removed", StatValue::Gauge(stats.members_removed.load(Relaxed))),
+        ("kai_gossip_rounds", count(&stats.gossip_rounds)),
+        ("kai_gossip_tables_sent", count(&stats.gossip_tables_sent)),
+        ("kai_gossip_bytes_sent", count(&stats.gossip_bytes_sent)),
+        ("kai_buckets_held", Count(held as u64)),
+        ("kai_unreconciled_get", count(&stats.unreconciled_get)),
+        ("kai_read_repairs", count(&stats.read_repairs)),
+        ("kai_speculative_reads", count(&stats.speculative_reads)),
+        ("kai_hinted_at_once", count(&stats.hinted_at_once)),
+        ("kai_siblings_served", count(&stats.siblings_served)),
+        ("kai_quorum_failures", count(&stats.quorum_failures)),
+        ("kai_requests_in_flight", StatValue::Gauge(stats.requests_in_flight.load(Relaxed))),
+        ("kai_shed_busy", count(&stats.shed_busy)),
+        ("kai_reaped_versions", count(&stats.reaped_versions)),
+        ("kai_hints_pending", StatValue::Gauge(stats.hints_pending.load(Relaxed))),
+        ("kai_store_read_only", StatValue::Gauge(stats.store_read_only.load(Relaxed))),
+        ("kai_buckets_pending", StatValue::Gauge(stats.buckets_pending.load(Relaxed))),
+        ("kai_anti_entropy_compared", count(&stats.ae_compared)),
+        ("kai_anti_entropy_repaired", count(&stats.ae_repaired)),
+        ("kai_actor_restarts", Count(ACTOR_RESTARTS.load(Relaxed))),
+        ("kai_panics", Count(PANICS.load(Relaxed))),
+    ]
 }
 
 #[cfg(test)]

@@ -23,7 +23,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -56,9 +55,6 @@ impl RestartIntensity {
 
 static INTENSITY: OnceLock<RestartIntensity> = OnceLock::new();
 static RECENT: Mutex<VecDeque<Instant>> = Mutex::new(VecDeque::new());
-
-/// Test-only fault: the next request's quorum actor panics.
-pub static PANIC_NEXT_QUORUM: AtomicBool = AtomicBool::new(false);
 
 /// Installs the panic hook; call once at start, before any actor runs.
 pub fn install(intensity: RestartIntensity) {

@@ -2,15 +2,26 @@
 //! length, then a MessagePack body. Pure: encode and decode only.
 
 use crate::error::{Error, Result};
+use crate::membership::{Heartbeats, MemberDigest};
 use crate::store::{Write, WriteOutcome};
 use crate::version::wire::{put_array_len, put_bin, put_bool, put_map_len, put_nil, put_str, put_uint, put_versions, Reader};
 use crate::version::Version;
 use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddrV4;
 
-/// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 6;
+/// The peer protocol this build speaks: replica reads and writes,
+/// forwarding, gossip and sync. Bumped whenever one of their messages
+/// changes shape. Two nodes agree on the lower of their versions at the
+/// handshake, and serve each other while those differ by at most one, so a
+/// cluster upgrades one node at a time. The handshake itself (`Hello`,
+/// `Proof` and their answers) never changes shape.
+pub const PEER_PROTOCOL_VERSION: u32 = 7;
+
+/// The version two peers speak, or None when they are too far apart:
+/// each side serves peers one version older and one newer than its own.
+pub fn agree(ours: u32, theirs: u32) -> Option<u32> {
+    (ours.abs_diff(theirs) <= 1).then_some(ours.min(theirs))
+}
 
 /// No frame may claim more than this; a peer that does is cut off.
 pub const MAX_FRAME: usize = 64 << 20;
@@ -19,21 +30,13 @@ pub const MAX_FRAME: usize = 64 << 20;
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Request {
     /// The first frame on every connection, with the caller's nonce for
-    /// the cluster secret's challenge-response.
-    Hello {
-        protocol_version: u32,
-        number_of_buckets: u32,
-        from: String,
-        nonce: Bytes,
-    },
+    /// the cluster secret's challenge-response. A node says the terms of
+    /// the peer protocol it offers; the admin tool says none.
+    Hello { from: String, nonce: Bytes, peer: Option<PeerTerms> },
     /// The second: the caller's proof that it knows the cluster secret,
     /// and when it sent it by its monotonic clock (µs): the first measure
     /// of how long the connection takes to deliver (`arrival::Lateness`).
-    Proof {
-        proof: Bytes,
-        sent_us: i64,
-    },
-    NodeInfo,
+    Proof { proof: Bytes, sent_us: i64 },
     ReplicaGet {
         key: Bytes,
         /// A client's read: recorded, and answered with `VersionsRead`.
@@ -41,11 +44,7 @@ pub enum Request {
     },
     /// Merge these versions; `hint` names the home node a stand-in holds
     /// them for, when the home node is down.
-    ReplicaPut {
-        key: Bytes,
-        versions: Vec<Version>,
-        hint: Option<String>,
-    },
+    ReplicaPut { key: Bytes, versions: Vec<Version>, hint: Option<String> },
     /// A client request from a node outside the key's replicas.
     Forward {
         key: Bytes,
@@ -63,74 +62,44 @@ pub enum Request {
     },
     /// A whole member table, answered with the answerer's (linking, and
     /// contacting seeds while alone: both ends learn in one round trip).
-    Gossip {
-        members: Vec<MemberDigest>,
-    },
+    Gossip { members: Vec<MemberDigest> },
     /// A gossip round's opening: answered with the answerer's heartbeats
     /// when both tables agree on everything else, else with its table.
     GossipHeartbeats(Heartbeats),
     /// What the opener knows newer than the table it was answered with.
-    GossipDelta {
-        members: Vec<MemberDigest>,
-    },
-    /// Every member as this node sees it, for `node_list`.
-    MemberStatus,
-    /// Contact `node` and merge member lists with it.
-    CheckNode {
-        node: String,
-    },
-    /// A key's preference list.
-    FindNodes {
-        key: Bytes,
-    },
-    /// Bucket ownership across the ring.
-    Buckets,
+    GossipDelta { members: Vec<MemberDigest> },
     /// The leaves of a bucket's Merkle tree.
-    Segments {
-        bucket: u32,
-    },
+    Segments { bucket: u32 },
     /// The Merkle roots of these buckets (0 for an empty one): buckets
     /// whose roots agree need nothing more.
-    BucketRoots {
-        buckets: Vec<u32>,
-    },
+    BucketRoots { buckets: Vec<u32> },
     /// The keys of a bucket in some Merkle leaves.
-    SegmentEntries {
-        bucket: u32,
-        segments: Vec<u32>,
-    },
+    SegmentEntries { bucket: u32, segments: Vec<u32> },
     /// Merge many keys' versions (anti-entropy, bucket transfer).
-    MergeEntries {
-        entries: Vec<(Bytes, Vec<Version>)>,
-    },
+    MergeEntries { entries: Vec<(Bytes, Vec<Version>)> },
     /// Many keys' stored versions.
-    ReadKeys {
-        keys: Vec<Bytes>,
-    },
-    /// Take a node off the ring for good, re-homing its buckets.
-    RemoveNode {
-        node: String,
-    },
-    /// Bucket transfers under way on this node.
-    Transfers,
-    /// One digest over the Merkle roots of every bucket this node is a
-    /// home replica of: equal on replicas that hold the same data.
-    MerkleRoot,
-    Stats,
-    /// Stops one module's actor so its supervisor starts it afresh.
-    RestartActor {
-        module: String,
-    },
-    /// Test-only fault injection: make a module's actor panic (or the next
-    /// request's quorum actor, for "quorum").
-    Panic {
-        module: String,
-    },
-    /// Test-only fault injection: drop all traffic with these peers.
-    /// Refused unless the node allows fault injection.
-    Block {
-        peers: Vec<String>,
-    },
+    ReadKeys { keys: Vec<Bytes> },
+    /// An operator's command, in the admin protocol: never part of the
+    /// peer protocol, so a new command leaves the peer version alone.
+    Admin(AdminCall),
+}
+
+/// What a node offers at the handshake: the peer protocol version it
+/// speaks, and its ring's bucket count (a peer of another ring is refused).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerTerms {
+    pub protocol_version: u32,
+    pub number_of_buckets: u32,
+}
+
+/// An admin command by name, its arguments encoded as its module reads
+/// them (`admin::AdminCommand`). A node that lacks the command says so.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AdminCall {
+    /// The module that answers it (`Owner::name`).
+    pub module: String,
+    pub command: String,
+    pub args: Bytes,
 }
 
 /// The module that serves a request.
@@ -147,10 +116,30 @@ pub enum Owner {
     Node,
 }
 
-impl Request {
-    /// Which module serves this request: the router sends it there.
-    pub fn owner(&self) -> Owner {
+impl Owner {
+    pub fn name(self) -> &'static str {
         match self {
+            Owner::Api => "api",
+            Owner::Store => "store",
+            Owner::Coordinator => "coordinator",
+            Owner::Membership => "membership",
+            Owner::Hash => "hash",
+            Owner::Sync => "sync",
+            Owner::Node => "node",
+        }
+    }
+
+    pub fn named(name: &str) -> Option<Owner> {
+        let all = [Owner::Api, Owner::Store, Owner::Coordinator, Owner::Membership, Owner::Hash, Owner::Sync, Owner::Node];
+        all.into_iter().find(|owner| owner.name() == name)
+    }
+}
+
+impl Request {
+    /// Which module serves this request: the router sends it there. An
+    /// admin command names its module; one this node lacks has none.
+    pub fn owner(&self) -> Option<Owner> {
+        Some(match self {
             Request::Hello { .. } | Request::Proof { .. } => Owner::Api,
             Request::ReplicaGet { .. }
             | Request::ReplicaPut { .. }
@@ -158,146 +147,27 @@ impl Request {
             | Request::BucketRoots { .. }
             | Request::SegmentEntries { .. }
             | Request::MergeEntries { .. }
-            | Request::ReadKeys { .. }
-            | Request::MerkleRoot => Owner::Store,
+            | Request::ReadKeys { .. } => Owner::Store,
             Request::Forward { .. } => Owner::Coordinator,
-            Request::Gossip { .. }
-            | Request::GossipHeartbeats(_)
-            | Request::GossipDelta { .. }
-            | Request::MemberStatus
-            | Request::CheckNode { .. }
-            | Request::RemoveNode { .. }
-            | Request::NodeInfo => Owner::Membership,
-            Request::FindNodes { .. } | Request::Buckets => Owner::Hash,
-            Request::Transfers => Owner::Sync,
-            Request::Stats | Request::RestartActor { .. } | Request::Panic { .. } | Request::Block { .. } => Owner::Node,
-        }
+            Request::Gossip { .. } | Request::GossipHeartbeats(_) | Request::GossipDelta { .. } => Owner::Membership,
+            Request::Admin(call) => return Owner::named(&call.module),
+        })
     }
 
     /// The request's name, for messages.
     pub fn name(&self) -> String {
+        if let Request::Admin(call) = self {
+            return call.command.clone();
+        }
         let debug = format!("{self:?}");
         debug.split([' ', '(', '{']).next().unwrap_or_default().to_string()
     }
-}
-
-/// A member's place in the cluster, as gossip spreads it. A member only
-/// ever moves forward through these (the order below), so gossip merges
-/// two views of a member by taking the later state; `Removed` is final.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum MemberState {
-    /// Started with a cluster to join, and not yet holding its buckets.
-    Joining,
-    Up,
-    /// Taken off the ring by `remove_node`, still handing its data over.
-    Leaving,
-    /// Off the ring for good, its data handed over (or lost with it).
-    Removed,
-}
-
-impl MemberState {
-    pub fn name(self) -> &'static str {
-        match self {
-            MemberState::Joining => "joining",
-            MemberState::Up => "up",
-            MemberState::Leaving => "leaving",
-            MemberState::Removed => "removed",
-        }
-    }
-
-    /// Whether a member in this state holds buckets on the ring.
-    pub fn on_ring(self) -> bool {
-        matches!(self, MemberState::Joining | MemberState::Up)
-    }
-}
-
-/// One member as gossip carries it (membership's wire message).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct MemberDigest {
-    pub addr: SocketAddrV4,
-    pub virtual_nodes: u16,
-    /// Bumped at every start of the member's process, so its news wins
-    /// over what others remember of its last life.
-    pub incarnation: u64,
-    pub heartbeat: u64,
-    pub state: MemberState,
-    /// False while its store takes no writes (a full disk): others then
-    /// send its writes to stand-ins with hints, as for a down member.
-    pub accepts_writes: bool,
-    /// Its zone (failure domain); empty: none.
-    #[serde(default)]
-    pub zone: String,
-}
-
-impl MemberDigest {
-    /// The member as the ring places it.
-    pub fn ring_node(&self) -> crate::hash::RingNode {
-        crate::hash::RingNode::new(self.addr, self.virtual_nodes).in_zone(&self.zone)
-    }
-}
-
-/// A member table in brief: a fingerprint of everything gossip agrees on
-/// but heartbeats (members, their lives, states, vnodes, zones, whether
-/// they take writes), and every member's heartbeat in address order. Two
-/// tables with one fingerprint list the same members in the same order, so
-/// the heartbeats need no addresses.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct Heartbeats {
-    pub table: u64,
-    pub beats: Vec<u64>,
-}
-
-/// One member as `node_list` shows it, from the answering node's view.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct MemberRow {
-    pub addr: String,
-    pub state: MemberState,
-    /// The failure detector suspects it: shown as down.
-    pub suspected: bool,
-    pub virtual_nodes: u16,
-    pub incarnation: u64,
-    /// Buckets it is the first replica of, and a home replica of at all.
-    pub buckets_first: u32,
-    pub buckets_home: u32,
-    /// Hints this node holds for it.
-    pub hints_held: u64,
-    /// Milliseconds since its heartbeat last rose here (None: never heard).
-    pub heartbeat_age_ms: Option<u64>,
-    pub phi: f64,
-    /// Its store takes writes (false: a full disk).
-    pub accepts_writes: bool,
-    #[serde(default)]
-    pub zone: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum ForwardOp {
     Get,
     Write(Write),
-}
-
-/// A node in a preference list, as the admin tool shows it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Placement {
-    pub bucket: u32,
-    pub n: usize,
-    /// Every node in preference order with whether it is up.
-    pub nodes: Vec<(String, bool)>,
-}
-
-/// What a node says about itself.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct NodeInfo {
-    pub node: String,
-    pub memcache_port: u16,
-    pub number_of_buckets: u32,
-    pub virtual_nodes: u16,
-    pub n: usize,
-    pub r: usize,
-    pub w: usize,
-    pub store: String,
-    pub members: Vec<String>,
-    pub version: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -307,11 +177,12 @@ pub enum Response {
         nonce: Bytes,
         proof: Bytes,
     },
-    /// The handshake is done: requests may follow.
+    /// The handshake is done: requests may follow, in the peer protocol
+    /// version both agreed on (none for the admin tool).
     Hello {
         node: String,
+        protocol_version: Option<u32>,
     },
-    NodeInfo(NodeInfo),
     Versions(Vec<Version>),
     /// A client read's answer: the versions, and when a client last read
     /// the key through that replica before (ms since the epoch; 0: never).
@@ -324,38 +195,14 @@ pub enum Response {
     /// The answer to agreeing heartbeats: how far each of the answerer's
     /// is ahead of the opening's.
     HeartbeatsAhead(Heartbeats),
-    MemberStatus(Vec<MemberRow>),
-    Placement(Placement),
-    /// Buckets held by each node (home replica of), and this node's.
-    Buckets {
-        held: Vec<u32>,
-        per_node: Vec<(String, usize)>,
-    },
     Segments(Vec<u64>),
     Roots(Vec<u64>),
     Entries(Vec<(Bytes, Vec<Version>)>),
-    Transfers(TransferProgress),
-    Root(u64),
+    /// An admin command's answer, encoded as its command says.
+    Admin(Bytes),
     Done,
-    Stats(Vec<(String, String)>),
-    /// A refusal or failure in words (the handshake, admin commands).
-    Error(String),
-    /// A client request's failure, typed: whether it may have run there.
+    /// A failure, typed: its kind says whether the request may have run.
     Failed(Error),
-}
-
-/// Bucket movement after a membership change, as the admin tool shows it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
-pub struct TransferProgress {
-    /// Buckets to move since the work began (never more than the ring's
-    /// buckets), and done of them; equal once nothing is left to move.
-    pub buckets_total: u64,
-    pub buckets_done: u64,
-    /// Seconds until done at the pace so far (None before any is done).
-    pub eta_secs: Option<u64>,
-    /// Bytes of values moved in so far, and of values handed off.
-    pub bytes_in: u64,
-    pub bytes_out: u64,
 }
 
 /// A request or response with the id that pairs them on a shared connection.
@@ -524,15 +371,14 @@ mod tests {
     #[test]
     fn frames_round_trip_and_split_anywhere() {
         let frames = vec![
-            Frame { id: 1, body: Request::NodeInfo },
+            Frame { id: 1, body: Request::GossipDelta { members: vec![] } },
             Frame { id: 2, body: Request::ReplicaGet { key: Bytes::from("k"), client_read: true } },
             Frame {
                 id: 3,
                 body: Request::Hello {
-                    protocol_version: 1,
-                    number_of_buckets: 1024,
                     from: "a:1".into(),
                     nonce: Bytes::from_static(b"n"),
+                    peer: Some(PeerTerms { protocol_version: 1, number_of_buckets: 1024 }),
                 },
             },
         ];
@@ -569,13 +415,13 @@ mod tests {
             (key.clone(), any::<bool>()).prop_map(|(key, client_read)| Request::ReplicaGet { key, client_read }),
             (key.clone(), versions(), prop::option::of("[a-z0-9.:]{1,40}"))
                 .prop_map(|(key, versions, hint)| Request::ReplicaPut { key, versions, hint }),
-            key.clone().prop_map(|key| Request::FindNodes { key }),
+            key.clone().prop_map(|args| Request::Admin(AdminCall { module: "hash".into(), command: "find_nodes".into(), args })),
         ];
         let response = prop_oneof![
             (versions(), any::<u64>()).prop_map(|(versions, last_read_ms)| Response::VersionsRead { versions, last_read_ms }),
             versions().prop_map(Response::Versions),
             Just(Response::Done),
-            "[a-z ]{0,40}".prop_map(Response::Error),
+            "[a-z ]{0,40}".prop_map(|why| Response::Failed(Error::Refused(why))),
             (key, versions()).prop_map(|(k, v)| Response::Entries(vec![(k, v)])),
         ];
         (any::<u64>(), request, response)

@@ -2,6 +2,7 @@
 //! request to one `Recipient<ApiCall>` given at start-up (the node routes
 //! it); the client multiplexes many requests over one connection by id.
 
+pub mod admin;
 pub mod arrival;
 pub mod auth;
 mod frame;
@@ -9,8 +10,8 @@ pub mod net;
 pub mod respond;
 
 pub use frame::{
-    decode, encode, encode_into, ForwardOp, Frame, Heartbeats, MemberDigest, MemberRow, MemberState, NodeInfo, Owner, Placement,
-    Request, Response, TransferProgress, MAX_FRAME, PROTOCOL_VERSION,
+    agree, decode, encode, encode_into, AdminCall, ForwardOp, Frame, Owner, PeerTerms, Request, Response, MAX_FRAME,
+    PEER_PROTOCOL_VERSION,
 };
 
 use crate::error::{Error, Result};
@@ -24,10 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
-
-/// The bucket count an admin tool (not a node) sends in its hello: it
-/// holds no data, so it is not refused for a different ring.
-pub const ADMIN_BUCKETS: u32 = 0;
 
 /// One request from a peer, for the node's router to answer. A forwarded
 /// client request comes with the moment its sender gives up on it, by
@@ -49,31 +46,58 @@ impl ApiCall {
 #[derive(Clone)]
 pub struct ApiSettings {
     pub node: String,
-    pub number_of_buckets: u32,
+    /// What this node offers peers at the handshake.
+    pub terms: PeerTerms,
     pub secret: Secret,
     /// Requests one connection may have in flight before reads pause.
     pub max_in_flight: usize,
     pub faults: Faults,
 }
 
-/// Test-only fault injection: peers whose traffic this node drops, both
-/// ways, as if the network between them were cut. Empty unless an
-/// operator (a test) sets it on a node that allows it.
+/// Test-only fault injection, one per node: peers whose traffic this node
+/// drops both ways (as if the network between them were cut), and whether
+/// the next request's quorum actor panics. Nothing is set unless an
+/// operator (a test) asks a node that allows it; until then a frame pays
+/// one relaxed load.
 #[derive(Clone, Default)]
-pub struct Faults {
-    blocked: Arc<std::sync::RwLock<std::collections::BTreeSet<String>>>,
+pub struct Faults(Arc<FaultState>);
+
+#[derive(Default)]
+struct FaultState {
+    /// Whether any peer is blocked: read before the set, on every frame.
+    any_blocked: std::sync::atomic::AtomicBool,
+    blocked: std::sync::RwLock<std::collections::BTreeSet<String>>,
+    panic_next_quorum: std::sync::atomic::AtomicBool,
 }
 
 impl Faults {
     /// The peer is named only when something is blocked: no string is
-    /// made for each call of an unfaulted node.
+    /// made, and no lock taken, for each call of an unfaulted node.
     pub fn is_blocked(&self, peer: impl std::fmt::Display) -> bool {
-        let blocked = self.blocked.read().unwrap_or_else(|e| e.into_inner());
-        !blocked.is_empty() && blocked.contains(&peer.to_string())
+        if !self.0.any_blocked.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        let blocked = self.0.blocked.read().unwrap_or_else(|e| e.into_inner());
+        blocked.contains(&peer.to_string())
     }
 
     pub fn block(&self, peers: Vec<String>) {
-        *self.blocked.write().unwrap_or_else(|e| e.into_inner()) = peers.into_iter().collect();
+        let mut blocked = self.0.blocked.write().unwrap_or_else(|e| e.into_inner());
+        *blocked = peers.into_iter().collect();
+        self.0.any_blocked.store(!blocked.is_empty(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Makes this node's next quorum actor panic.
+    pub fn arm_quorum_panic(&self) {
+        self.0.panic_next_quorum.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this quorum actor is the one to panic (and disarms it).
+    pub fn take_quorum_panic(&self) -> bool {
+        let armed = &self.0.panic_next_quorum;
+        // Loaded before it is swapped: a swap writes the flag's cache line,
+        // which every request on every worker reads.
+        armed.load(std::sync::atomic::Ordering::Relaxed) && armed.swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -163,10 +187,13 @@ async fn read_more(stream: &mut (impl AsyncReadExt + Unpin), buf: &mut BytesMut)
 async fn serve(conn: Conn, handler: Recipient<ApiCall>, store: crate::store::StoreAddr, settings: ApiSettings) -> Result<()> {
     let Conn { mut reader, mut writer } = conn;
     let mut buf = BytesMut::with_capacity(8192);
-    let (peer_name, mut lateness) = match handshake(&mut reader, &mut writer, &mut buf, &settings).await? {
-        Some(shaken) => shaken,
-        None => return Ok(()),
+    let Some(Shaken { from: peer_name, mut lateness, protocol_version }) =
+        handshake(&mut reader, &mut writer, &mut buf, &settings).await?
+    else {
+        return Ok(());
     };
+    // The admin tool speaks the admin protocol alone.
+    let admin_only = protocol_version.is_none();
 
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(settings.max_in_flight.max(1));
     let write_loop = async move {
@@ -207,6 +234,11 @@ async fn serve(conn: Conn, handler: Recipient<ApiCall>, store: crate::store::Sto
             };
             if faults.is_blocked(&peer_name) {
                 return Err(Error::Unavailable(format!("traffic with {peer_name} is blocked")));
+            }
+            if admin_only && !matches!(body, Request::Admin(_)) {
+                let why = format!("{} is a peer request, and an admin connection carries admin commands only", body.name());
+                encode_into(&mut answered, &Frame { id, body: Response::Failed(Error::Refused(why)) })?;
+                continue;
             }
             let (body, deadline) = match in_time(body, &mut lateness) {
                 Ok(admitted) => admitted,
@@ -262,32 +294,51 @@ fn in_time(
     }
 }
 
+/// A connection past its handshake: who called, how late its frames
+/// arrive, and the peer protocol version agreed (none: the admin tool).
+struct Shaken {
+    from: String,
+    lateness: arrival::Lateness,
+    protocol_version: Option<u32>,
+}
+
+/// Why a caller's terms are refused, if they are: a peer protocol more
+/// than one version away, or another ring. The admin tool has no terms.
+fn refusal(settings: &ApiSettings, from: &str, theirs: Option<PeerTerms>) -> Option<String> {
+    let theirs = theirs?;
+    let ours = settings.terms;
+    if agree(ours.protocol_version, theirs.protocol_version).is_none() {
+        return Some(format!(
+            "peer protocol version {} of {from} is more than one away from {} of {}",
+            theirs.protocol_version, ours.protocol_version, settings.node
+        ));
+    }
+    (theirs.number_of_buckets != ours.number_of_buckets).then(|| {
+        format!(
+            "number_of_buckets {} of {from} differs from {} of {}",
+            theirs.number_of_buckets, ours.number_of_buckets, settings.node
+        )
+    })
+}
+
 /// The answering side of the handshake: the caller's hello, our challenge,
-/// its proof of the cluster secret, then our hello or one refusal. Answers
-/// the caller's name and the connection's first measure of lateness, or
+/// its proof of the cluster secret, then our hello or one typed refusal.
 /// None when the connection is to close.
 async fn handshake(
     reader: &mut (impl AsyncReadExt + Unpin),
     writer: &mut (impl AsyncWriteExt + Unpin),
     buf: &mut BytesMut,
     settings: &ApiSettings,
-) -> Result<Option<(String, arrival::Lateness)>> {
-    let refuse = |id, why: String| async move { encode(&Frame { id, body: Response::Error(why) }) };
-    let (id, from, their_buckets, theirs) = match read_frame::<Request>(reader, buf).await? {
-        Some(Frame { id, body: Request::Hello { protocol_version, number_of_buckets, from, nonce } }) => {
-            if settings.faults.is_blocked(&from) {
-                return Ok(None); // cut off: say nothing, as a dead link would
-            }
-            if protocol_version != PROTOCOL_VERSION {
-                let why = format!("protocol version {protocol_version} is not {PROTOCOL_VERSION}");
-                writer.write_all(&refuse(id, why).await?).await?;
-                return Ok(None);
-            }
-            (id, from, number_of_buckets, nonce)
-        }
+) -> Result<Option<Shaken>> {
+    let refuse = |id, why: String| encode(&Frame { id, body: Response::Failed(Error::Refused(why)) });
+    let (id, from, terms, theirs) = match read_frame::<Request>(reader, buf).await? {
+        Some(Frame { id, body: Request::Hello { from, nonce, peer } }) => (id, from, peer, nonce),
         Some(_) => return Err(Error::Protocol("first frame was not a hello".into())),
         None => return Ok(None),
     };
+    if settings.faults.is_blocked(&from) {
+        return Ok(None); // cut off: say nothing, as a dead link would
+    }
     let ours = auth::nonce();
     let proof = Bytes::from(settings.secret.prove(Role::Answerer, &ours, &theirs));
     writer.write_all(&encode(&Frame { id, body: Response::Challenge { nonce: Bytes::from(ours.clone()), proof } })?).await?;
@@ -301,22 +352,20 @@ async fn handshake(
     };
     if !proved {
         tracing::warn!(%from, "refused a connection: wrong or missing cluster secret");
-        let why = "refused: wrong or missing cluster secret".to_string();
-        writer.write_all(&refuse(id, why).await?).await?;
+        writer.write_all(&refuse(id, "wrong or missing cluster secret".into())?).await?;
         return Ok(None);
     }
-    // The ring's shape is said only to a caller that proved the secret.
-    if their_buckets != ADMIN_BUCKETS && their_buckets != settings.number_of_buckets {
-        let why = format!(
-            "number_of_buckets {their_buckets} of {from} differs from {} of {}",
-            settings.number_of_buckets, settings.node
-        );
+    // The ring's shape and our version are said only to a caller that
+    // proved the secret.
+    if let Some(why) = refusal(settings, &from, terms) {
         tracing::warn!("refused {from}: {why}");
-        writer.write_all(&refuse(id, why).await?).await?;
+        writer.write_all(&refuse(id, why)?).await?;
         return Ok(None);
     }
-    writer.write_all(&encode(&Frame { id, body: Response::Hello { node: settings.node.clone() } })?).await?;
-    Ok(Some((from, lateness)))
+    let protocol_version = terms.map(|t| settings.terms.protocol_version.min(t.protocol_version));
+    let hello = Response::Hello { node: settings.node.clone(), protocol_version };
+    writer.write_all(&encode(&Frame { id, body: hello })?).await?;
+    Ok(Some(Shaken { from, lateness, protocol_version }))
 }
 
 type Pending = (Request, oneshot::Sender<Result<Response>>);
@@ -342,31 +391,31 @@ pub struct ApiClient {
     tx: mpsc::Sender<Pending>,
     peer: SocketAddr,
     in_flight: Arc<Semaphore>,
+    protocol_version: Option<u32>,
 }
 
 impl ApiClient {
-    /// Connects and shakes hands; a peer with another bucket count or
-    /// protocol refuses, and that refusal is the error.
+    /// Connects and shakes hands: a node says the peer terms it offers,
+    /// the admin tool none. A peer with another bucket count or a protocol
+    /// too far from ours refuses, and that refusal is the error.
     pub async fn connect(
         network: &dyn Network,
         peer: SocketAddr,
         from: &str,
-        number_of_buckets: u32,
+        terms: Option<PeerTerms>,
         secret: &Secret,
         timeout: Duration,
     ) -> Result<Self> {
         let handshake = async {
             let Conn { mut reader, mut writer } = network.connect(peer).await?;
             let ours = auth::nonce();
-            let hello = Request::Hello {
-                protocol_version: PROTOCOL_VERSION,
-                number_of_buckets,
-                from: from.to_string(),
-                nonce: Bytes::from(ours.clone()),
-            };
+            let hello = Request::Hello { from: from.to_string(), nonce: Bytes::from(ours.clone()), peer: terms };
             writer.write_all(&encode(&Frame { id: 0, body: hello })?).await?;
             let mut buf = BytesMut::with_capacity(8192);
-            let refused = |why: String| Error::Protocol(format!("{peer} refused: {why}"));
+            let refused = |error: Error| match error {
+                Error::Refused(why) => Error::Refused(format!("{peer}: {why}")),
+                other => other,
+            };
             // A memcache port answers in text: say so at once.
             let memcache = |buf: &BytesMut| {
                 [&b"SERVER_ERROR"[..], b"CLIENT_ERROR", b"ERROR"].iter().any(|p| buf.starts_with(p)).then(|| {
@@ -382,28 +431,42 @@ impl ApiClient {
             let theirs = match read_frame::<Response>(&mut reader, &mut buf).await? {
                 Some(Frame { body: Response::Challenge { nonce, proof }, .. }) => {
                     if !secret.verify(Role::Answerer, &nonce, &ours, &proof) {
-                        return Err(Error::Protocol(format!("{peer} and this side do not share the cluster secret: refused")));
+                        let why = format!("{peer} and this side do not share the cluster secret");
+                        return Err(Error::Refused(why));
                     }
                     nonce
                 }
-                Some(Frame { body: Response::Error(why), .. }) => return Err(refused(why)),
+                Some(Frame { body: Response::Failed(error), .. }) => return Err(refused(error)),
                 _ => return Err(Error::Protocol(format!("{peer} sent no challenge"))),
             };
             let proof = Bytes::from(secret.prove(Role::Caller, &ours, &theirs));
             let proof = Request::Proof { proof, sent_us: arrival::mono_us() };
             writer.write_all(&encode(&Frame { id: 0, body: proof })?).await?;
             match read_frame::<Response>(&mut reader, &mut buf).await? {
-                Some(Frame { body: Response::Hello { .. }, .. }) => Ok((Conn { reader, writer }, buf)),
-                Some(Frame { body: Response::Error(why), .. }) => Err(refused(why)),
+                Some(Frame { body: Response::Hello { protocol_version, .. }, .. }) => {
+                    Ok((Conn { reader, writer }, buf, protocol_version))
+                }
+                Some(Frame { body: Response::Failed(error), .. }) => Err(refused(error)),
                 _ => Err(Error::Protocol(format!("{peer} sent no hello"))),
             }
         };
-        let (conn, buf) = tokio::time::timeout(timeout, handshake)
+        let (conn, buf, protocol_version) = tokio::time::timeout(timeout, handshake)
             .await
             .map_err(|_| Error::Unavailable(format!("{peer}: no answer within {timeout:?}")))??;
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(drive(conn, buf, rx));
-        Ok(ApiClient { tx, peer, in_flight: Arc::new(Semaphore::new(CLIENT_MAX_IN_FLIGHT)) })
+        Ok(ApiClient { tx, peer, in_flight: Arc::new(Semaphore::new(CLIENT_MAX_IN_FLIGHT)), protocol_version })
+    }
+
+    /// The peer protocol version both sides agreed on (none on an admin
+    /// connection).
+    pub fn protocol_version(&self) -> Option<u32> {
+        self.protocol_version
+    }
+
+    /// Asks an admin command.
+    pub async fn admin<C: admin::AdminCommand>(&self, command: &C, timeout: Duration) -> Result<C::Reply> {
+        C::reply(self.call(command.call()?, timeout).await?)
     }
 
     pub async fn call(&self, request: Request, timeout: Duration) -> Result<Response> {
@@ -421,7 +484,6 @@ impl ApiClient {
         // Handed over: from here a failure leaves open whether it ran.
         let lost = || Error::Indeterminate(format!("connection to {peer} closed before it answered"));
         match reply_rx.await.map_err(|_| lost())? {
-            Ok(Response::Error(why)) => Err(Error::Unavailable(format!("{peer}: {why}"))),
             Ok(Response::Failed(error)) => Err(error),
             result => result,
         }
@@ -507,28 +569,28 @@ struct PeersInner {
     network: Arc<dyn Network>,
     clients: std::sync::Mutex<HashMap<SocketAddr, ApiClient>>,
     from: String,
-    number_of_buckets: u32,
+    terms: PeerTerms,
     secret: Secret,
     connect_timeout: Duration,
     faults: Faults,
 }
 
 impl Peers {
-    /// The ring's bucket count this node says in its hello.
-    pub fn number_of_buckets(&self) -> u32 {
-        self.0.number_of_buckets
+    /// What this node offers in its hello.
+    pub fn terms(&self) -> PeerTerms {
+        self.0.terms
     }
 
     pub fn new(
         network: Arc<dyn Network>,
         from: String,
-        number_of_buckets: u32,
+        terms: PeerTerms,
         secret: Secret,
         connect_timeout: Duration,
         faults: Faults,
     ) -> Self {
         let clients = Default::default();
-        Peers(Arc::new(PeersInner { network, clients, from, number_of_buckets, secret, connect_timeout, faults }))
+        Peers(Arc::new(PeersInner { network, clients, from, terms, secret, connect_timeout, faults }))
     }
 
     fn cached(&self, peer: SocketAddr) -> Option<ApiClient> {
@@ -547,9 +609,8 @@ impl Peers {
             return Ok(client);
         }
         let inner = &*self.0;
-        let client =
-            ApiClient::connect(&*inner.network, peer, &inner.from, inner.number_of_buckets, &inner.secret, inner.connect_timeout)
-                .await?;
+        let terms = Some(inner.terms);
+        let client = ApiClient::connect(&*inner.network, peer, &inner.from, terms, &inner.secret, inner.connect_timeout).await?;
         self.0.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, client.clone());
         Ok(client)
     }

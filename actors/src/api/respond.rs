@@ -1,16 +1,18 @@
 //! How a module turns its actors' answers into responses to internal API
-//! requests: each module serves its own requests with these.
+//! requests: each module serves its own requests with these. Every
+//! failure keeps its kind (`Response::Failed`).
 
 use super::Response;
+use crate::error::Error;
 use actix::prelude::*;
 
-pub fn failed(e: impl std::fmt::Display) -> Response {
-    Response::Error(e.to_string())
+pub fn failed(e: impl Into<Error>) -> Response {
+    Response::Failed(e.into())
 }
 
 /// Awaits an actor's answer and turns it into a response.
-pub fn reply<T, E: std::fmt::Display>(
-    answer: impl std::future::Future<Output = Result<Result<T, E>, MailboxError>> + 'static,
+pub fn reply<T>(
+    answer: impl std::future::Future<Output = Result<crate::Result<T>, MailboxError>> + 'static,
     ok: impl FnOnce(T) -> Response + 'static,
 ) -> ResponseFuture<Response> {
     Box::pin(async move {
@@ -22,8 +24,9 @@ pub fn reply<T, E: std::fmt::Display>(
     })
 }
 
-/// Awaits a client request's answer; a failure keeps its kind, so the
-/// peer that forwarded it knows whether it may have run.
+/// Awaits a client request's answer. An actor that took the request and
+/// then went away may have run it: that failure is indeterminate, so the
+/// peer that forwarded it does not run it again elsewhere.
 pub fn typed_reply<T>(
     answer: impl std::future::Future<Output = Result<crate::Result<T>, MailboxError>> + 'static,
     ok: impl FnOnce(T) -> Response + 'static,
@@ -32,7 +35,7 @@ pub fn typed_reply<T>(
         match answer.await {
             Ok(Ok(value)) => ok(value),
             Ok(Err(e)) => Response::Failed(e),
-            Err(e) => Response::Failed(crate::Error::Indeterminate(format!("coordinator: {e}"))),
+            Err(e) => Response::Failed(Error::Indeterminate(format!("coordinator: {e}"))),
         }
     })
 }
@@ -42,12 +45,12 @@ pub fn now(response: Response) -> ResponseFuture<Response> {
     Box::pin(async move { response })
 }
 
-pub fn refuse(why: String) -> ResponseFuture<Response> {
-    now(Response::Error(why))
+pub fn refuse(error: Error) -> ResponseFuture<Response> {
+    now(Response::Failed(error))
 }
 
 /// A request routed to a module that does not serve it: a bug in
 /// `Request::owner`, answered rather than panicked on.
 pub fn misrouted(module: &str, request: &super::Request) -> ResponseFuture<Response> {
-    refuse(format!("{module} does not serve {}", request.name()))
+    refuse(Error::Protocol(format!("{module} does not serve {}", request.name())))
 }

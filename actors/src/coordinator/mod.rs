@@ -287,6 +287,7 @@ pub struct QuorumSetup {
     pub via: Replicas,
     pub version: Addr<VersionActor>,
     pub stats: Arc<NodeStats>,
+    pub faults: crate::api::Faults,
 }
 
 /// The coordinator's state and logic: where a request goes, whether it is

@@ -551,10 +551,7 @@ impl Actor for QuorumActor {
     type Context = LeanContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Loaded before it is swapped: a swap writes the flag's cache line,
-        // which every request on every worker reads.
-        let panic_next = &crate::supervision::PANIC_NEXT_QUORUM;
-        if panic_next.load(std::sync::atomic::Ordering::Relaxed) && panic_next.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        if self.setup.faults.take_quorum_panic() {
             panic!("fault injection: quorum actor told to panic");
         }
         match &self.job {

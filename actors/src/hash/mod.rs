@@ -6,6 +6,8 @@ mod ring;
 
 pub use ring::{bucket_of, hash_bytes, is_valid_bucket_count, virtual_node_position, Ring, RingNode, MAX_BUCKETS};
 
+use crate::api::admin::{answer, AdminCommand};
+use crate::api::{respond, Request, Response};
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use std::net::SocketAddrV4;
@@ -109,29 +111,63 @@ impl Handler<FindNodes> for HashActor {
     }
 }
 
-/// Serves a placement request (`Owner::Hash`): a key's preference list,
-/// and bucket ownership across the ring, from the ring as it is now.
+/// `find_nodes`: a key's preference list.
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+pub struct PreferenceList {
+    pub key: bytes::Bytes,
+}
+
+crate::admin_command!(PreferenceList, "find_nodes", Hash, Placement);
+
+/// A key's bucket and its nodes in preference order, as the admin tool
+/// shows them.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+pub struct Placement {
+    pub bucket: u32,
+    pub n: usize,
+    /// Every node in preference order with whether it is up.
+    pub nodes: Vec<(String, bool)>,
+}
+
+/// `buckets`: the buckets this node is a home replica of, and how many
+/// each node is.
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+pub struct Buckets;
+
+crate::admin_command!(Buckets, "buckets", Hash, BucketBalance);
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+pub struct BucketBalance {
+    pub held: Vec<u32>,
+    pub per_node: Vec<(String, usize)>,
+}
+
+/// Serves hash's admin commands.
 pub fn serve(
     ring: &RingHandle,
     liveness: &crate::membership::Liveness,
     identity: &crate::stats::Identity,
-    request: crate::api::Request,
-) -> ResponseFuture<crate::api::Response> {
-    use crate::api::{respond, Placement, Request, Response};
+    request: Request,
+) -> ResponseFuture<Response> {
+    let Request::Admin(call) = &request else { return respond::misrouted("hash", &request) };
     let ring = ring.snapshot();
     let n = identity.n;
-    match request {
-        Request::FindNodes { key } => {
+    match call.command.as_str() {
+        PreferenceList::NAME => {
             let down = liveness.down();
-            let bucket = ring.bucket_of(&key);
-            let nodes = ring.preference_list(bucket).iter().map(|a| (a.to_string(), !down.contains(a))).collect();
-            respond::now(Response::Placement(Placement { bucket, n, nodes }))
+            answer(call, move |PreferenceList { key }| async move {
+                let bucket = ring.bucket_of(&key);
+                let nodes = ring.preference_list(bucket).iter().map(|a| (a.to_string(), !down.contains(a))).collect();
+                Ok(Placement { bucket, n, nodes })
+            })
         }
-        Request::Buckets => {
-            let per_node = ring.nodes().map(|node| (node.name(), ring.buckets_of(&node.addr, n).len())).collect();
+        Buckets::NAME => {
             let held = identity.node.parse().map(|me| ring.buckets_of(&me, n)).unwrap_or_default();
-            respond::now(Response::Buckets { held, per_node })
+            answer(call, move |Buckets| async move {
+                let per_node = ring.nodes().map(|node| (node.name(), ring.buckets_of(&node.addr, n).len())).collect();
+                Ok(BucketBalance { held, per_node })
+            })
         }
-        other => respond::misrouted("hash", &other),
+        _ => call.unknown(),
     }
 }

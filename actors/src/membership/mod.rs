@@ -5,15 +5,16 @@
 //! member) with backoff while it is alone, tells hash when the ring
 //! changes, and publishes which nodes are down for request paths to read.
 
+mod digest;
 mod phi;
 pub mod serve;
 mod table;
 
-pub use crate::api::{MemberDigest, MemberRow, MemberState};
+pub use digest::{Heartbeats, MemberDigest, MemberRow, MemberState};
 pub use phi::{PhiDetector, PhiSettings};
 pub use table::{Answer, Event, Member, Members, SavedMembers};
 
-use crate::api::{Heartbeats, Peers, Request, Response};
+use crate::api::{Peers, Request, Response};
 use crate::error::{Error, Result};
 use crate::hash::{HashActor, RingNode, UpdateNodes};
 use crate::stats::NodeStats;
@@ -354,7 +355,6 @@ impl MembershipActor {
             let answer = match result? {
                 Response::HeartbeatsAhead(ahead) => Answer::Ahead(ahead),
                 Response::Members(table) => Answer::Table(table),
-                Response::Error(why) => return Err(Error::Unavailable(why)),
                 other => return Err(Error::Protocol(format!("{peer} answered gossip with {other:?}"))),
             };
             let now = act.now_ms();
@@ -391,7 +391,6 @@ impl MembershipActor {
                     act.apply(events);
                     Ok(())
                 }
-                Ok(Response::Error(why)) => Err(Error::Unavailable(why)),
                 Ok(other) => Err(Error::Protocol(format!("{peer} answered gossip with {other:?}"))),
                 Err(e) => Err(e),
             }
@@ -522,7 +521,7 @@ impl Handler<CheckNode> for MembershipActor {
         }
         // Every node on the ring needs buckets of its own: a ring cut into
         // fewer buckets than nodes would leave some holding nothing.
-        let (nodes, buckets) = (self.members.ring_nodes().len() + 1, self.peers.number_of_buckets() as usize);
+        let (nodes, buckets) = (self.members.ring_nodes().len() + 1, self.peers.terms().number_of_buckets as usize);
         if self.members.get(&peer).is_none() && nodes > buckets {
             let why = format!(
                 "linking {peer} would put {nodes} nodes on a ring of {buckets} buckets, fewer buckets than nodes; \

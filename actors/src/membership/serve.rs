@@ -1,16 +1,64 @@
-//! Membership's internal API requests: gossip, linking and removing
-//! nodes, and the member table as `node_list` and `node_info` show it.
+//! Membership's internal API requests: gossip, and its admin commands
+//! (linking and removing nodes, the member table as `node_list` and
+//! `node_info` show it).
 
-use super::{
-    Answer, CheckNode, MemberList, MemberStatus, MembershipActor, ReceiveDelta, ReceiveGossip, ReceiveHeartbeats, RemoveNode,
-};
-use crate::api::respond::{failed, misrouted, refuse, reply};
-use crate::api::{MemberRow, NodeInfo, Request, Response};
+use super::{Answer, MemberList, MemberStatus, MembershipActor, ReceiveDelta, ReceiveGossip, ReceiveHeartbeats};
+use crate::api::admin::{answer, AdminCommand};
+use crate::api::respond::{failed, misrouted};
+use crate::api::{AdminCall, Request, Response};
+use crate::error::{Error, Result};
 use crate::hash::RingHandle;
+use crate::membership::MemberRow;
 use crate::stats::Identity;
 use crate::store::{HintCounts, StoreAddr};
 use actix::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddrV4;
+
+/// `check_node`: the asked node contacts `node` and they merge member lists.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct LinkNode {
+    pub node: String,
+}
+
+crate::admin_command!(LinkNode, "check_node", Membership, ());
+
+/// `remove_node`: takes `node` off the ring for good, re-homing its buckets.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Remove {
+    pub node: String,
+}
+
+crate::admin_command!(Remove, "remove_node", Membership, ());
+
+/// `node_list`: every member as the asked node sees it.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct NodeList;
+
+crate::admin_command!(NodeList, "node_list", Membership, Vec<MemberRow>);
+
+/// `node_info`: what a node says about itself.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct DescribeNode;
+
+crate::admin_command!(DescribeNode, "node_info", Membership, NodeInfo);
+
+/// What a node says about itself.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NodeInfo {
+    pub node: String,
+    pub memcache_port: u16,
+    pub number_of_buckets: u32,
+    pub virtual_nodes: u16,
+    pub n: usize,
+    pub r: usize,
+    pub w: usize,
+    pub store: String,
+    pub members: Vec<String>,
+    pub version: String,
+    /// The peer protocol version it offers.
+    pub protocol_version: u32,
+}
 
 /// What membership's answers draw on besides its actor.
 pub struct MembershipApi<'a> {
@@ -19,10 +67,11 @@ pub struct MembershipApi<'a> {
     pub ring: &'a RingHandle,
     pub identity: &'a Identity,
     pub memcache_port: u16,
+    pub protocol_version: u32,
 }
 
-fn address(node: &str) -> Result<SocketAddrV4, String> {
-    node.parse().map_err(|_| format!("bad node address {node:?}: expected IPv4 HOST:PORT"))
+fn address(node: &str) -> Result<SocketAddrV4> {
+    node.parse().map_err(|_| Error::Client(format!("bad node address {node:?}: expected IPv4 HOST:PORT")))
 }
 
 /// Serves a membership request (`Owner::Membership`).
@@ -47,27 +96,36 @@ pub fn serve(api: MembershipApi<'_>, request: Request) -> ResponseFuture<Respons
             let merged = membership.send(ReceiveDelta(members));
             Box::pin(async move { merged.await.map(|()| Response::Done).unwrap_or_else(failed) })
         }
-        Request::CheckNode { node } => match address(&node) {
-            Ok(addr) => reply(membership.send(CheckNode(addr)), |()| Response::Done),
-            Err(why) => refuse(why),
-        },
-        Request::RemoveNode { node } => match address(&node) {
-            Ok(addr) => reply(membership.send(RemoveNode(addr)), |()| Response::Done),
-            Err(why) => refuse(why),
-        },
-        Request::MemberStatus => member_status(&api),
-        Request::NodeInfo => node_info(&api),
+        Request::Admin(call) => admin(api, &call),
         other => misrouted("membership", &other),
     }
 }
 
+/// Membership's admin commands.
+fn admin(api: MembershipApi<'_>, call: &AdminCall) -> ResponseFuture<Response> {
+    let membership = api.membership.clone();
+    match call.command.as_str() {
+        LinkNode::NAME => answer(call, |LinkNode { node }| async move {
+            let addr = address(&node)?;
+            membership.send(super::CheckNode(addr)).await?
+        }),
+        Remove::NAME => answer(call, |Remove { node }| async move {
+            let addr = address(&node)?;
+            membership.send(super::RemoveNode(addr)).await?
+        }),
+        NodeList::NAME => answer(call, |NodeList| member_status(&api)),
+        DescribeNode::NAME => answer(call, |DescribeNode| node_info(&api)),
+        _ => call.unknown(),
+    }
+}
+
 /// Every member, with the buckets it is home of and the hints held for it.
-fn member_status(api: &MembershipApi<'_>) -> ResponseFuture<Response> {
+fn member_status(api: &MembershipApi<'_>) -> impl std::future::Future<Output = Result<Vec<MemberRow>>> {
     let rows = api.membership.send(MemberStatus);
     let hints = api.store.send(HintCounts);
     let (ring, n) = (api.ring.snapshot(), api.identity.n);
-    Box::pin(async move {
-        let Ok(mut rows) = rows.await else { return Response::Error("membership is restarting".into()) };
+    async move {
+        let mut rows = rows.await?;
         let hints = match hints.await {
             Ok(Ok(hints)) => hints,
             _ => Default::default(),
@@ -81,18 +139,18 @@ fn member_status(api: &MembershipApi<'_>) -> ResponseFuture<Response> {
             }
             row.hints_held = hints.get(&row.addr).copied().unwrap_or(0);
         }
-        Response::MemberStatus(rows)
-    })
+        Ok(rows)
+    }
 }
 
 /// This node's settings and the members on the ring.
-fn node_info(api: &MembershipApi<'_>) -> ResponseFuture<Response> {
+fn node_info(api: &MembershipApi<'_>) -> impl std::future::Future<Output = Result<NodeInfo>> {
     let id = api.identity.clone();
-    let memcache_port = api.memcache_port;
+    let (memcache_port, protocol_version) = (api.memcache_port, api.protocol_version);
     let members = api.membership.send(MemberList);
-    Box::pin(async move {
-        let members = members.await.unwrap_or_default();
-        Response::NodeInfo(NodeInfo {
+    async move {
+        let members = members.await?;
+        Ok(NodeInfo {
             node: id.node,
             memcache_port,
             number_of_buckets: id.number_of_buckets,
@@ -110,6 +168,7 @@ fn node_info(api: &MembershipApi<'_>) -> ResponseFuture<Response> {
                 })
                 .collect(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            protocol_version,
         })
-    })
+    }
 }

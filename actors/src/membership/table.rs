@@ -20,7 +20,7 @@
 //! table, and the opener sends back just what it knows newer: a delta.
 
 use super::phi::{PhiDetector, PhiSettings};
-use crate::api::{Heartbeats, MemberDigest, MemberState};
+use super::{Heartbeats, MemberDigest, MemberState};
 use crate::hash::RingNode;
 use md5::{Digest, Md5};
 use rand::seq::SliceRandom;

@@ -717,6 +717,7 @@ async fn execute_binary(env: &SessionEnv, req: binary::Request, out: &mut Vec<u8
             if req.key.is_empty() {
                 let ring = env.ring.snapshot();
                 for (name, value) in report(stats, &env.identity, &ring) {
+                    let value = value.to_string();
                     binary::encode(out, &Response { key: name.as_bytes(), value: value.as_bytes(), ..base.clone() });
                 }
             }

@@ -6,7 +6,7 @@
 mod ring_shape;
 mod router;
 
-pub use router::Router;
+pub use router::{Block, PanicModule, RestartActor, Router, Stats};
 
 use crate::api::auth::Secret;
 use crate::api::net::{Listener, Network};
@@ -69,7 +69,7 @@ pub fn open_engine(config: &Config) -> Result<(Box<dyn Engine>, u64), String> {
         StoreKind::Disk => {
             ring_shape::check_or_record(&config.data_dir, config.number_of_buckets)?;
             let disk = DiskEngine::open(&config.data_dir).map_err(|e| match e {
-                crate::Error::Store(why) if why.contains("Locked") => {
+                crate::Error::InUse(_) => {
                     format!("data_dir {} is in use: another kai may be running on it", config.data_dir.display())
                 }
                 e => format!("cannot open {}: {e}", config.data_dir.display()),
@@ -99,8 +99,8 @@ impl Shared {
     /// worker has its own, and the background actors theirs.
     fn peers(&self, config: &Config) -> Peers {
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
-        let (network, name, buckets) = (self.network.clone(), self.identity.node.clone(), config.number_of_buckets);
-        Peers::new(network, name, buckets, self.secret.clone(), connect_timeout, self.faults.clone())
+        let (network, name) = (self.network.clone(), self.identity.node.clone());
+        Peers::new(network, name, config.peer_terms(), self.secret.clone(), connect_timeout, self.faults.clone())
     }
 }
 
@@ -200,6 +200,7 @@ fn start_workers(config: &Config, shared: &Shared, arbiters: &[ArbiterHandle]) -
                 via: Replicas { me: shared.me, store: store.clone(), peers: shared.peers(config) },
                 version: version.clone(),
                 stats: shared.stats.clone(),
+                faults: shared.faults.clone(),
             };
             let core = Arc::new(Coordinator::new(settings.clone(), shared.ring.clone(), shared.liveness.clone(), setup));
             let coordinator = supervision::start_in_arbiter(arbiter, {
@@ -272,6 +273,7 @@ fn start_background(
     Router {
         identity: shared.identity.clone(),
         memcache_port: config.memcache_port,
+        protocol_version: config.peer_terms().protocol_version,
         stats: shared.stats.clone(),
         ring: shared.ring.clone(),
         liveness: shared.liveness.clone(),
@@ -308,7 +310,7 @@ fn start_faces(config: &Config, shared: &Shared, env: NodeEnv, router: Router, w
     let api = supervision::start({
         let settings = ApiSettings {
             node: shared.identity.node.clone(),
-            number_of_buckets: config.number_of_buckets,
+            terms: config.peer_terms(),
             secret: shared.secret.clone(),
             max_in_flight: config.api_max_in_flight,
             faults: shared.faults.clone(),

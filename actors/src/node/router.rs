@@ -1,20 +1,23 @@
 //! Routes each internal API request to the module that owns it
 //! (`Request::owner`); each module serves its own (`serve` in each).
 
-use crate::api::respond::{misrouted, now, refuse};
+use crate::api::admin::{answer, AdminCommand};
+use crate::api::respond::{misrouted, refuse};
 use crate::api::{ApiActor, ApiCall, Faults, Owner, Request, Response};
 use crate::coordinator::CoordinatorActor;
+use crate::error::Error;
 use crate::hash::{HashActor, RingHandle};
 use crate::membership::serve::MembershipApi;
 use crate::membership::{Liveness, MembershipActor};
 use crate::memcache::MemcacheActor;
 use crate::stats::{report, Identity, NodeStats};
 use crate::store::StoreAddr;
-use crate::supervision::{Panic, PANIC_NEXT_QUORUM};
+use crate::supervision::Panic;
 use crate::sync::SyncActor;
 use crate::version::VersionActor;
 use crate::Restart;
 use actix::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +27,8 @@ use std::time::Duration;
 pub struct Router {
     pub(super) identity: Identity,
     pub(super) memcache_port: u16,
+    /// The peer protocol version this node offers.
+    pub(super) protocol_version: u32,
     pub(super) stats: Arc<NodeStats>,
     pub(super) ring: RingHandle,
     pub(super) liveness: Liveness,
@@ -74,8 +79,14 @@ impl Handler<ApiCall> for Router {
 
     /// Sends each request to the module that owns it (`Request::owner`).
     fn handle(&mut self, ApiCall { request, deadline }: ApiCall, _: &mut Self::Context) -> Self::Result {
-        match request.owner() {
-            Owner::Api => refuse("already shook hands".into()),
+        let Some(owner) = request.owner() else {
+            return match request {
+                Request::Admin(call) => call.unknown(),
+                other => misrouted("the node", &other),
+            };
+        };
+        match owner {
+            Owner::Api => refuse(Error::Protocol("already shook hands".into())),
             Owner::Store => crate::store::serve::serve(&self.store, &self.ring, &self.identity, request),
             Owner::Coordinator => crate::coordinator::serve(&self.coordinator, request, deadline),
             Owner::Membership => {
@@ -85,6 +96,7 @@ impl Handler<ApiCall> for Router {
                     ring: &self.ring,
                     identity: &self.identity,
                     memcache_port: self.memcache_port,
+                    protocol_version: self.protocol_version,
                 };
                 crate::membership::serve::serve(api, request)
             }
@@ -95,32 +107,73 @@ impl Handler<ApiCall> for Router {
     }
 }
 
+/// `stats`: every stat of the node, typed.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Stats;
+
+crate::admin_command!(Stats, "stats", Node, crate::stats::Stats);
+
+/// `restart_actor`: stops a module's actors so their supervisor starts them
+/// afresh.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct RestartActor {
+    pub module: String,
+}
+
+crate::admin_command!(RestartActor, "restart_actor", Node, ());
+
+/// `panic`, test-only: makes a module's actor panic (or the next
+/// request's quorum actor, for "quorum").
+#[derive(Serialize, Deserialize, Debug)]
+pub struct PanicModule {
+    pub module: String,
+}
+
+crate::admin_command!(PanicModule, "panic", Node, ());
+
+/// `block`, test-only: drops all traffic with these peers (none: heals).
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Block {
+    pub peers: Vec<String>,
+}
+
+crate::admin_command!(Block, "block", Node, ());
+
 impl Router {
-    /// The node's own requests: stats, restarts and fault injection.
+    /// The node's own admin commands: stats, restarts and fault injection.
     fn serve_node(&self, request: Request) -> ResponseFuture<Response> {
-        match request {
-            Request::Stats => now(Response::Stats(report(&self.stats, &self.identity, &self.ring.snapshot()))),
-            Request::RestartActor { module } => now(match self.tell_module(&module, Tell::Restart) {
-                Ok(true) => Response::Done,
-                Ok(false) => Response::Error("module busy".into()),
-                Err(why) => Response::Error(why),
+        let Request::Admin(call) = &request else { return misrouted("the node", &request) };
+        let fault_injection = || match self.allow_fault_injection {
+            true => Ok(()),
+            false => Err(Error::Refused("fault injection is disabled; set allow_fault_injection = true to enable it".into())),
+        };
+        match call.command.as_str() {
+            Stats::NAME => {
+                let stats = report(&self.stats, &self.identity, &self.ring.snapshot());
+                answer(call, |Stats| async move { Ok(stats) })
+            }
+            RestartActor::NAME => answer(call, |RestartActor { module }| {
+                let told = self.tell_module(&module, Tell::Restart).and_then(|all| match all {
+                    true => Ok(()),
+                    false => Err(Error::Busy(format!("{module} did not take the restart"))),
+                });
+                async move { told }
             }),
-            Request::Panic { .. } | Request::Block { .. } if !self.allow_fault_injection => {
-                refuse("fault injection is disabled; set allow_fault_injection = true to enable it".into())
-            }
-            Request::Panic { module } => {
-                tracing::warn!(%module, "fault injection: panicking");
-                now(match self.tell_module(&module, Tell::Panic) {
-                    Ok(_) => Response::Done,
-                    Err(why) => Response::Error(why),
-                })
-            }
-            Request::Block { peers } => {
-                tracing::warn!(?peers, "fault injection: blocking traffic");
-                self.faults.block(peers);
-                now(Response::Done)
-            }
-            other => misrouted("the node", &other),
+            PanicModule::NAME => answer(call, |PanicModule { module }| {
+                let told = fault_injection().and_then(|()| {
+                    tracing::warn!(%module, "fault injection: panicking");
+                    self.tell_module(&module, Tell::Panic).map(drop)
+                });
+                async move { told }
+            }),
+            Block::NAME => answer(call, |Block { peers }| {
+                let blocked = fault_injection().map(|()| {
+                    tracing::warn!(?peers, "fault injection: blocking traffic");
+                    self.faults.block(peers);
+                });
+                async move { blocked }
+            }),
+            _ => call.unknown(),
         }
     }
 }
@@ -135,7 +188,7 @@ enum Tell {
 impl Router {
     /// Asks every actor of a module to restart (or, for fault injection, to
     /// panic); whether all took the message.
-    fn tell_module(&self, module: &str, tell: Tell) -> Result<bool, String> {
+    fn tell_module(&self, module: &str, tell: Tell) -> crate::Result<bool> {
         fn send<A>(addr: &Addr<A>, tell: Tell) -> bool
         where
             A: Actor<Context = Context<A>> + Handler<Restart> + Handler<Panic>,
@@ -160,10 +213,10 @@ impl Router {
             },
             "store" => self.stores.iter().all(StoreAddr::restart),
             "quorum" if tell == Tell::Panic => {
-                PANIC_NEXT_QUORUM.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.faults.arm_quorum_panic();
                 true
             }
-            "quorum" => return Err("a quorum actor lives for one request: there is none to restart".into()),
+            "quorum" => return Err(Error::Client("a quorum actor lives for one request: there is none to restart".into())),
             "hash" => send(&self.hash, tell),
             "membership" => send(&self.membership, tell),
             "version" => self.versions.iter().all(|a| send(a, tell)),
@@ -172,9 +225,9 @@ impl Router {
             "api" => self.api.as_ref().is_some_and(|a| send(a, tell)),
             "memcache" => self.memcache.as_ref().is_some_and(|a| send(a, tell)),
             other => {
-                return Err(format!(
+                return Err(Error::Client(format!(
                     "no module {other:?}; modules: store hash membership version coordinator sync api memcache (and quorum for panic)"
-                ))
+                )))
             }
         })
     }

@@ -12,9 +12,11 @@ pub mod check;
 pub mod disk;
 pub mod net;
 
-use crate::api::{ApiCall, MemberState, Request, Response};
+use crate::api::admin::AdminCommand;
 use crate::config::{Config, StoreKind};
 use crate::coordinator::Origin;
+use crate::membership::serve::{NodeList, Remove};
+use crate::membership::MemberState;
 use crate::node::{self, Node, NodeEnv};
 use crate::store::{Condition, Mutation, Write, WriteOutcome};
 use crate::version::Version;
@@ -206,8 +208,7 @@ impl Cluster {
     /// `remove_node` of node `i`, asked of another member that runs.
     pub async fn remove(&self, i: usize) -> bool {
         let Some(asked) = self.members().into_iter().find(|m| *m != i && self.node(*m).is_some()) else { return false };
-        let request = Request::RemoveNode { node: self.addrs[i].to_string() };
-        let removed = matches!(self.ask(asked, request).await, Some(Response::Done));
+        let removed = matches!(self.ask(asked, Remove { node: self.addrs[i].to_string() }).await, Some(Ok(())));
         self.slots.borrow_mut()[i].removed |= removed;
         removed
     }
@@ -299,16 +300,17 @@ impl Cluster {
         self.world.heal_all();
     }
 
-    async fn ask(&self, node: usize, request: Request) -> Option<Response> {
-        let router = self.node(node)?.routers[0].clone();
-        router.send(ApiCall::new(request)).await.ok()
+    /// An admin command asked of node `i`'s router.
+    async fn ask<C: AdminCommand>(&self, node: usize, command: C) -> Option<crate::Result<C::Reply>> {
+        let router = self.node(node)?.routers[0].clone().recipient();
+        Some(crate::api::admin::ask(&router, &command).await)
     }
 
     /// Whether every member sees every member up.
     pub async fn all_up(&self) -> bool {
         let members = self.members();
         for i in members.iter().copied() {
-            let Some(Response::MemberStatus(rows)) = self.ask(i, Request::MemberStatus).await else { return false };
+            let Some(Ok(rows)) = self.ask(i, NodeList).await else { return false };
             let up = rows.iter().filter(|r| r.state == MemberState::Up && !r.suspected).count();
             if up != members.len() {
                 return false;
@@ -559,7 +561,7 @@ impl Cluster {
         let mut tables = BTreeMap::new();
         let members = self.members();
         for i in members.iter().copied() {
-            let Some(Response::MemberStatus(rows)) = self.ask(i, Request::MemberStatus).await else {
+            let Some(Ok(rows)) = self.ask(i, NodeList).await else {
                 found.push(format!("member tables disagree: n{i} does not answer"));
                 continue;
             };

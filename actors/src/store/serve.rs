@@ -1,12 +1,23 @@
-//! The store's internal API requests: replica reads and writes, and the
-//! Merkle exchanges of anti-entropy and bucket transfers.
+//! The store's internal API requests: replica reads and writes, the
+//! Merkle exchanges of anti-entropy and bucket transfers, and the
+//! `merkle_root` and `get` admin commands.
 
 use super::{BucketRoots, CombinedRoot, GetSegments, MergeEntries, ReadKeys, ReplicaPut, SegmentEntries, Store, StoreAddr};
+use crate::api::admin::{answer, AdminCommand};
 use crate::api::respond::{failed, misrouted, now, refuse, reply};
-use crate::api::{Request, Response};
+use crate::api::{AdminCall, Request, Response};
+use crate::error::Error;
 use crate::hash::RingHandle;
 use crate::stats::Identity;
 use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// `merkle_root`: one digest over the Merkle roots of every bucket the node
+/// is a home replica of, equal on replicas that hold the same data.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct MerkleRoot;
+
+crate::admin_command!(MerkleRoot, "merkle_root", Store, u64);
 
 /// A replica call answered at once from this node's store, when it cannot
 /// wait there (every read; writes on the memory engine): no task, no
@@ -40,27 +51,50 @@ pub fn serve(store: &StoreAddr, ring: &RingHandle, identity: &Identity, request:
         Request::ReplicaPut { key, versions, hint } => reply(store.send(ReplicaPut { key, versions, hint }), |()| Response::Done),
         Request::Segments { bucket } if bucket < buckets => {
             let segments = store.send(GetSegments(bucket));
-            Box::pin(async move { segments.await.map(|s| Response::Segments(s.to_vec())).unwrap_or_else(failed) })
+            Box::pin(async move { segments.await.map_or_else(failed, |s| Response::Segments(s.to_vec())) })
         }
         Request::BucketRoots { buckets: asked } if asked.iter().all(|b| *b < buckets) => {
             let roots = store.send(BucketRoots(asked));
-            Box::pin(async move { roots.await.map(Response::Roots).unwrap_or_else(failed) })
+            Box::pin(async move { roots.await.map_or_else(failed, Response::Roots) })
         }
         Request::SegmentEntries { bucket, segments } if bucket < buckets => {
             let segments = segments.into_iter().map(|s| s as usize).collect();
             reply(store.send(SegmentEntries { bucket, segments }), Response::Entries)
         }
         Request::Segments { .. } | Request::BucketRoots { .. } | Request::SegmentEntries { .. } => {
-            refuse(format!("buckets run from 0 to {}", buckets - 1))
+            refuse(Error::Client(format!("buckets run from 0 to {}", buckets - 1)))
         }
         Request::MergeEntries { entries } => reply(store.send(MergeEntries(entries)), |()| Response::Done),
         Request::ReadKeys { keys } => reply(store.send(ReadKeys(keys)), Response::Entries),
-        Request::MerkleRoot => {
+        Request::Admin(call) => admin(store, ring, identity, &call),
+        other => misrouted("the store", &other),
+    }
+}
+
+/// `get KEY` in the admin tool: every version this node stores of a key.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct StoredVersions {
+    pub key: bytes::Bytes,
+}
+
+crate::admin_command!(StoredVersions, "get", Store, Vec<crate::version::Version>);
+
+/// The store's admin commands.
+fn admin(store: &StoreAddr, ring: &RingHandle, identity: &Identity, call: &AdminCall) -> ResponseFuture<Response> {
+    match call.command.as_str() {
+        MerkleRoot::NAME => {
             let ring = ring.snapshot();
             let held = identity.node.parse().map(|me| ring.buckets_of(&me, identity.n)).unwrap_or_default();
             let root = store.send(CombinedRoot(held));
-            Box::pin(async move { root.await.map(Response::Root).unwrap_or_else(failed) })
+            answer(call, |MerkleRoot| async move { Ok(root.await?) })
         }
-        other => misrouted("the store", &other),
+        StoredVersions::NAME => {
+            let store = store.direct.clone();
+            answer(call, move |StoredVersions { key }| {
+                let versions = store.replica_read(&key, false).map(|(versions, _)| versions);
+                async move { versions }
+            })
+        }
+        _ => call.unknown(),
     }
 }

@@ -23,7 +23,7 @@ mod plan;
 
 pub use plan::{confirmed_reaps, entries_to_move};
 
-use crate::api::{Peers, Request, Response, TransferProgress};
+use crate::api::{Peers, Request, Response};
 use crate::error::{Error, Result};
 use crate::hash::RingNode;
 use crate::hash::{Ring, RingChanged, RingHandle};
@@ -105,10 +105,7 @@ struct Remote {
 
 impl Remote {
     async fn call(&self, peer: SocketAddrV4, request: Request) -> Result<Response> {
-        match self.peers.call(SocketAddr::V4(peer), request, self.timeout).await? {
-            Response::Error(why) => Err(Error::Unavailable(why)),
-            other => Ok(other),
-        }
+        self.peers.call(SocketAddr::V4(peer), request, self.timeout).await
     }
 
     async fn merge_into(&self, peer: SocketAddrV4, entries: Vec<Entry>) -> Result<()> {
@@ -749,14 +746,36 @@ impl Handler<GetTransfers> for SyncActor {
     }
 }
 
-/// Serves a sync request (`Owner::Sync`): the bucket transfers under way.
+/// `transfers`: bucket transfers under way on this node.
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+pub struct Transfers;
+
+crate::admin_command!(Transfers, "transfers", Sync, TransferProgress);
+
+/// Bucket movement after a membership change, as the admin tool shows it.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct TransferProgress {
+    /// Buckets to move since the work began (never more than the ring's
+    /// buckets), and done of them; equal once nothing is left to move.
+    pub buckets_total: u64,
+    pub buckets_done: u64,
+    /// Seconds until done at the pace so far (None before any is done).
+    pub eta_secs: Option<u64>,
+    /// Bytes of values moved in so far, and of values handed off.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Serves sync's admin commands.
 pub fn serve(sync: &Addr<SyncActor>, request: crate::api::Request) -> ResponseFuture<crate::api::Response> {
-    use crate::api::{respond, Request, Response};
-    match request {
-        Request::Transfers => {
+    use crate::api::admin::{answer, AdminCommand};
+    use crate::api::{respond, Request};
+    let Request::Admin(call) = &request else { return respond::misrouted("sync", &request) };
+    match call.command.as_str() {
+        Transfers::NAME => {
             let progress = sync.send(GetTransfers);
-            Box::pin(async move { progress.await.map(Response::Transfers).unwrap_or_else(respond::failed) })
+            answer(call, |Transfers| async move { Ok(progress.await?) })
         }
-        other => respond::misrouted("sync", &other),
+        _ => call.unknown(),
     }
 }
