@@ -41,6 +41,14 @@ fn home_key_spread(ring: &Ring, nodes: u32) -> f64 {
 }
 
 fn main() {
+    build_and_update();
+    balance();
+    balance_by_virtual_nodes();
+    twice_the_virtual_nodes();
+}
+
+/// How long a ring takes to build, and a join to update it.
+fn build_and_update() {
     println!("## Ring build and update ({VNODES} vnodes a node, N = {N})\n");
     println!("| nodes | buckets | build | a join (update_nodes) | buckets whose home changed | share of buckets |");
     println!("|---|---|---|---|---|---|");
@@ -61,7 +69,10 @@ fn main() {
             100.0 * N as f64 / (nodes + 1) as f64
         );
     }
+}
 
+/// Buckets and keys per node against the mean.
+fn balance() {
     println!("\n## Balance: max/mean buckets (home replicas) and keys (first replica) per node\n");
     println!("| nodes | buckets | buckets max/mean | keys max/mean (20,000 keys a node) |");
     println!("|---|---|---|---|");
@@ -85,7 +96,10 @@ fn main() {
             );
         }
     }
+}
 
+/// Where more virtual nodes or buckets bring the busiest node under 1.1.
+fn balance_by_virtual_nodes() {
     println!("\n## Buckets max/mean (home replicas) by virtual nodes and buckets\n");
     println!("Past 65,536 buckets (marked *) is beyond what `number_of_buckets` may be: the same placement, for the figure.\n");
     let bucket_counts = [1024u32, 4096, 16384, 65536, 1 << 18, 1 << 20];
@@ -116,7 +130,10 @@ fn main() {
             println!("| {nodes} | {vnodes} | {} | {smallest} | {keys} |", cells.join(" | "));
         }
     }
+}
 
+/// A node given twice the virtual nodes holds about twice the buckets.
+fn twice_the_virtual_nodes() {
     println!("\n## A node with twice the virtual nodes\n");
     let mut nodes: Vec<RingNode> = (0..9).map(node).collect();
     nodes.push(RingNode::new(node(9).addr, VNODES * 2));

@@ -25,6 +25,7 @@ pub struct HttpState {
     pub router: Recipient<ApiCall>,
     pub stats: Arc<NodeStats>,
     pub identity: Identity,
+    pub store_writable: kai_actors::store::Writable,
 }
 
 impl HttpState {
@@ -70,7 +71,7 @@ async fn health(state: web::Data<HttpState>) -> HttpResponse {
     // Run as a peer's forwarded read would be, within the node's own deadline.
     let probe = Request::Forward { key, op: ForwardOp::Get, hops: 0, quorum: None, budget_ms: 0, sent_us: 0 };
     let answer = tokio::time::timeout(Duration::from_secs(3), state.router.send(ApiCall::new(probe))).await;
-    let read_only = state.stats.store_read_only.load(std::sync::atomic::Ordering::Relaxed) != 0;
+    let read_only = !state.store_writable.get();
     match answer {
         Ok(Ok(Response::VersionsRead { .. })) if read_only => {
             HttpResponse::Ok().body("ok: serving reads; the store takes no writes\n")

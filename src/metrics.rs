@@ -53,10 +53,18 @@ impl Out {
 }
 
 pub fn render(s: &Scrape) -> String {
+    let mut out = Out(String::new());
+    requests(&mut out, s);
+    replication(&mut out, s);
+    members(&mut out, s);
+    node(&mut out, s);
+    out.0
+}
+
+/// Client requests by command and outcome, and their latency.
+fn requests(out: &mut Out, s: &Scrape) {
     let st = s.stats;
     let get = |c: &kai_actors::stats::Counter| c.load(Relaxed);
-    let mut out = Out(String::new());
-
     out.family("kai_requests_total", "counter", "Client requests by command and outcome.");
     for (command, outcome, value) in [
         ("get", "hit", get(&st.get_hits)),
@@ -81,7 +89,12 @@ pub fn render(s: &Scrape) -> String {
     out.family("kai_request_duration_seconds", "histogram", "Client request latency at the coordinator, by operation.");
     out.histogram("kai_request_duration_seconds", "get", &st.get_latency);
     out.histogram("kai_request_duration_seconds", "set", &st.set_latency);
+}
 
+/// Quorums, repair, gossip, hints, anti-entropy and transfers.
+fn replication(out: &mut Out, s: &Scrape) {
+    let st = s.stats;
+    let get = |c: &kai_actors::stats::Counter| c.load(Relaxed);
     for (name, kind, help, value) in [
         (
             "kai_quorum_failures_total",
@@ -142,6 +155,10 @@ pub fn render(s: &Scrape) -> String {
     ] {
         out.one(name, kind, help, value);
     }
+}
+
+/// Members by state, and the failure detector's view of each.
+fn members(out: &mut Out, s: &Scrape) {
     out.family("kai_members", "gauge", "Members as this node sees them, by state.");
     for state in ["joining", "up", "down", "leaving", "removed"] {
         let n = s
@@ -159,7 +176,12 @@ pub fn render(s: &Scrape) -> String {
         let phi = if m.phi.is_finite() { m.phi } else { 1e9 };
         out.sample("kai_member_phi", &[("member", &m.addr)], format!("{phi:.3}"));
     }
+}
 
+/// The node itself: connections, the store, restarts, identity.
+fn node(out: &mut Out, s: &Scrape) {
+    let st = s.stats;
+    let get = |c: &kai_actors::stats::Counter| c.load(Relaxed);
     for (name, kind, help, value) in [
         ("kai_connections", "gauge", "Client connections open.", st.curr_connections.load(Relaxed)),
         ("kai_connections_total", "counter", "Client connections accepted.", get(&st.total_connections) as i64),
@@ -195,7 +217,6 @@ pub fn render(s: &Scrape) -> String {
     out.family("kai_info", "gauge", "The node's identity.");
     let quorum = format!("{},{},{}", s.identity.n, s.identity.r, s.identity.w);
     out.sample("kai_info", &[("node", &s.identity.node), ("version", kai_actors::stats::VERSION), ("quorum", &quorum)], 1);
-    out.0
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ async fn start(config: &Config) -> Result<(node::Node, Vec<Arbiter>), String> {
             router: node.routers[0].clone().recipient(),
             stats: node.stats.clone(),
             identity: node.identity.clone(),
+            store_writable: node.store.writable(),
         };
         let server = crate::http::serve(&addr, state)?;
         actix::spawn(async move {

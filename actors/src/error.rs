@@ -1,5 +1,5 @@
-//! The one error type of a node. The memcache session turns it into reply
-//! lines in exactly one place (`memcache::reply::error_line`).
+//! The one error type of a node. It becomes a memcache reply in exactly
+//! one place (`memcache::reply`: `error_line`, `binary_status`).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -6,7 +6,7 @@
 //! task and its park flag), freed again when the actor stops. A quorum
 //! actor lives for one request and is never addressed, so on a node's
 //! request path that mailbox was the actor's largest fixed cost
-//! (BENCHMARKS.md, eighth session). `LeanContext` keeps the rest of the
+//! (BENCHMARKS.md, "What was tried"). `LeanContext` keeps the rest of the
 //! contract: `started`, futures spawned into the context or waited on,
 //! `run_later`, cancellation, `stop` with `stopping` and `stopped`, and an
 //! actor that stops by itself once nothing is left to run and nothing can

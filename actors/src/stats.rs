@@ -163,7 +163,8 @@ pub struct NodeStats {
     pub total_items: Counter,
     pub reaped_versions: Counter,
     pub hints_pending: AtomicI64,
-    /// 1 while the store takes no writes (a full disk).
+    /// 1 while the store takes no writes (a full disk): a figure to show;
+    /// the store's `Writable` is what the node acts on.
     pub store_read_only: AtomicI64,
     // sync
     pub ae_compared: Counter,

@@ -106,10 +106,15 @@ impl Faults {
 pub struct ApiWorker {
     pub arbiter: ArbiterHandle,
     pub handler: Recipient<ApiCall>,
-    /// The worker's store: replica calls that never wait are answered
+    /// Answers a request at once, in the connection's own loop, when it
+    /// need not wait (the store's replica reads); gives back any other.
     /// straight from it, in the connection's own loop.
-    pub store: crate::store::StoreAddr,
+    pub inline: Inline,
 }
+
+/// A module's answer given on the spot, or the request given back to be
+/// routed.
+pub type Inline = Arc<dyn Fn(Request) -> std::result::Result<Response, Request> + Send + Sync>;
 
 /// Accepts peers on the internal port and spreads their connections over
 /// the workers, so replica traffic is not funnelled through one thread.
@@ -138,10 +143,10 @@ impl Actor for ApiActor {
                 match listener.accept().await {
                     Ok((open, peer)) => {
                         let worker = &workers[turn % workers.len()];
-                        let (handler, store, settings) = (worker.handler.clone(), worker.store.clone(), settings.clone());
+                        let (handler, inline, settings) = (worker.handler.clone(), worker.inline.clone(), settings.clone());
                         worker.arbiter.spawn(async move {
                             let served = match open() {
-                                Ok(conn) => serve(conn, handler, store, settings).await,
+                                Ok(conn) => serve(conn, handler, inline, settings).await,
                                 Err(e) => Err(e.into()),
                             };
                             if let Err(e) = served {
@@ -184,7 +189,7 @@ async fn read_more(stream: &mut (impl AsyncReadExt + Unpin), buf: &mut BytesMut)
 
 /// Serves one peer connection: a handshake, then requests answered
 /// concurrently (up to `max_in_flight`), replies in any order by id.
-async fn serve(conn: Conn, handler: Recipient<ApiCall>, store: crate::store::StoreAddr, settings: ApiSettings) -> Result<()> {
+async fn serve(conn: Conn, handler: Recipient<ApiCall>, inline: Inline, settings: ApiSettings) -> Result<()> {
     let Conn { mut reader, mut writer } = conn;
     let mut buf = BytesMut::with_capacity(8192);
     let Some(Shaken { from: peer_name, mut lateness, protocol_version }) =
@@ -195,26 +200,8 @@ async fn serve(conn: Conn, handler: Recipient<ApiCall>, store: crate::store::Sto
     // The admin tool speaks the admin protocol alone.
     let admin_only = protocol_version.is_none();
 
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(settings.max_in_flight.max(1));
-    let write_loop = async move {
-        let mut batch = Vec::new();
-        while let Some(bytes) = rx.recv().await {
-            let Ok(second) = rx.try_recv() else {
-                // The common case, one read's answers: sent as they are.
-                writer.write_all(&bytes).await?;
-                continue;
-            };
-            // Whatever else is ready goes out in the same write.
-            batch.extend_from_slice(&bytes);
-            batch.extend_from_slice(&second);
-            while let Ok(more) = rx.try_recv() {
-                batch.extend_from_slice(&more);
-            }
-            writer.write_all(&batch).await?;
-            batch.clear();
-        }
-        Ok::<_, Error>(())
-    };
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(settings.max_in_flight.max(1));
+    let write_loop = write_answers(writer, rx);
     let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
     let faults = settings.faults.clone();
     let read_loop = async move {
@@ -247,7 +234,7 @@ async fn serve(conn: Conn, handler: Recipient<ApiCall>, store: crate::store::Sto
                     continue;
                 }
             };
-            let body = match crate::store::serve::answer_inline(&store, body) {
+            let body = match inline(body) {
                 Ok(body) => {
                     if answered.capacity() == 0 {
                         // Room for a few answers with values at once, not
@@ -275,6 +262,27 @@ async fn serve(conn: Conn, handler: Recipient<ApiCall>, store: crate::store::Sto
     };
     let (read, write) = tokio::join!(read_loop, write_loop);
     read.and(write)
+}
+
+/// Writes a connection's answers as they are ready, those ready together
+/// in one write.
+async fn write_answers(mut writer: impl AsyncWriteExt + Unpin, mut rx: mpsc::Receiver<Vec<u8>>) -> Result<()> {
+    let mut batch = Vec::new();
+    while let Some(bytes) = rx.recv().await {
+        let Ok(second) = rx.try_recv() else {
+            // The common case, one read's answers: sent as they are.
+            writer.write_all(&bytes).await?;
+            continue;
+        };
+        batch.extend_from_slice(&bytes);
+        batch.extend_from_slice(&second);
+        while let Ok(more) = rx.try_recv() {
+            batch.extend_from_slice(&more);
+        }
+        writer.write_all(&batch).await?;
+        batch.clear();
+    }
+    Ok(())
 }
 
 /// A forwarded client request's deadline here: what is left of the time

@@ -229,20 +229,83 @@ impl Origin {
     pub const CLIENT: Origin = Origin { hops: 0, deadline: None };
 }
 
+/// A client request the coordinator runs: a read or a write. Each says
+/// how its quorum actor runs it, how it travels when forwarded, and
+/// whether running it twice does no harm.
+pub trait Op: Clone + std::fmt::Debug + 'static {
+    type Answer: 'static;
+    const WRITES: bool;
+    fn job(self, reply: oneshot::Sender<Result<Self::Answer>>) -> Job;
+    /// The request as the peer protocol carries it.
+    fn forwarded(self) -> ForwardOp;
+    fn unpack(response: Response) -> std::result::Result<Self::Answer, Box<Response>>;
+    /// A second `set` or `touch` leaves what the first did; an `incr` run
+    /// twice counts twice, and a second `add`, `cas` or `delete` answers
+    /// as if the first had not run.
+    fn harmless_twice(&self) -> bool;
+}
+
+/// A read of a key's live siblings.
+#[derive(Debug, Clone, Copy)]
+pub struct Read;
+
+impl Op for Read {
+    type Answer = Fetched;
+    const WRITES: bool = false;
+
+    fn job(self, reply: oneshot::Sender<Result<Fetched>>) -> Job {
+        Job::Read { reply }
+    }
+
+    fn forwarded(self) -> ForwardOp {
+        ForwardOp::Get
+    }
+
+    fn unpack(response: Response) -> std::result::Result<Fetched, Box<Response>> {
+        match response {
+            Response::VersionsRead { versions, last_read_ms } => Ok(Fetched { siblings: versions, last_read_ms }),
+            other => Err(Box::new(other)),
+        }
+    }
+
+    fn harmless_twice(&self) -> bool {
+        true
+    }
+}
+
+impl Op for Write {
+    type Answer = WriteOutcome;
+    const WRITES: bool = true;
+
+    fn job(self, reply: oneshot::Sender<Result<WriteOutcome>>) -> Job {
+        Job::Write { write: self, reply }
+    }
+
+    fn forwarded(self) -> ForwardOp {
+        ForwardOp::Write(self)
+    }
+
+    fn unpack(response: Response) -> std::result::Result<WriteOutcome, Box<Response>> {
+        match response {
+            Response::Outcome(outcome) => Ok(outcome),
+            other => Err(Box::new(other)),
+        }
+    }
+
+    fn harmless_twice(&self) -> bool {
+        use crate::store::{Condition, Mutation};
+        matches!(
+            (&self.condition, &self.mutation),
+            (Condition::Always | Condition::Present, Mutation::Set { .. } | Mutation::Touch { .. })
+        )
+    }
+}
+
 /// Whether a request that failed at one replica may be handed to the next:
 /// always when it surely did not run there; when it may have, only if
-/// running it twice does no harm. An `incr` run twice counts twice, and a
-/// second `add`, `cas` or `delete` answers as if the first had not run.
-pub fn may_try_next(op: &ForwardOp, error: &Error) -> bool {
-    use crate::store::{Condition, Mutation};
-    let idempotent = match op {
-        ForwardOp::Get => true,
-        ForwardOp::Write(write) => matches!(
-            (&write.condition, &write.mutation),
-            (Condition::Always | Condition::Present, Mutation::Set { .. } | Mutation::Touch { .. })
-        ),
-    };
-    idempotent || !error.may_have_run()
+/// running it twice does no harm.
+pub fn may_try_next(op: &impl Op, error: &Error) -> bool {
+    op.harmless_twice() || !error.may_have_run()
 }
 
 #[derive(Clone)]
@@ -362,7 +425,7 @@ impl Coordinator {
     fn route(&self, ring: &Ring, bucket: u32, hops: u8, writing: bool) -> Route {
         let published = if writing { self.liveness.unwritable() } else { self.liveness.down() };
         let mut skip = std::borrow::Cow::Borrowed(&**published);
-        if writing && self.setup.stats.store_read_only.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+        if writing && !self.setup.via.store.direct.is_writable() {
             // This node's own store, at once, before gossip says so.
             skip.to_mut().insert(self.setup.via.me);
         }
@@ -407,12 +470,7 @@ impl Coordinator {
     /// Reads a key as `get` does, with when a client last read it before.
     pub async fn fetch(&self, key: Bytes, origin: Origin, quorum: Option<u8>) -> Result<Fetched> {
         let started = Instant::now();
-        let job = |_, reply| Job::Read { reply };
-        let unpack = |r| match r {
-            Response::VersionsRead { versions, last_read_ms } => Ok(Fetched { siblings: versions, last_read_ms }),
-            other => Err(Box::new(other)),
-        };
-        let result = self.run(key, origin, quorum, ForwardOp::Get, job, unpack).await;
+        let result = self.run(key, origin, quorum, Read).await;
         self.setup.stats.get_latency.record(started.elapsed());
         result
     }
@@ -421,34 +479,16 @@ impl Coordinator {
     /// says whether it was stored.
     pub async fn write(&self, key: Bytes, write: Write, origin: Origin, quorum: Option<u8>) -> Result<WriteOutcome> {
         let started = Instant::now();
-        let job = |op, reply| match op {
-            ForwardOp::Write(write) => Job::Write { write, reply },
-            ForwardOp::Get => unreachable!("a write's job is built from its write"),
-        };
-        let unpack = |r| match r {
-            Response::Outcome(outcome) => Ok(outcome),
-            other => Err(Box::new(other)),
-        };
-        let result = self.run(key, origin, quorum, ForwardOp::Write(write), job, unpack).await;
+        let result = self.run(key, origin, quorum, write).await;
         self.setup.stats.set_latency.record(started.elapsed());
         result
     }
 
     /// Runs a request here through a quorum actor, or forwards it to a
     /// replica, or says why neither can be done.
-    async fn run<T: 'static>(
-        &self,
-        key: Bytes,
-        origin: Origin,
-        quorum: Option<u8>,
-        op: ForwardOp,
-        job: fn(ForwardOp, oneshot::Sender<Result<T>>) -> Job,
-        unpack: fn(Response) -> std::result::Result<T, Box<Response>>,
-    ) -> Result<T> {
-        let (writing, default) = match op {
-            ForwardOp::Get => (false, self.settings.r),
-            ForwardOp::Write(_) => (true, self.settings.w),
-        };
+    async fn run<O: Op>(&self, key: Bytes, origin: Origin, quorum: Option<u8>, op: O) -> Result<O::Answer> {
+        let writing = O::WRITES;
+        let default = if writing { self.settings.w } else { self.settings.r };
         let needed = match quorum {
             None => default,
             Some(q) if (1..=self.settings.n).contains(&(q as usize)) => q as usize,
@@ -471,13 +511,13 @@ impl Coordinator {
                 }
                 let (reply, rx) = oneshot::channel();
                 let quorum =
-                    QuorumActor::new(key, bucket, targets, spares, self.setup.clone(), job(op, reply), Ask { needed, deadline });
+                    QuorumActor::new(key, bucket, targets, spares, self.setup.clone(), op.job(reply), Ask { needed, deadline });
                 quorum::start(quorum).await;
                 rx.await.map_err(|_| Error::Indeterminate("quorum actor stopped".into()))?
             }
             Route::Forward(nodes) => {
                 let response = self.forward(&nodes, key, op, origin.hops, quorum, deadline).await?;
-                unpack(response)
+                O::unpack(response)
                     .map_err(|other| Error::Protocol(format!("a replica answered a forwarded request with {other:?}")))
             }
             Route::Nowhere(why) => Err(Error::Unavailable(why)),
@@ -493,7 +533,7 @@ impl Coordinator {
         &self,
         nodes: &[SocketAddrV4],
         key: Bytes,
-        op: ForwardOp,
+        op: impl Op,
         hops: u8,
         quorum: Option<u8>,
         deadline: Deadline,
@@ -507,7 +547,7 @@ impl Coordinator {
             // What is left is shared among the replicas not yet tried, so a
             // stalled one leaves time for the next.
             let attempt = left / (nodes.len() - i) as u32;
-            match self.setup.via.forward(*node, key.clone(), op.clone(), hops, quorum, attempt).wait().await {
+            match self.setup.via.forward(*node, key.clone(), op.clone().forwarded(), hops, quorum, attempt).wait().await {
                 Ok(response) => return Ok(response),
                 Err(e) if may_try_next(&op, &e) => {
                     tracing::debug!(%node, "forwarding failed, trying the next replica: {e}");
@@ -621,13 +661,13 @@ mod tests {
     #[test]
     fn a_write_that_may_have_run_goes_to_the_next_replica_only_if_harmless_twice() {
         use crate::store::{Condition, Mutation};
-        let write = |condition, mutation| ForwardOp::Write(Write { condition, mutation });
+        let write = |condition, mutation| Write { condition, mutation };
         let set = Mutation::Set { value: Bytes::from("v"), flags: 0, expires_at: 0 };
         let maybe = Error::Indeterminate("no reply".into());
         let quorum = Error::Quorum { op: "write".into(), needed: 2, got: 1, reason: "timed out".into() };
         let never = [Error::Late("late".into()), Error::Busy("busy".into()), Error::Unavailable("refused".into())];
+        assert!(may_try_next(&Read, &maybe) && may_try_next(&Read, &quorum));
         let harmless = [
-            ForwardOp::Get,
             write(Condition::Always, set.clone()),
             write(Condition::Present, set.clone()),
             write(Condition::Present, Mutation::Touch { expires_at: 5 }),
@@ -638,7 +678,7 @@ mod tests {
             write(Condition::Present, Mutation::Append(Bytes::from("x"))),
             write(Condition::Absent, set.clone()),
             write(Condition::Context(7), set),
-            ForwardOp::Write(Write::delete()),
+            Write::delete(),
         ];
         for op in &harmless {
             assert!(may_try_next(op, &maybe) && may_try_next(op, &quorum), "{op:?}");

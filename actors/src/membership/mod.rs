@@ -122,6 +122,8 @@ pub struct MembershipSettings {
     /// Seeds the choice of gossip peers (the simulator's runs repeat);
     /// None: from entropy.
     pub rng_seed: Option<u64>,
+    /// Whether this node's store takes writes, for gossip to spread.
+    pub store_writable: crate::store::Writable,
 }
 
 /// Every member and its state.
@@ -447,7 +449,7 @@ impl Handler<GossipTick> for MembershipActor {
 
     fn handle(&mut self, _: GossipTick, ctx: &mut Self::Context) {
         let now = self.now_ms();
-        let mut events = self.members.set_my_writes(self.stats.store_read_only.load(Relaxed) == 0);
+        let mut events = self.members.set_my_writes(self.settings.store_writable.get());
         events.extend(self.members.tick(now));
         self.apply(events);
         self.count_states();

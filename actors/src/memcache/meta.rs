@@ -59,14 +59,14 @@ impl MetaRequest {
     }
 
     /// A flag's token as a number; Err is memcached's reply when it is not.
-    pub fn number<T: std::str::FromStr>(&self, letter: u8) -> Result<Option<T>, String> {
+    pub fn number<T: std::str::FromStr>(&self, letter: u8) -> crate::Result<Option<T>> {
         match self.token(letter) {
             None => Ok(None),
             Some(token) => std::str::from_utf8(token)
                 .ok()
                 .and_then(|t| t.parse().ok())
                 .map(Some)
-                .ok_or_else(|| if self.kind == MetaKind::Arith { BAD_ARITH_FLAG } else { BAD_FORMAT }.to_string()),
+                .ok_or_else(|| client_error(if self.kind == MetaKind::Arith { BAD_ARITH_FLAG } else { BAD_FORMAT })),
         }
     }
 
@@ -87,6 +87,12 @@ fn known_flags(kind: MetaKind) -> &'static [u8] {
         MetaKind::Noop => b"",
         MetaKind::Debug => b"br",
     }
+}
+
+/// A `CLIENT_ERROR` reply line as the error it stands for: the one place
+/// errors become lines writes it back byte for byte.
+pub fn client_error(line: &str) -> crate::Error {
+    crate::Error::Client(line.strip_prefix("CLIENT_ERROR ").unwrap_or(line).to_string())
 }
 
 /// Why Kai refuses a flag memcached has, or None when Kai honours it.

@@ -1,101 +1,62 @@
-//! Runs meta commands through the coordinator and writes their replies as
-//! memcached 1.6 does, with Kai's additions: `r<n>`/`w<n>` for this
-//! request's R or W, `y` for a key's sibling count, `a` for every sibling.
+//! Runs meta commands as the command model's commands and writes their
+//! replies as memcached 1.6 does, with Kai's additions: `r<n>`/`w<n>` for
+//! this request's R or W, `y` for a key's sibling count, `a` for every
+//! sibling.
 
+use super::command::{self as cmd, held_live, StoreMode};
 use super::expires_at;
-use super::meta::{return_flags, unsupported, MetaKind, MetaRequest};
+use super::meta::{client_error, return_flags, unsupported, MetaKind, MetaRequest};
 use super::reply::error_line;
 use super::SessionEnv;
-use crate::coordinator::{Fetched, Origin};
-use crate::error::{Error, Result};
-use crate::stats::NodeStats;
-use crate::store::{live_versions, Condition, Mutation, Write, WriteOutcome};
+use crate::coordinator::Fetched;
+use crate::error::Result;
+use crate::store::WriteOutcome;
 use crate::version::{cas_token, Version};
-use bytes::Bytes;
 
-/// What memcached answers an `ma` on a value that is not a number.
-const NON_NUMERIC: &str = "CLIENT_ERROR cannot increment or decrement non-numeric value";
 const BAD_SET_MODE: &str = "CLIENT_ERROR invalid mode for ms M token";
+const BAD_ARITH_MODE: &str = "CLIENT_ERROR invalid mode for ma M token";
 /// In Kai a touch is a write, after which a key reads as never hit:
 /// memcached's answer (the access before the touch) cannot be given.
 const ACCESS_WITH_TOUCH: &str = "CLIENT_ERROR flags h and l cannot be combined with T: in Kai a touch is a write";
 
-/// The error line of a request the node could not serve.
-fn failed(e: Error) -> String {
-    error_line(&e)
-}
-
 /// Runs one meta command, appending its reply (if any) to `out`.
 pub async fn execute(env: &SessionEnv, request: MetaRequest, out: &mut Vec<u8>) {
-    if let Err(reply) = run(env, &request, out).await {
-        out.extend_from_slice(reply.as_bytes());
+    if let Err(e) = run(env, &request, out).await {
+        out.extend_from_slice(error_line(&e).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
 }
 
-/// Err is a whole error line: a flag Kai cannot honour, a bad token, or
-/// the node's error for the request.
-async fn run(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+/// Err is the reply: a flag Kai cannot honour, a bad token, or the node's
+/// error for the request.
+async fn run(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> Result<()> {
     if let Some(why) = request.flags.iter().find_map(|f| unsupported(request.kind, f.letter)) {
-        return Err(why.to_string());
+        return Err(client_error(why));
     }
     match request.kind {
         MetaKind::Noop => out.extend_from_slice(b"MN\r\n"),
         MetaKind::Get => get(env, request, out).await?,
         MetaKind::Set => set(env, request, out).await?,
         MetaKind::Delete => {
-            let quorum = quorum(env, request, b'w')?;
-            let condition = match request.number::<u64>(b'C')? {
-                Some(cas) => Condition::Context(cas),
-                None => Condition::Present,
-            };
-            let write = Write { condition, mutation: Mutation::Delete };
-            let outcome = write_key(env, request, write, quorum).await.map_err(failed)?;
-            NodeStats::hit_or_miss(
-                matches!(outcome, WriteOutcome::Stored { .. }),
-                &env.stats.delete_hits,
-                &env.stats.delete_misses,
-            );
+            let delete =
+                cmd::Delete { key: request.key.clone(), cas: request.number(b'C')?, quorum: quorum(env, request, b'w')? };
+            let outcome = delete.run(env).await?;
             status(out, request, outcome_code(&outcome), |_| None);
         }
         MetaKind::Arith => arith(env, request, out).await?,
-        MetaKind::Debug => {
-            let r = quorum(env, request, b'r')?;
-            let versions = read_key(env, request, r).await.map_err(failed)?;
-            let Some(newest) = versions.last() else {
-                out.extend_from_slice(b"EN\r\n");
-                return Ok(());
-            };
-            let line = format!(
-                "ME {} exp={} cas={} size={} siblings={}\r\n",
-                String::from_utf8_lossy(&request.sent_key),
-                ttl(newest, env.clock().secs()),
-                cas_token(&request.key, &versions),
-                newest.value.len(),
-                versions.len()
-            );
-            out.extend_from_slice(line.as_bytes());
-        }
+        MetaKind::Debug => debug(env, request, out).await?,
     }
     Ok(())
 }
 
 /// R or W for this request from Kai's `r`/`w` flag, checked against N.
-fn quorum(env: &SessionEnv, request: &MetaRequest, letter: u8) -> std::result::Result<Option<u8>, String> {
+fn quorum(env: &SessionEnv, request: &MetaRequest, letter: u8) -> Result<Option<u8>> {
     let n = env.coordinator.replicas();
     match request.number::<u8>(letter) {
         Ok(Some(q)) if (1..=n).contains(&(q as usize)) => Ok(Some(q)),
         Ok(None) => Ok(None),
-        _ => Err(format!("CLIENT_ERROR bad {} flag: it must be a number from 1 to N ({n})", letter as char)),
+        _ => Err(client_error(&format!("bad {} flag: it must be a number from 1 to N ({n})", letter as char))),
     }
-}
-
-async fn read_key(env: &SessionEnv, request: &MetaRequest, quorum: Option<u8>) -> Result<Vec<Version>> {
-    env.coordinator.get(request.key.clone(), Origin::CLIENT, quorum).await
-}
-
-async fn write_key(env: &SessionEnv, request: &MetaRequest, write: Write, quorum: Option<u8>) -> Result<WriteOutcome> {
-    env.coordinator.write(request.key.clone(), write, Origin::CLIENT, quorum).await
 }
 
 /// Seconds a version has left, as memcached's `t` says it: -1 for never.
@@ -126,38 +87,39 @@ fn status(out: &mut Vec<u8>, request: &MetaRequest, code: &str, value_of: impl F
     out.extend_from_slice(b"\r\n");
 }
 
-/// The live siblings a write left, for the cas token it returns.
-fn held_live(outcome: &WriteOutcome, now: u64) -> Vec<Version> {
-    match outcome {
-        WriteOutcome::Stored { held, .. } => live_versions(held, now),
-        _ => Vec::new(),
-    }
+/// `me`: what the node knows of a key's newest version.
+async fn debug(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> Result<()> {
+    let r = quorum(env, request, b'r')?;
+    let versions = env.coordinator.get(request.key.clone(), crate::coordinator::Origin::CLIENT, r).await?;
+    let Some(newest) = versions.last() else {
+        out.extend_from_slice(b"EN\r\n");
+        return Ok(());
+    };
+    let line = format!(
+        "ME {} exp={} cas={} size={} siblings={}\r\n",
+        String::from_utf8_lossy(&request.sent_key),
+        ttl(newest, env.clock().secs()),
+        cas_token(&request.key, &versions),
+        newest.value.len(),
+        versions.len()
+    );
+    out.extend_from_slice(line.as_bytes());
+    Ok(())
 }
 
-async fn get(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std::result::Result<(), String> {
-    let r = quorum(env, request, b'r')?;
+async fn get(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> Result<()> {
     let touch = request.number::<i64>(b'T')?;
-    let check = request.number::<u64>(b'C')?;
-    let stats = &env.stats;
-    NodeStats::incr(&stats.cmd_get);
-    let (hit_before, last_access) = (request.has(b'h'), request.has(b'l'));
-    let fetched = match touch {
-        None => env.coordinator.fetch(request.key.clone(), Origin::CLIENT, r).await.map_err(failed)?,
-        Some(_) if hit_before || last_access => return Err(ACCESS_WITH_TOUCH.into()),
-        Some(exptime) => {
-            NodeStats::incr(&stats.cmd_touch);
-            let mutation = Mutation::Touch { expires_at: expires_at(exptime, env.clock().secs()) };
-            let siblings =
-                match write_key(env, request, Write { condition: Condition::Present, mutation }, None).await.map_err(failed)? {
-                    outcome @ WriteOutcome::Stored { .. } => held_live(&outcome, env.clock().secs()),
-                    _ => Vec::new(),
-                };
-            Fetched { siblings, last_read_ms: 0 }
-        }
+    if touch.is_some() && (request.has(b'h') || request.has(b'l')) {
+        return Err(client_error(ACCESS_WITH_TOUCH));
+    }
+    let read = cmd::Read {
+        key: request.key.clone(),
+        touch: touch.map(|exptime| expires_at(exptime, env.clock().secs())),
+        quorum: quorum(env, request, b'r')?,
     };
-    let versions = &fetched.siblings;
-    if versions.is_empty() {
-        NodeStats::incr(&stats.get_misses);
+    let check = request.number::<u64>(b'C')?;
+    let fetched = read.run(env).await?;
+    if fetched.siblings.is_empty() {
         if !request.quiet() {
             out.extend_from_slice(b"EN");
             return_flags(out, request, |_| None);
@@ -165,10 +127,16 @@ async fn get(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std:
         }
         return Ok(());
     }
-    NodeStats::incr(&stats.get_hits);
-    let cas = cas_token(&request.key, versions);
+    let cas = cas_token(&request.key, &fetched.siblings);
     // With C, the value is sent only when the client's copy is stale.
     let with_value = request.has(b'v') && check != Some(cas);
+    write_values(env, request, &fetched, cas, with_value, out);
+    Ok(())
+}
+
+/// A hit's lines: the newest sibling, or every one under `a`.
+fn write_values(env: &SessionEnv, request: &MetaRequest, fetched: &Fetched, cas: u64, with_value: bool, out: &mut Vec<u8>) {
+    let versions = &fetched.siblings;
     let now_ms = env.clock().millis();
     let now = now_ms / 1000;
     let count = versions.len();
@@ -196,46 +164,33 @@ async fn get(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std:
             out.extend_from_slice(b"\r\n");
         }
     }
-    Ok(())
 }
 
-async fn set(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std::result::Result<(), String> {
-    let w = quorum(env, request, b'w')?;
-    let flags = request.number::<u32>(b'F')?.unwrap_or(0);
-    let expires = expires_at(request.number::<i64>(b'T')?.unwrap_or(0), env.clock().secs());
-    let cas = request.number::<u64>(b'C')?;
-    let vivify = request.number::<i64>(b'N')?;
+async fn set(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> Result<()> {
+    let now = env.clock().secs();
     let mode = match request.token(b'M') {
-        None => b'S',
-        Some([m]) => m.to_ascii_uppercase(),
-        Some(_) => return Err(BAD_SET_MODE.into()),
+        None => StoreMode::Set,
+        Some([m]) => match m.to_ascii_uppercase() {
+            b'S' => StoreMode::Set,
+            b'E' => StoreMode::Add,
+            b'R' => StoreMode::Replace,
+            b'A' => StoreMode::Append,
+            b'P' => StoreMode::Prepend,
+            _ => return Err(client_error(BAD_SET_MODE)),
+        },
+        Some(_) => return Err(client_error(BAD_SET_MODE)),
     };
-    let value = request.value.clone();
-    let set = Mutation::Set { value: value.clone(), flags, expires_at: expires };
-    let (condition, mutation) = match mode {
-        b'S' => (Condition::Always, set.clone()),
-        b'E' => (Condition::Absent, set.clone()),
-        b'R' => (Condition::Present, set.clone()),
-        b'A' => (Condition::Present, Mutation::Append(value.clone())),
-        b'P' => (Condition::Present, Mutation::Prepend(value.clone())),
-        _ => return Err(BAD_SET_MODE.into()),
+    let store = cmd::Store {
+        key: request.key.clone(),
+        mode,
+        value: request.value.clone(),
+        flags: request.number::<u32>(b'F')?.unwrap_or(0),
+        expires_at: expires_at(request.number::<i64>(b'T')?.unwrap_or(0), now),
+        cas: request.number::<u64>(b'C')?,
+        vivify: request.number::<i64>(b'N')?.map(|ttl| expires_at(ttl, now)),
+        quorum: quorum(env, request, b'w')?,
     };
-    // A cas token makes any mode conditional on the key being unchanged.
-    let condition = cas.map_or(condition, Condition::Context);
-    NodeStats::incr(&env.stats.cmd_set);
-    let mut outcome = write_key(env, request, Write { condition, mutation }, w).await.map_err(failed)?;
-    if let (WriteOutcome::NotStored, Some(ttl), b'A' | b'P') = (&outcome, vivify, mode) {
-        // Append with N: a miss creates the key from the appended data.
-        let create = Mutation::Set { value: value.clone(), flags, expires_at: expires_at(ttl, env.clock().secs()) };
-        outcome = write_key(env, request, Write { condition: Condition::Absent, mutation: create }, w).await.map_err(failed)?;
-    }
-    if cas.is_some() {
-        match &outcome {
-            WriteOutcome::Stored { .. } => NodeStats::incr(&env.stats.cas_hits),
-            WriteOutcome::Exists => NodeStats::incr(&env.stats.cas_badval),
-            _ => NodeStats::incr(&env.stats.cas_misses),
-        }
-    }
+    let outcome = store.run(env).await?;
     let live = held_live(&outcome, env.clock().secs());
     let stored_size = match &outcome {
         WriteOutcome::Stored { new, .. } => new.value.len(),
@@ -249,48 +204,31 @@ async fn set(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std:
     Ok(())
 }
 
-async fn arith(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> std::result::Result<(), String> {
-    let w = quorum(env, request, b'w')?;
-    let delta = request.number::<u64>(b'D')?.unwrap_or(1);
-    let initial = request.number::<u64>(b'J')?.unwrap_or(0);
-    let vivify = request.number::<i64>(b'N')?;
-    let touch = request.number::<i64>(b'T')?;
+/// `ma`: the command from its flags.
+fn arith_command(env: &SessionEnv, request: &MetaRequest) -> Result<cmd::Arith> {
+    let now = env.clock().secs();
     let incr = match request.token(b'M') {
-        None => true,
-        Some([b'I' | b'i' | b'+']) => true,
+        None | Some([b'I' | b'i' | b'+']) => true,
         Some([b'D' | b'd' | b'-']) => false,
-        Some(_) => return Err("CLIENT_ERROR invalid mode for ma M token".into()),
+        Some(_) => return Err(client_error(BAD_ARITH_MODE)),
     };
-    let condition = match request.number::<u64>(b'C')? {
-        Some(cas) => Condition::Context(cas),
-        None => Condition::Present,
-    };
-    let mutation = if incr { Mutation::Incr(delta) } else { Mutation::Decr(delta) };
-    let arith = Write { condition, mutation };
-    let mut outcome = write_key(env, request, arith.clone(), w).await.map_err(failed)?;
-    if let (WriteOutcome::NotFound, Some(ttl)) = (&outcome, vivify) {
-        // N: a miss creates the counter at J (and a racing creator's value
-        // is counted on instead).
-        let create =
-            Mutation::Set { value: Bytes::from(initial.to_string()), flags: 0, expires_at: expires_at(ttl, env.clock().secs()) };
-        outcome =
-            match write_key(env, request, Write { condition: Condition::Absent, mutation: create }, w).await.map_err(failed)? {
-                WriteOutcome::NotStored => write_key(env, request, arith, w).await.map_err(failed)?,
-                created => created,
-            };
-    }
-    if let (WriteOutcome::Stored { .. }, Some(exptime)) = (&outcome, touch) {
-        let mutation = Mutation::Touch { expires_at: expires_at(exptime, env.clock().secs()) };
-        outcome = write_key(env, request, Write { condition: Condition::Present, mutation }, w).await.map_err(failed)?;
-    }
-    let hit = matches!(outcome, WriteOutcome::Stored { .. });
-    match incr {
-        true => NodeStats::hit_or_miss(hit, &env.stats.incr_hits, &env.stats.incr_misses),
-        false => NodeStats::hit_or_miss(hit, &env.stats.decr_hits, &env.stats.decr_misses),
-    }
+    let initial = request.number::<u64>(b'J')?.unwrap_or(0);
+    Ok(cmd::Arith {
+        key: request.key.clone(),
+        incr,
+        delta: request.number::<u64>(b'D')?.unwrap_or(1),
+        cas: request.number::<u64>(b'C')?,
+        create: request.number::<i64>(b'N')?.map(|ttl| (initial, expires_at(ttl, now))),
+        touch: request.number::<i64>(b'T')?.map(|exptime| expires_at(exptime, now)),
+        quorum: quorum(env, request, b'w')?,
+    })
+}
+
+async fn arith(env: &SessionEnv, request: &MetaRequest, out: &mut Vec<u8>) -> Result<()> {
+    let outcome = arith_command(env, request)?.run(env).await?;
     let live = held_live(&outcome, env.clock().secs());
     let (new, cas) = match &outcome {
-        WriteOutcome::NonNumeric => return Err(NON_NUMERIC.into()),
+        WriteOutcome::NonNumeric => return Err(crate::Error::Client(super::session::NON_NUMERIC.into())),
         WriteOutcome::Stored { new, .. } => (Some(new.clone()), cas_token(&request.key, &live)),
         _ => (None, 0),
     };

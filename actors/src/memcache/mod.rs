@@ -3,6 +3,7 @@
 //! actor per connection.
 
 pub mod binary;
+pub mod command;
 pub mod meta;
 mod meta_run;
 pub mod parse;

@@ -134,83 +134,20 @@ pub fn parse(buf: &[u8], max_value_size: usize) -> Parsed {
         return invalid(ERROR, line_len);
     };
     let noreply = args.last() == Some(&&b"noreply"[..]);
-    let quiet = |reply: &'static str| if noreply { None } else { Some(reply) };
     let key = |i: usize| args.get(i).filter(|k| valid_key(k)).map(|k| owned_key(k));
 
     let command = match name {
-        b"get" | b"gets" | b"gat" | b"gats" => {
-            let with_cas = name == b"gets" || name == b"gats";
-            let (touch, keys) = if name.starts_with(b"gat") {
-                let Some(exptime) = args.first() else { return invalid(ERROR, line_len) };
-                match num::<i64>(exptime) {
-                    Some(e) => (Some(e), &args[1..]),
-                    None => return invalid(BAD_EXPTIME, line_len),
-                }
-            } else {
-                (None, args)
-            };
-            if keys.is_empty() {
-                return invalid(ERROR, line_len);
-            }
-            if keys.len() > MAX_KEYS_PER_GET {
-                return invalid(TOO_MANY_KEYS, line_len);
-            }
-            if !keys.iter().all(|k| valid_key(k)) {
-                return invalid(BAD_FORMAT, line_len);
-            }
-            Command::Get { keys: keys.iter().map(|k| owned_key(k)).collect(), with_cas, touch }
-        }
+        b"get" | b"gets" | b"gat" | b"gats" => match retrieval(name, args) {
+            Ok(command) => command,
+            Err(reply) => return invalid(reply, line_len),
+        },
         b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
-            let kind = match name {
-                b"set" => StoreKind::Set,
-                b"add" => StoreKind::Add,
-                b"replace" => StoreKind::Replace,
-                b"append" => StoreKind::Append,
-                b"prepend" => StoreKind::Prepend,
-                _ => StoreKind::Cas,
-            };
-            let base = if kind == StoreKind::Cas { 5 } else { 4 };
-            if args.len() != base && !(args.len() == base + 1 && noreply) {
-                return invalid(ERROR, line_len);
-            }
-            let Some(key) = key(0) else { return Parsed::Invalid { reply: quiet(BAD_FORMAT), consumed: line_len, close: false } };
-            let (Some(flags), Some(exptime), Some(bytes)) = (num::<u32>(args[1]), num::<i64>(args[2]), num::<i64>(args[3]))
-            else {
-                return Parsed::Invalid { reply: quiet(BAD_FORMAT), consumed: line_len, close: false };
-            };
-            let cas = if kind == StoreKind::Cas {
-                match num::<u64>(args[4]) {
-                    Some(c) => c,
-                    None => return Parsed::Invalid { reply: quiet(BAD_FORMAT), consumed: line_len, close: false },
-                }
-            } else {
-                0
-            };
-            if bytes < 0 || bytes > i32::MAX as i64 - 2 {
-                return Parsed::Invalid { reply: quiet(BAD_FORMAT), consumed: line_len, close: false };
-            }
-            return match data_block(buf, line_len, bytes as usize, max_value_size, noreply) {
-                Ok((value, end)) => Parsed::Command(Command::Store { kind, key, flags, exptime, value, cas, noreply }, end),
-                Err(parsed) => parsed,
-            };
+            return storage(buf, name, args, line_len, max_value_size);
         }
-        b"delete" => {
-            // memcached still takes a legacy time of 0: `delete <key> 0`.
-            if args.is_empty() {
-                return invalid(ERROR, line_len);
-            }
-            if args.len() > 3 {
-                return invalid(ERROR, line_len);
-            }
-            let extra = args.len() - 1 - usize::from(noreply);
-            if extra > 1 || (extra == 1 && args[1] != b"0") {
-                return invalid(BAD_DELETE, line_len);
-            }
-            match key(0) {
-                Some(key) => Command::Delete { key, noreply },
-                None => return invalid(BAD_FORMAT, line_len),
-            }
-        }
+        b"delete" => match deletion(args, noreply) {
+            Ok(command) => command,
+            Err(reply) => return invalid(reply, line_len),
+        },
         b"incr" | b"decr" => {
             if args.len() != 2 && !(args.len() == 3 && noreply) {
                 return invalid(ERROR, line_len);
@@ -251,6 +188,79 @@ pub fn parse(buf: &[u8], max_value_size: usize) -> Parsed {
         _ => return invalid(ERROR, line_len),
     };
     Parsed::Command(command, line_len)
+}
+
+/// `delete <key> [0] [noreply]`: memcached still takes a legacy time of 0.
+fn deletion(args: &[&[u8]], noreply: bool) -> Result<Command, &'static str> {
+    if args.is_empty() || args.len() > 3 {
+        return Err(ERROR);
+    }
+    let extra = args.len() - 1 - usize::from(noreply);
+    if extra > 1 || (extra == 1 && args[1] != b"0") {
+        return Err(BAD_DELETE);
+    }
+    match valid_key(args[0]) {
+        true => Ok(Command::Delete { key: owned_key(args[0]), noreply }),
+        false => Err(BAD_FORMAT),
+    }
+}
+
+/// `get`, `gets`, `gat` and `gats`: the command, or the error line.
+fn retrieval(name: &[u8], args: &[&[u8]]) -> Result<Command, &'static str> {
+    let with_cas = name == b"gets" || name == b"gats";
+    let (touch, keys) = if name.starts_with(b"gat") {
+        let Some(exptime) = args.first() else { return Err(ERROR) };
+        (Some(num::<i64>(exptime).ok_or(BAD_EXPTIME)?), &args[1..])
+    } else {
+        (None, args)
+    };
+    if keys.is_empty() {
+        return Err(ERROR);
+    }
+    if keys.len() > MAX_KEYS_PER_GET {
+        return Err(TOO_MANY_KEYS);
+    }
+    if !keys.iter().all(|k| valid_key(k)) {
+        return Err(BAD_FORMAT);
+    }
+    Ok(Command::Get { keys: keys.iter().map(|k| owned_key(k)).collect(), with_cas, touch })
+}
+
+/// `set`, `add`, `replace`, `append`, `prepend` and `cas`, with their data
+/// block.
+fn storage(buf: &[u8], name: &[u8], args: &[&[u8]], line_len: usize, max_value_size: usize) -> Parsed {
+    let noreply = args.last() == Some(&&b"noreply"[..]);
+    let bad = Parsed::Invalid { reply: if noreply { None } else { Some(BAD_FORMAT) }, consumed: line_len, close: false };
+    let kind = match name {
+        b"set" => StoreKind::Set,
+        b"add" => StoreKind::Add,
+        b"replace" => StoreKind::Replace,
+        b"append" => StoreKind::Append,
+        b"prepend" => StoreKind::Prepend,
+        _ => StoreKind::Cas,
+    };
+    let base = if kind == StoreKind::Cas { 5 } else { 4 };
+    if args.len() != base && !(args.len() == base + 1 && noreply) {
+        return invalid(ERROR, line_len);
+    }
+    let Some(key) = args.first().filter(|k| valid_key(k)).map(|k| owned_key(k)) else { return bad };
+    let (Some(flags), Some(exptime), Some(bytes)) = (num::<u32>(args[1]), num::<i64>(args[2]), num::<i64>(args[3])) else {
+        return bad;
+    };
+    let cas = match kind {
+        StoreKind::Cas => match num::<u64>(args[4]) {
+            Some(c) => c,
+            None => return bad,
+        },
+        _ => 0,
+    };
+    if bytes < 0 || bytes > i32::MAX as i64 - 2 {
+        return bad;
+    }
+    match data_block(buf, line_len, bytes as usize, max_value_size, noreply) {
+        Ok((value, end)) => Parsed::Command(Command::Store { kind, key, flags, exptime, value, cas, noreply }, end),
+        Err(parsed) => parsed,
+    }
 }
 
 /// A storage command's data block of `bytes` after its `line_len`-byte

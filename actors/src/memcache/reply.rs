@@ -1,5 +1,6 @@
 //! Reply lines and value blocks, byte for byte as memcached writes them,
-//! and the one place a node error becomes a memcache reply.
+//! and the one place a node error becomes a memcache reply (a text line,
+//! or a binary status).
 
 use crate::error::Error;
 
@@ -9,6 +10,17 @@ pub fn error_line(error: &Error) -> String {
         Error::Client(m) => format!("CLIENT_ERROR {m}"),
         Error::TooLarge => crate::memcache::parse::TOO_LARGE.to_string(),
         other => format!("SERVER_ERROR {}", single_line(&other.to_string())),
+    }
+}
+
+/// The binary protocol's status for an error; its message is the error's
+/// text.
+pub fn binary_status(error: &Error) -> u16 {
+    use crate::memcache::binary::status;
+    match error {
+        Error::TooLarge => status::TOO_LARGE,
+        Error::Client(_) => status::INVALID,
+        _ => status::TEMPORARY_FAILURE,
     }
 }
 
@@ -55,5 +67,27 @@ mod tests {
         assert_eq!(error_line(&Error::TooLarge), "SERVER_ERROR object too large for cache");
         let quorum = Error::Quorum { op: "write".into(), needed: 2, got: 1, reason: "a\r\nb".into() };
         assert_eq!(error_line(&quorum), "SERVER_ERROR write quorum not met: 1 of 2 replicas answered (a  b)");
+        assert_eq!(error_line(&Error::Busy("shedding".into())), "SERVER_ERROR busy: shedding");
+        assert_eq!(error_line(&Error::Refused("removed".into())), "SERVER_ERROR refused: removed");
+        let unknown = Error::Unsupported("this node does not know `x`".into());
+        assert_eq!(error_line(&unknown), "SERVER_ERROR this node does not know `x`");
+    }
+
+    #[test]
+    fn an_error_crosses_the_wire_with_its_kind() {
+        let errors = [
+            Error::Quorum { op: "write".into(), needed: 2, got: 1, reason: "timed out".into() },
+            Error::Busy("b".into()),
+            Error::Unavailable("u".into()),
+            Error::Refused("r".into()),
+            Error::Client("c".into()),
+            Error::Late("l".into()),
+        ];
+        for error in errors {
+            let bytes = rmp_serde::to_vec(&error).unwrap();
+            let back: Error = rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(back.may_have_run(), error.may_have_run());
+            assert_eq!(back, error);
+        }
     }
 }

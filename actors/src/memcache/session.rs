@@ -4,14 +4,14 @@
 //! own pace is the backpressure.
 
 use super::binary;
+use super::command::{self as cmd, StoreMode};
 use super::parse::{self, valid_key, Command, Parsed, StoreKind};
-use super::reply::{error_line, line, value_block};
+use super::reply::{binary_status, error_line, line, value_block};
 use super::SessionEnv;
-use crate::coordinator::Origin;
 use crate::error::{Error, Result};
 use crate::stats::{report, NodeStats};
-use crate::store::{coarse_monotonic_millis, Condition, FlushAll, Mutation, Write, WriteOutcome};
-use crate::version::{cas_token, distinct_values, Version};
+use crate::store::{coarse_monotonic_millis, WriteOutcome};
+use crate::version::{cas_token, distinct_values};
 use actix::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
 use std::cell::Cell;
@@ -341,14 +341,6 @@ enum Flow {
     Close,
 }
 
-async fn read(env: &SessionEnv, key: Bytes) -> Result<Vec<Version>> {
-    env.coordinator.get(key, Origin::CLIENT, None).await
-}
-
-async fn write(env: &SessionEnv, key: Bytes, write: Write) -> Result<WriteOutcome> {
-    env.coordinator.write(key, write, Origin::CLIENT, None).await
-}
-
 /// Appends a command's reply line, unless the client asked for none.
 fn respond(out: &mut Vec<u8>, noreply: bool, result: Result<&str>) {
     if !noreply {
@@ -359,178 +351,57 @@ fn respond(out: &mut Vec<u8>, noreply: bool, result: Result<&str>) {
     }
 }
 
-/// Runs one command, appending its reply to `out`.
+/// The text protocol's word for a write's outcome.
+fn stored_word(outcome: &WriteOutcome) -> &'static str {
+    match outcome {
+        WriteOutcome::Stored { .. } => "STORED",
+        WriteOutcome::NotStored => "NOT_STORED",
+        WriteOutcome::Exists => "EXISTS",
+        WriteOutcome::NotFound | WriteOutcome::NonNumeric => "NOT_FOUND",
+    }
+}
+
+/// Runs one text command, appending its reply to `out`.
 async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow {
-    let stats = &env.stats;
+    let now = || env.clock().secs();
     match command {
-        Command::Get { keys, with_cas, touch } => {
-            let fetch = |key: &Bytes| {
-                let key = key.clone();
-                async move {
-                    match touch {
-                        None => read(env, key).await,
-                        Some(exptime) => {
-                            let mutation = Mutation::Touch { expires_at: expires_at(exptime, env.clock().secs()) };
-                            match write(env, key, Write { condition: Condition::Present, mutation }).await? {
-                                WriteOutcome::Stored { new, .. } => Ok(vec![new]),
-                                _ => Ok(Vec::new()),
-                            }
-                        }
-                    }
-                }
-            };
-            // The common single-key get is awaited as it is; a multi-get's
-            // keys are fetched at once.
-            let results: smallvec::SmallVec<[_; 1]> = match keys.as_slice() {
-                [key] => smallvec::smallvec![fetch(key).await],
-                _ => futures_util::future::join_all(keys.iter().map(fetch)).await.into(),
-            };
-            NodeStats::add(&stats.cmd_get, keys.len() as u64);
-            if touch.is_some() {
-                NodeStats::add(&stats.cmd_touch, keys.len() as u64);
-            }
-            // Values go straight into the reply; on a failure it is cut
-            // back to what it held before this command.
-            let start = out.len();
-            for (key, result) in keys.iter().zip(results) {
-                match result {
-                    Ok(versions) if versions.is_empty() => NodeStats::incr(&stats.get_misses),
-                    Ok(versions) => {
-                        NodeStats::incr(&stats.get_hits);
-                        let cas = with_cas.then(|| cas_token(key, &versions));
-                        for v in distinct_values(&versions) {
-                            value_block(out, key, v.flags, &v.value, cas);
-                        }
-                    }
-                    Err(e) => {
-                        // One key's failure fails the command: a partial
-                        // answer would read as misses.
-                        out.truncate(start);
-                        line(out, &error_line(&e));
-                        return Flow::Continue;
-                    }
-                }
-            }
-            line(out, "END");
-        }
+        Command::Get { keys, with_cas, touch } => get(env, keys, with_cas, touch, out).await,
         Command::Store { kind, key, flags, exptime, value, cas, noreply } => {
-            NodeStats::incr(&stats.cmd_set);
-            let set = Mutation::Set { value: value.clone(), flags, expires_at: expires_at(exptime, env.clock().secs()) };
-            let w = match kind {
-                StoreKind::Set => Write { condition: Condition::Always, mutation: set },
-                StoreKind::Add => Write { condition: Condition::Absent, mutation: set },
-                StoreKind::Replace => Write { condition: Condition::Present, mutation: set },
-                StoreKind::Cas => Write { condition: Condition::Context(cas), mutation: set },
-                StoreKind::Append => Write { condition: Condition::Present, mutation: Mutation::Append(value) },
-                StoreKind::Prepend => Write { condition: Condition::Present, mutation: Mutation::Prepend(value) },
+            let mode = match kind {
+                StoreKind::Set | StoreKind::Cas => StoreMode::Set,
+                StoreKind::Add => StoreMode::Add,
+                StoreKind::Replace => StoreMode::Replace,
+                StoreKind::Append => StoreMode::Append,
+                StoreKind::Prepend => StoreMode::Prepend,
             };
-            let result = write(env, key, w).await.map(|outcome| match outcome {
-                WriteOutcome::Stored { .. } => "STORED",
-                WriteOutcome::NotStored => "NOT_STORED",
-                WriteOutcome::Exists => "EXISTS",
-                WriteOutcome::NotFound | WriteOutcome::NonNumeric => "NOT_FOUND",
-            });
-            if kind == StoreKind::Cas {
-                match result {
-                    Ok("STORED") => NodeStats::incr(&stats.cas_hits),
-                    Ok("EXISTS") => NodeStats::incr(&stats.cas_badval),
-                    Ok(_) => NodeStats::incr(&stats.cas_misses),
-                    Err(_) => {}
-                }
-            }
-            respond(out, noreply, result);
+            let mut store = cmd::Store::new(key, mode, value, flags, expires_at(exptime, now()));
+            store.cas = (kind == StoreKind::Cas).then_some(cas);
+            respond(out, noreply, store.run(env).await.as_ref().map(stored_word).map_err(Clone::clone));
         }
         Command::Delete { key, noreply } => {
-            let result = write(env, key, Write::delete()).await.map(|outcome| match outcome {
-                WriteOutcome::Stored { .. } => "DELETED",
-                _ => "NOT_FOUND",
-            });
-            if let Ok(reply) = result {
-                NodeStats::hit_or_miss(reply == "DELETED", &stats.delete_hits, &stats.delete_misses);
-            }
-            respond(out, noreply, result);
+            let deleted = cmd::Delete { key, cas: None, quorum: None }.run(env).await;
+            let word = |o: WriteOutcome| if matches!(o, WriteOutcome::Stored { .. }) { "DELETED" } else { "NOT_FOUND" };
+            respond(out, noreply, deleted.map(word));
         }
         Command::Arith { key, delta, incr, noreply } => {
-            let mutation = if incr { Mutation::Incr(delta) } else { Mutation::Decr(delta) };
-            let result = write(env, key, Write { condition: Condition::Present, mutation }).await;
-            if let Ok(outcome) = &result {
-                let hit = matches!(outcome, WriteOutcome::Stored { .. });
-                match incr {
-                    true => NodeStats::hit_or_miss(hit, &stats.incr_hits, &stats.incr_misses),
-                    false => NodeStats::hit_or_miss(hit, &stats.decr_hits, &stats.decr_misses),
-                }
-            }
-            let text = match &result {
+            let text = match cmd::Arith::new(key, incr, delta).run(env).await {
                 Ok(WriteOutcome::Stored { new, .. }) => Ok(String::from_utf8_lossy(&new.value).into_owned()),
-                Ok(WriteOutcome::NonNumeric) => Err(Error::Client("cannot increment or decrement non-numeric value".into())),
+                Ok(WriteOutcome::NonNumeric) => Err(Error::Client(NON_NUMERIC.into())),
                 Ok(_) => Ok("NOT_FOUND".to_string()),
-                Err(e) => Err(e.clone()),
+                Err(e) => Err(e),
             };
             respond(out, noreply, text.as_deref().map_err(Clone::clone));
         }
         Command::Touch { key, exptime, noreply } => {
-            NodeStats::incr(&stats.cmd_touch);
-            let mutation = Mutation::Touch { expires_at: expires_at(exptime, env.clock().secs()) };
-            let result = write(env, key, Write { condition: Condition::Present, mutation }).await.map(|o| match o {
-                WriteOutcome::Stored { .. } => "TOUCHED",
-                _ => "NOT_FOUND",
-            });
-            if let Ok(reply) = result {
-                NodeStats::hit_or_miss(reply == "TOUCHED", &stats.touch_hits, &stats.touch_misses);
-            }
-            respond(out, noreply, result);
+            let touched = cmd::Touch { key, expires_at: expires_at(exptime, now()) }.run(env).await;
+            let word = |o: WriteOutcome| if matches!(o, WriteOutcome::Stored { .. }) { "TOUCHED" } else { "NOT_FOUND" };
+            respond(out, noreply, touched.map(word));
         }
         Command::FlushAll { delay, noreply } => {
-            if !env.settings.allow_flush_all {
-                let why = "flush_all is disabled on this node; set allow_flush_all = true in its config to enable it";
-                respond(out, noreply, Err(Error::Client(why.into())));
-                return Flow::Continue;
-            }
-            NodeStats::incr(&stats.cmd_flush);
-            let store = env.store.clone();
-            let flush = async move {
-                match store.send(FlushAll).await {
-                    Ok(Ok(n)) => tracing::info!(keys = n, "flush_all"),
-                    Ok(Err(e)) => tracing::warn!("flush_all failed: {e}"),
-                    Err(e) => tracing::warn!("flush_all failed: {e}"),
-                }
-            };
-            if delay > 0 {
-                actix::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(delay as u64)).await;
-                    flush.await;
-                });
-            } else {
-                flush.await;
-            }
-            respond(out, noreply, Ok("OK"));
+            let flushed = cmd::Flush { delay: delay.max(0) as u64 }.run(env).await;
+            respond(out, noreply, flushed.map(|()| "OK"));
         }
-        Command::Stats { args } => match args.first().map(String::as_str) {
-            None => {
-                let ring = env.ring.snapshot();
-                for (name, value) in report(stats, &env.identity, &ring) {
-                    line(out, &format!("STAT {name} {value}"));
-                }
-                line(out, "END");
-            }
-            Some("settings") => {
-                let settings = &env.settings;
-                line(out, &format!("STAT maxconns {}", settings.max_connections));
-                line(out, &format!("STAT item_size_max {}", settings.max_value_size));
-                line(out, &format!("STAT flush_enabled {}", if settings.allow_flush_all { "yes" } else { "no" }));
-                let idle = settings.idle_timeout.map(|t| t.as_secs()).unwrap_or(0);
-                line(out, &format!("STAT idle_timeout {idle}"));
-                line(out, "END");
-            }
-            Some("reset") => {
-                stats.reset();
-                line(out, "RESET");
-            }
-            // These describe memcached's slab allocator, which Kai has not:
-            // an empty report, as memcached gives for an empty cache.
-            Some("items" | "slabs" | "sizes" | "conns") => line(out, "END"),
-            Some(_) => line(out, parse::ERROR),
-        },
+        Command::Stats { args } => stats_reply(env, &args, out),
         Command::Meta(request) => super::meta_run::execute(env, request, out).await,
         Command::Version => line(out, &format!("VERSION {}", crate::stats::VERSION)),
         Command::Verbosity { noreply } => respond(out, noreply, Ok("OK")),
@@ -539,12 +410,70 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
     Flow::Continue
 }
 
-/// The binary protocol's status for a node error.
-fn binary_status(error: &Error) -> u16 {
-    match error {
-        Error::TooLarge => binary::status::TOO_LARGE,
-        Error::Client(_) => binary::status::INVALID,
-        _ => binary::status::TEMPORARY_FAILURE,
+/// What memcached answers an incr or decr of a value that is not a number.
+pub const NON_NUMERIC: &str = "cannot increment or decrement non-numeric value";
+
+/// `get`, `gets`, `gat` and `gats`: one value block per distinct value of
+/// each key's live siblings. One key's failure fails the command: a
+/// partial answer would read as misses.
+async fn get(env: &SessionEnv, keys: smallvec::SmallVec<[Bytes; 1]>, with_cas: bool, touch: Option<i64>, out: &mut Vec<u8>) {
+    let touch = touch.map(|exptime| expires_at(exptime, env.clock().secs()));
+    let fetch = |key: &Bytes| cmd::Read { key: key.clone(), touch, quorum: None }.run(env);
+    // The common single-key get is awaited as it is; a multi-get's keys
+    // are fetched at once.
+    let results: smallvec::SmallVec<[_; 1]> = match keys.as_slice() {
+        [key] => smallvec::smallvec![fetch(key).await],
+        _ => futures_util::future::join_all(keys.iter().map(fetch)).await.into(),
+    };
+    // Values go straight into the reply; on a failure it is cut back to
+    // what it held before this command.
+    let start = out.len();
+    for (key, result) in keys.iter().zip(results) {
+        match result {
+            Ok(fetched) => {
+                let versions = &fetched.siblings;
+                let cas = (with_cas && !versions.is_empty()).then(|| cas_token(key, versions));
+                for v in distinct_values(versions) {
+                    value_block(out, key, v.flags, &v.value, cas);
+                }
+            }
+            Err(e) => {
+                out.truncate(start);
+                line(out, &error_line(&e));
+                return;
+            }
+        }
+    }
+    line(out, "END");
+}
+
+/// `stats` and its groups.
+fn stats_reply(env: &SessionEnv, args: &[String], out: &mut Vec<u8>) {
+    match args.first().map(String::as_str) {
+        None => {
+            let ring = env.ring.snapshot();
+            for (name, value) in report(&env.stats, &env.identity, &ring) {
+                line(out, &format!("STAT {name} {value}"));
+            }
+            line(out, "END");
+        }
+        Some("settings") => {
+            let settings = &env.settings;
+            line(out, &format!("STAT maxconns {}", settings.max_connections));
+            line(out, &format!("STAT item_size_max {}", settings.max_value_size));
+            line(out, &format!("STAT flush_enabled {}", if settings.allow_flush_all { "yes" } else { "no" }));
+            let idle = settings.idle_timeout.map(|t| t.as_secs()).unwrap_or(0);
+            line(out, &format!("STAT idle_timeout {idle}"));
+            line(out, "END");
+        }
+        Some("reset") => {
+            env.stats.reset();
+            line(out, "RESET");
+        }
+        // These describe memcached's slab allocator, which Kai has not: an
+        // empty report, as memcached gives for an empty cache.
+        Some("items" | "slabs" | "sizes" | "conns") => line(out, "END"),
+        Some(_) => line(out, parse::ERROR),
     }
 }
 
@@ -560,165 +489,161 @@ fn binary_outcome_status(outcome: &WriteOutcome, absent: u16) -> u16 {
 }
 
 /// Runs one binary-protocol request, appending its response (if any) to
-/// `out`. The same coordinator requests as the text protocol; only the
-/// framing of the answers differs. A key with siblings answers its newest
-/// value, with the cas token of them all (binary gets carry one value).
+/// `out`: the same commands as the text protocol, framed otherwise. A key
+/// with siblings answers its newest value, with the cas token of them all
+/// (binary gets carry one value).
 async fn execute_binary(env: &SessionEnv, req: binary::Request, out: &mut Vec<u8>) -> Flow {
-    use binary::{op, status, Response};
-    let stats = &env.stats;
-    let quiet = req.quiet();
-    let base = Response { opcode: req.opcode, opaque: req.opaque, ..Default::default() };
+    use binary::{op, status};
+    let base = binary::Response { opcode: req.opcode, opaque: req.opaque, ..Default::default() };
     let answer = |out: &mut Vec<u8>, status: u16, message: &str| {
-        binary::encode(out, &Response { status, value: message.as_bytes(), ..base.clone() });
+        binary::encode(out, &binary::Response { status, value: message.as_bytes(), ..base.clone() });
     };
     let needs_key = !matches!(req.opcode, op::NOOP | op::VERSION | op::STAT | op::QUIT | op::QUITQ | op::FLUSH | op::FLUSHQ);
     if needs_key && !valid_key(&req.key) {
         answer(out, status::INVALID, "Invalid key");
         return Flow::Continue;
     }
-    let now = env.clock().secs();
-    let exptime = |at: usize| req.extra_u32(at).map(|e| expires_at(e as i32 as i64, now));
-    match req.opcode {
-        op::GET | op::GETQ | op::GETK | op::GETKQ | op::GAT | op::GATQ | op::GATK | op::GATKQ => {
-            let touch = matches!(req.opcode, op::GAT | op::GATQ | op::GATK | op::GATKQ);
-            let with_key = matches!(req.opcode, op::GETK | op::GETKQ | op::GATK | op::GATKQ);
-            NodeStats::incr(&stats.cmd_get);
-            let result = if touch {
-                let Some(expires_at) = exptime(0) else {
-                    answer(out, status::INVALID, "Invalid arguments");
-                    return Flow::Continue;
-                };
-                NodeStats::incr(&stats.cmd_touch);
-                let w = Write { condition: Condition::Present, mutation: Mutation::Touch { expires_at } };
-                write(env, req.key.clone(), w).await.map(|o| match o {
-                    WriteOutcome::Stored { new, .. } => vec![new],
-                    _ => Vec::new(),
-                })
-            } else {
-                read(env, req.key.clone()).await
-            };
-            match result {
-                Ok(versions) => match versions.last() {
-                    None => {
-                        NodeStats::incr(&stats.get_misses);
-                        if !quiet {
-                            let key: &[u8] = if with_key { &req.key } else { b"" };
-                            binary::encode(
-                                out,
-                                &Response { status: status::NOT_FOUND, key, value: b"Not found", ..base.clone() },
-                            );
-                        }
-                    }
-                    Some(newest) => {
-                        NodeStats::incr(&stats.get_hits);
-                        let flags = newest.flags.to_be_bytes();
-                        let key: &[u8] = if with_key { &req.key } else { b"" };
-                        let cas = cas_token(&req.key, &versions);
-                        binary::encode(out, &Response { cas, extras: &flags, key, value: &newest.value, ..base.clone() });
-                    }
-                },
-                Err(e) => answer(out, binary_status(&e), &e.to_string()),
-            }
+    match binary_command(&req, env.clock().secs()) {
+        Ok(Some(command)) => run_binary(env, command, &req, &base, out).await,
+        Ok(None) => return binary_plain(env, &req, out, &base),
+        Err(message) => answer(out, status::INVALID, message),
+    }
+    Flow::Continue
+}
+
+/// A binary request that runs through the coordinator, as a command.
+enum BinaryCommand {
+    Read(cmd::Read),
+    Store(cmd::Store, u16),
+    Delete(cmd::Delete),
+    Touch(cmd::Touch),
+    Arith(cmd::Arith),
+    Flush(cmd::Flush),
+}
+
+/// The command a binary request asks for; None for those answered on the
+/// spot (noop, version, stat, quit), Err for bad extras.
+fn binary_command(req: &binary::Request, now: u64) -> std::result::Result<Option<BinaryCommand>, &'static str> {
+    use binary::{op, status};
+    const BAD: &str = "Invalid arguments";
+    let key = || req.key.clone();
+    let exptime = |at: usize| req.extra_u32(at).map(|e| expires_at(e as i32 as i64, now)).ok_or(BAD);
+    let cas = (req.cas != 0).then_some(req.cas);
+    Ok(Some(match req.opcode {
+        op::GET | op::GETQ | op::GETK | op::GETKQ => BinaryCommand::Read(cmd::Read::new(key())),
+        op::GAT | op::GATQ | op::GATK | op::GATKQ => {
+            BinaryCommand::Read(cmd::Read { touch: Some(exptime(0)?), ..cmd::Read::new(key()) })
         }
-        op::SET | op::SETQ | op::ADD | op::ADDQ | op::REPLACE | op::REPLACEQ => {
-            NodeStats::incr(&stats.cmd_set);
-            let (Some(flags), Some(expires_at)) = (req.extra_u32(0), exptime(4)) else {
-                answer(out, status::INVALID, "Invalid arguments");
-                return Flow::Continue;
+        op::SET
+        | op::SETQ
+        | op::ADD
+        | op::ADDQ
+        | op::REPLACE
+        | op::REPLACEQ
+        | op::APPEND
+        | op::APPENDQ
+        | op::PREPEND
+        | op::PREPENDQ => {
+            let (mode, absent) = match req.opcode {
+                op::SET | op::SETQ => (StoreMode::Set, status::NOT_FOUND),
+                // add on a present key is "exists", replace on an absent one "not found".
+                op::ADD | op::ADDQ => (StoreMode::Add, status::EXISTS),
+                op::REPLACE | op::REPLACEQ => (StoreMode::Replace, status::NOT_FOUND),
+                op::APPEND | op::APPENDQ => (StoreMode::Append, status::NOT_STORED),
+                _ => (StoreMode::Prepend, status::NOT_STORED),
             };
-            let condition = match (req.opcode, req.cas) {
-                (op::ADD | op::ADDQ, _) => Condition::Absent,
-                (_, cas) if cas != 0 => Condition::Context(cas),
-                (op::SET | op::SETQ, _) => Condition::Always,
-                _ => Condition::Present,
-            };
-            let w = Write { condition, mutation: Mutation::Set { value: req.value.clone(), flags, expires_at } };
-            // add on a present key is "exists", replace on an absent one "not found".
-            let absent = if matches!(req.opcode, op::ADD | op::ADDQ) { status::EXISTS } else { status::NOT_FOUND };
-            respond_binary_write(out, &base, &req.key, quiet, write(env, req.key.clone(), w).await, absent);
+            let appending = matches!(mode, StoreMode::Append | StoreMode::Prepend);
+            let (flags, expires) = if appending { (0, 0) } else { (req.extra_u32(0).ok_or(BAD)?, exptime(4)?) };
+            let store = cmd::Store { cas, ..cmd::Store::new(key(), mode, req.value.clone(), flags, expires) };
+            BinaryCommand::Store(store, absent)
         }
-        op::APPEND | op::APPENDQ | op::PREPEND | op::PREPENDQ => {
-            NodeStats::incr(&stats.cmd_set);
-            let mutation = if matches!(req.opcode, op::APPEND | op::APPENDQ) {
-                Mutation::Append(req.value.clone())
-            } else {
-                Mutation::Prepend(req.value.clone())
-            };
-            let w = Write { condition: Condition::Present, mutation };
-            respond_binary_write(out, &base, &req.key, quiet, write(env, req.key.clone(), w).await, status::NOT_STORED);
-        }
-        op::DELETE | op::DELETEQ => {
-            let condition = if req.cas != 0 { Condition::Context(req.cas) } else { Condition::Present };
-            let w = Write { condition, mutation: Mutation::Delete };
-            match write(env, req.key.clone(), w).await {
-                // A delete answers no cas: nothing is left to compare with.
-                Ok(WriteOutcome::Stored { .. }) if !quiet => answer(out, status::OK, ""),
-                Ok(WriteOutcome::Stored { .. }) => {}
-                other => respond_binary_write(out, &base, &req.key, quiet, other, status::NOT_FOUND),
-            }
-        }
-        op::TOUCH => {
-            NodeStats::incr(&stats.cmd_touch);
-            let Some(expires_at) = exptime(0) else {
-                answer(out, status::INVALID, "Invalid arguments");
-                return Flow::Continue;
-            };
-            let w = Write { condition: Condition::Present, mutation: Mutation::Touch { expires_at } };
-            respond_binary_write(out, &base, &req.key, false, write(env, req.key.clone(), w).await, status::NOT_FOUND);
-        }
+        op::DELETE | op::DELETEQ => BinaryCommand::Delete(cmd::Delete { key: key(), cas, quorum: None }),
+        op::TOUCH => BinaryCommand::Touch(cmd::Touch { key: key(), expires_at: exptime(0)? }),
         op::INCREMENT | op::INCREMENTQ | op::DECREMENT | op::DECREMENTQ => {
             let (Some(delta), Some(initial), Some(raw_exptime)) = (req.extra_u64(0), req.extra_u64(8), req.extra_u32(16)) else {
-                answer(out, status::INVALID, "Invalid arguments");
-                return Flow::Continue;
+                return Err(BAD);
             };
             let incr = matches!(req.opcode, op::INCREMENT | op::INCREMENTQ);
-            let mutation = if incr { Mutation::Incr(delta) } else { Mutation::Decr(delta) };
-            let mut result = write(env, req.key.clone(), Write { condition: Condition::Present, mutation }).await;
             // An absent counter starts at `initial`, unless the client said
             // not to create it (exptime all ones).
-            if matches!(result, Ok(WriteOutcome::NotFound)) && raw_exptime != u32::MAX {
-                let set = Mutation::Set {
-                    value: Bytes::from(initial.to_string()),
-                    flags: 0,
-                    expires_at: expires_at(raw_exptime as i64, now),
-                };
-                result = write(env, req.key.clone(), Write { condition: Condition::Absent, mutation: set }).await;
-                if matches!(result, Ok(WriteOutcome::NotStored)) {
-                    result = Ok(WriteOutcome::NotFound);
-                }
-            }
-            match result {
-                Ok(WriteOutcome::Stored { new, .. }) => {
-                    if !quiet {
-                        let value: u64 = std::str::from_utf8(&new.value).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-                        let cas = cas_token(&req.key, std::slice::from_ref(&new));
-                        binary::encode(out, &Response { cas, value: &value.to_be_bytes(), ..base.clone() });
+            let create = (raw_exptime != u32::MAX).then(|| (initial, expires_at(raw_exptime as i64, now)));
+            BinaryCommand::Arith(cmd::Arith { create, ..cmd::Arith::new(key(), incr, delta) })
+        }
+        op::FLUSH | op::FLUSHQ => BinaryCommand::Flush(cmd::Flush { delay: req.extra_u32(0).unwrap_or(0) as u64 }),
+        _ => return Ok(None),
+    }))
+}
+
+/// Runs a binary command and frames its answer.
+async fn run_binary(
+    env: &SessionEnv,
+    command: BinaryCommand,
+    req: &binary::Request,
+    base: &binary::Response<'_>,
+    out: &mut Vec<u8>,
+) {
+    use binary::{op, status};
+    let quiet = req.quiet();
+    match command {
+        BinaryCommand::Read(read) => {
+            let with_key = matches!(req.opcode, op::GETK | op::GETKQ | op::GATK | op::GATKQ);
+            let key: &[u8] = if with_key { &req.key } else { b"" };
+            match read.run(env).await.map(|fetched| fetched.siblings) {
+                Ok(versions) => match versions.last() {
+                    None if quiet => {}
+                    None => binary::encode(
+                        out,
+                        &binary::Response { status: status::NOT_FOUND, key, value: b"Not found", ..base.clone() },
+                    ),
+                    Some(newest) => {
+                        let flags = newest.flags.to_be_bytes();
+                        let cas = cas_token(&req.key, &versions);
+                        binary::encode(out, &binary::Response { cas, extras: &flags, key, value: &newest.value, ..base.clone() });
                     }
-                }
-                Ok(outcome) => answer(out, binary_outcome_status(&outcome, status::NOT_FOUND), "Not stored"),
-                Err(e) => answer(out, binary_status(&e), &e.to_string()),
+                },
+                Err(e) => binary_error(out, base, &e),
             }
         }
-        op::FLUSH | op::FLUSHQ => {
-            if !env.settings.allow_flush_all {
-                answer(out, status::INVALID, "flush_all is disabled on this node; set allow_flush_all = true to enable it");
-                return Flow::Continue;
+        BinaryCommand::Store(store, absent) => respond_binary_write(out, base, &req.key, quiet, store.run(env).await, absent),
+        BinaryCommand::Delete(delete) => match delete.run(env).await {
+            // A delete answers no cas: nothing is left to compare with.
+            Ok(WriteOutcome::Stored { .. }) if quiet => {}
+            Ok(WriteOutcome::Stored { .. }) => binary::encode(out, base),
+            other => respond_binary_write(out, base, &req.key, quiet, other, status::NOT_FOUND),
+        },
+        BinaryCommand::Touch(touch) => respond_binary_write(out, base, &req.key, false, touch.run(env).await, status::NOT_FOUND),
+        BinaryCommand::Arith(arith) => match arith.run(env).await {
+            Ok(WriteOutcome::Stored { .. }) if quiet => {}
+            Ok(WriteOutcome::Stored { new, .. }) => {
+                let value: u64 = std::str::from_utf8(&new.value).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                let cas = cas_token(&req.key, std::slice::from_ref(&new));
+                binary::encode(out, &binary::Response { cas, value: &value.to_be_bytes(), ..base.clone() });
             }
-            NodeStats::incr(&stats.cmd_flush);
-            if let Err(e) = env.store.send(FlushAll).await.map_err(Error::from).and_then(|r| r) {
-                answer(out, binary_status(&e), &e.to_string());
-            } else if !quiet {
-                answer(out, status::OK, "");
-            }
-        }
+            other => respond_binary_write(out, base, &req.key, quiet, other, status::NOT_FOUND),
+        },
+        BinaryCommand::Flush(flush) => match flush.run(env).await {
+            Ok(()) if quiet => {}
+            Ok(()) => binary::encode(out, base),
+            Err(e) => binary_error(out, base, &e),
+        },
+    }
+}
+
+/// The requests answered on the spot: noop, version, stat and quit.
+fn binary_plain(env: &SessionEnv, req: &binary::Request, out: &mut Vec<u8>, base: &binary::Response<'_>) -> Flow {
+    use binary::{op, status};
+    let answer = |out: &mut Vec<u8>, status: u16, message: &str| {
+        binary::encode(out, &binary::Response { status, value: message.as_bytes(), ..base.clone() });
+    };
+    match req.opcode {
         op::NOOP => answer(out, status::OK, ""),
         op::VERSION => answer(out, status::OK, crate::stats::VERSION),
         op::STAT => {
             if req.key.is_empty() {
                 let ring = env.ring.snapshot();
-                for (name, value) in report(stats, &env.identity, &ring) {
+                for (name, value) in report(&env.stats, &env.identity, &ring) {
                     let value = value.to_string();
-                    binary::encode(out, &Response { key: name.as_bytes(), value: value.as_bytes(), ..base.clone() });
+                    binary::encode(out, &binary::Response { key: name.as_bytes(), value: value.as_bytes(), ..base.clone() });
                 }
             }
             answer(out, status::OK, "");
@@ -732,6 +657,12 @@ async fn execute_binary(env: &SessionEnv, req: binary::Request, out: &mut Vec<u8
         _ => answer(out, status::UNKNOWN_COMMAND, "Unknown command"),
     }
     Flow::Continue
+}
+
+/// A node error as a binary response.
+fn binary_error(out: &mut Vec<u8>, base: &binary::Response<'_>, error: &Error) {
+    let message = error.to_string();
+    binary::encode(out, &binary::Response { status: binary_status(error), value: message.as_bytes(), ..base.clone() });
 }
 
 /// The response to a store, append, delete or touch.
@@ -754,16 +685,44 @@ fn respond_binary_write(
             let status = binary_outcome_status(&outcome, absent);
             binary::encode(out, &binary::Response { status, value: b"Not stored", ..base.clone() });
         }
-        Err(e) => {
-            let message = e.to_string();
-            binary::encode(out, &binary::Response { status: binary_status(&e), value: message.as_bytes(), ..base.clone() });
-        }
+        Err(e) => binary_error(out, base, &e),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_requests_become_the_commands_text_and_meta_run() {
+        use binary::op;
+        let request = |opcode, extras: Vec<u8>, cas| binary::Request {
+            opcode,
+            key: Bytes::from_static(b"k"),
+            extras: Bytes::from(extras),
+            value: Bytes::from_static(b"v"),
+            cas,
+            opaque: 0,
+        };
+        let set = [&5u32.to_be_bytes()[..], &0u32.to_be_bytes()].concat();
+        let Ok(Some(BinaryCommand::Store(store, _))) = binary_command(&request(op::ADD, set.clone(), 7), 100) else { panic!() };
+        assert_eq!((store.mode, store.flags, store.cas), (StoreMode::Add, 5, Some(7)), "a cas binds any mode, as in meta");
+        let incr = [&1u64.to_be_bytes()[..], &10u64.to_be_bytes(), &u32::MAX.to_be_bytes()].concat();
+        let Ok(Some(BinaryCommand::Arith(arith))) = binary_command(&request(op::INCREMENT, incr, 0), 100) else { panic!() };
+        assert_eq!(arith.create, None, "an exptime of all ones makes no counter");
+        let incr = [&1u64.to_be_bytes()[..], &10u64.to_be_bytes(), &60u32.to_be_bytes()].concat();
+        let Ok(Some(BinaryCommand::Arith(arith))) = binary_command(&request(op::INCREMENT, incr, 0), 100) else { panic!() };
+        assert_eq!(arith.create, Some((10, 160)));
+        assert!(matches!(binary_command(&request(op::SET, vec![1], 0), 100), Err("Invalid arguments")));
+        assert!(matches!(binary_command(&request(op::NOOP, vec![], 0), 100), Ok(None)));
+    }
+
+    #[test]
+    fn node_errors_take_the_binary_status_memcached_would() {
+        assert_eq!(binary_status(&Error::TooLarge), binary::status::TOO_LARGE);
+        assert_eq!(binary_status(&Error::Client("flush".into())), binary::status::INVALID);
+        assert_eq!(binary_status(&Error::Busy("b".into())), binary::status::TEMPORARY_FAILURE);
+    }
 
     #[test]
     fn exptimes_read_the_memcached_way() {

@@ -58,6 +58,8 @@ pub struct Node {
     pub routers: Vec<Addr<Router>>,
     /// One coordinator a worker, for clients that call it directly.
     pub coordinators: Vec<Arc<Coordinator>>,
+    /// What each worker's memcache sessions run commands with.
+    pub sessions: Vec<Arc<SessionEnv>>,
 }
 
 /// Opens the engine the settings name: the disk engine's data directory
@@ -252,6 +254,7 @@ fn start_background(
             seeds: env.seeds.clone(),
             state_file: env.members_file.clone(),
             rng_seed: env.rng_seed,
+            store_writable: shared.store.writable(),
         };
         let (hash, liveness, stats) = (hash.clone(), shared.liveness.clone(), shared.stats.clone());
         let up_listeners = vec![sync.clone().recipient()];
@@ -305,7 +308,11 @@ fn start_faces(config: &Config, shared: &Shared, env: NodeEnv, router: Router, w
     let api_workers: Arc<[ApiWorker]> = workers
         .iter()
         .zip(&routers)
-        .map(|(w, router)| ApiWorker { arbiter: w.arbiter.clone(), handler: router.clone().recipient(), store: w.store.clone() })
+        .map(|(w, router)| {
+            let store = w.store.clone();
+            let inline: crate::api::Inline = Arc::new(move |request| crate::store::serve::answer_inline(&store, request));
+            ApiWorker { arbiter: w.arbiter.clone(), handler: router.clone().recipient(), inline }
+        })
         .collect();
     let api = supervision::start({
         let settings = ApiSettings {
@@ -339,6 +346,7 @@ fn start_faces(config: &Config, shared: &Shared, env: NodeEnv, router: Router, w
             }),
         })
         .collect();
+    let session_envs = sessions.iter().map(|worker| worker.env.clone()).collect();
     let memcache =
         env.memcache_listener.map(|listener| supervision::start(move |_| MemcacheActor::new(listener.clone(), sessions.clone())));
     for router in &routers {
@@ -351,6 +359,7 @@ fn start_faces(config: &Config, shared: &Shared, env: NodeEnv, router: Router, w
         ring: shared.ring.clone(),
         routers,
         coordinators: workers.iter().map(|w| w.core.clone()).collect(),
+        sessions: session_envs,
     }
 }
 

@@ -144,6 +144,18 @@ pub struct StoreSettings {
     pub max_bytes: Option<u64>,
 }
 
+/// Whether a store takes writes: the store alone sets it (a failed write
+/// clears it, a recovery sets it again); the request path, membership and
+/// sync read it.
+#[derive(Clone, Debug)]
+pub struct Writable(Arc<std::sync::atomic::AtomicBool>);
+
+impl Writable {
+    pub fn get(&self) -> bool {
+        self.0.load(Relaxed)
+    }
+}
+
 pub struct Store {
     engine: Box<dyn Engine>,
     settings: StoreSettings,
@@ -156,7 +168,7 @@ pub struct Store {
     /// False once the engine failed a write (a full disk): writes are then
     /// refused at once, reads go on, and `recover` tries to take writes
     /// again.
-    writable: std::sync::atomic::AtomicBool,
+    writable: Writable,
     clock: WallClock,
 }
 
@@ -167,7 +179,7 @@ impl Store {
     pub fn new(engine: Box<dyn Engine>, settings: StoreSettings, stats: Arc<NodeStats>) -> Result<Self> {
         let merkle = MerkleForest::new(settings.number_of_buckets);
         let locks = (0..KEY_LOCKS).map(|_| Mutex::new(0)).collect();
-        let writable = std::sync::atomic::AtomicBool::new(true);
+        let writable = Writable(Arc::new(std::sync::atomic::AtomicBool::new(true)));
         let store = Store { engine, settings, stats, merkle, locks, writable, clock: WallClock::default() };
         store.load()?;
         Ok(store)
@@ -358,7 +370,7 @@ impl Store {
             return Err(Error::ReadOnly(self.read_only_reason()));
         }
         write().map_err(|e| {
-            if self.writable.swap(false, Relaxed) {
+            if self.writable.0.swap(false, Relaxed) {
                 tracing::error!("the store failed a write and takes none until it can again: {e}");
                 self.stats.store_read_only.store(1, Relaxed);
             }
@@ -367,7 +379,13 @@ impl Store {
     }
 
     pub fn is_writable(&self) -> bool {
-        self.writable.load(Relaxed)
+        self.writable.get()
+    }
+
+    /// Whether this store takes writes, for the parts of the node that
+    /// route around a read-only store.
+    pub fn writable(&self) -> Writable {
+        self.writable.clone()
     }
 
     fn read_only_reason(&self) -> String {
@@ -409,7 +427,7 @@ impl Store {
         match probe(self.engine.as_ref()) {
             Ok(()) => {
                 tracing::warn!("the store takes writes again");
-                self.writable.store(true, Relaxed);
+                self.writable.0.store(true, Relaxed);
                 self.stats.store_read_only.store(0, Relaxed);
                 true
             }

@@ -104,6 +104,67 @@ struct Remote {
 }
 
 impl Remote {
+    /// Compares buckets with their peers, several at once; false once the
+    /// round's byte budget is spent (what was cut off is simply compared
+    /// again next round).
+    async fn pull_all(&self, pulls: Vec<(Pending, bool)>, max_bytes: u64, report: &mut Report) -> bool {
+        let mut pulled = stream::iter(pulls)
+            .map(|((bucket, peers), is_gained)| self.pull(bucket, peers, is_gained))
+            .buffer_unordered(BUCKETS_AT_ONCE);
+        while let Some(outcome) = pulled.next().await {
+            report.add(outcome);
+            if report.bytes_in + report.bytes_out > max_bytes {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// One bucket compared with each of `peers`; a gained bucket counts as
+    /// pulled only once every peer answered.
+    async fn pull(&self, bucket: u32, peers: Vec<SocketAddrV4>, is_gained: bool) -> Report {
+        let mut outcome = Report::default();
+        let mut all_ok = true;
+        for peer in peers {
+            match self.compare(bucket, peer).await {
+                Ok((moved, bytes_in, bytes_out)) => {
+                    outcome.compared += 1;
+                    outcome.repaired += moved;
+                    outcome.bytes_in += bytes_in;
+                    outcome.bytes_out += bytes_out;
+                }
+                Err(e) => {
+                    tracing::debug!(bucket, %peer, "anti-entropy failed: {e}");
+                    all_ok = false;
+                }
+            }
+        }
+        if is_gained && all_ok {
+            outcome.pulled.push(bucket);
+        }
+        outcome
+    }
+
+    /// Hands lost buckets to their homes, several at once, within the
+    /// round's byte budget.
+    async fn hand_off_all(&self, handoffs: Vec<Pending>, max_bytes: u64, report: &mut Report) {
+        let mut handed = stream::iter(handoffs)
+            .map(|(bucket, homes)| async move { (bucket, self.hand_off(bucket, homes).await) })
+            .buffer_unordered(BUCKETS_AT_ONCE);
+        while let Some((bucket, result)) = handed.next().await {
+            match result {
+                Ok(bytes) => {
+                    report.bytes_out += bytes;
+                    report.handed_off.push(bucket);
+                }
+                Err(e) => tracing::debug!(bucket, "hand-off failed, will retry: {e}"),
+            }
+            if report.bytes_in + report.bytes_out > max_bytes {
+                break;
+            }
+        }
+    }
+
     async fn call(&self, peer: SocketAddrV4, request: Request) -> Result<Response> {
         self.peers.call(SocketAddr::V4(peer), request, self.timeout).await
     }
@@ -411,21 +472,7 @@ impl SyncActor {
         // the old ring, say) is found below and handed off too.
         let strays: Vec<u32> =
             (0..ring.number_of_buckets()).filter(|b| !ring.home(*b, n).contains(&me) && !self.lost.contains(b)).collect();
-        // Background anti-entropy: one fellow replica a round, in turn, all
-        // the buckets shared with it compared by root in one exchange.
-        let mut shared: BTreeMap<SocketAddrV4, Vec<u32>> = BTreeMap::new();
-        for b in ring.buckets_of(&me, n) {
-            for peer in self.fellows(&ring, b) {
-                shared.entry(peer).or_default().push(b);
-            }
-        }
-        let background = match shared.len() {
-            0 => None,
-            peers => {
-                self.cursor = self.cursor.wrapping_add(1);
-                shared.into_iter().nth(self.cursor as usize % peers)
-            }
-        };
+        let background = self.background_peer(&ring);
         self.in_round = true;
         let (remote, max_bytes) = (self.remote.clone(), self.settings.ae_max_bytes_per_round);
         let work = async move {
@@ -440,93 +487,63 @@ impl SyncActor {
             // it; of the background buckets, only those whose roots differ
             // are compared leaf by leaf, at most the bucket budget a round.
             let mut pulls: Vec<(Pending, bool)> = gained.into_iter().map(|p| (p, true)).collect();
-            let handoffs: Vec<Pending> = lost;
             if let Some((peer, buckets)) = background {
                 report.compared += buckets.len() as u64;
                 let differing = remote.differing_roots(peer, buckets).await;
                 pulls.extend(differing.into_iter().take(budget).map(|b| ((b, vec![peer]), false)));
             }
-            // Several buckets at once; a round ends early once its byte
-            // budget is spent (what was cut off is simply compared again).
-            let mut pulled = stream::iter(pulls)
-                .map(|((bucket, peers), is_gained)| {
-                    let remote = remote.clone();
-                    async move {
-                        let mut outcome = Report::default();
-                        let mut all_ok = true;
-                        for peer in peers {
-                            match remote.compare(bucket, peer).await {
-                                Ok((moved, bytes_in, bytes_out)) => {
-                                    outcome.compared += 1;
-                                    outcome.repaired += moved;
-                                    outcome.bytes_in += bytes_in;
-                                    outcome.bytes_out += bytes_out;
-                                }
-                                Err(e) => {
-                                    tracing::debug!(bucket, %peer, "anti-entropy failed: {e}");
-                                    all_ok = false;
-                                }
-                            }
-                        }
-                        if is_gained && all_ok {
-                            outcome.pulled.push(bucket);
-                        }
-                        outcome
-                    }
-                })
-                .buffer_unordered(BUCKETS_AT_ONCE);
-            while let Some(outcome) = pulled.next().await {
-                report.add(outcome);
-                if report.bytes_in + report.bytes_out > max_bytes {
-                    return report;
-                }
-            }
-            drop(pulled);
-            let mut handed = stream::iter(handoffs)
-                .map(|(bucket, homes)| {
-                    let remote = remote.clone();
-                    async move { (bucket, remote.hand_off(bucket, homes).await) }
-                })
-                .buffer_unordered(BUCKETS_AT_ONCE);
-            while let Some((bucket, result)) = handed.next().await {
-                match result {
-                    Ok(bytes) => {
-                        report.bytes_out += bytes;
-                        report.handed_off.push(bucket);
-                    }
-                    Err(e) => tracing::debug!(bucket, "hand-off failed, will retry: {e}"),
-                }
-                if report.bytes_in + report.bytes_out > max_bytes {
-                    break;
-                }
+            if remote.pull_all(pulls, max_bytes, &mut report).await {
+                remote.hand_off_all(lost, max_bytes, &mut report).await;
             }
             report
         };
-        ctx.spawn(work.into_actor(self).map(|report, act, _| {
-            act.in_round = false;
-            NodeStats::add(&act.stats.ae_compared, report.compared);
-            NodeStats::add(&act.stats.ae_repaired, report.repaired);
-            for b in report.pulled.iter().chain(&report.handed_off) {
-                if act.gained.remove(b) || act.lost.remove(b) {
-                    act.transfer.done.insert(*b);
-                }
+        ctx.spawn(work.into_actor(self).map(|report, act, _| act.finish_round(report)));
+    }
+
+    /// Background anti-entropy: one fellow replica a round, in turn, with
+    /// all the buckets shared with it, compared by root in one exchange.
+    fn background_peer(&mut self, ring: &Ring) -> Option<(SocketAddrV4, Vec<u32>)> {
+        let (me, n) = (self.settings.me, self.settings.n);
+        let mut shared: BTreeMap<SocketAddrV4, Vec<u32>> = BTreeMap::new();
+        for b in ring.buckets_of(&me, n) {
+            for peer in self.fellows(ring, b) {
+                shared.entry(peer).or_default().push(b);
             }
-            // Strays were found on the ring the round began with; one that
-            // changed meanwhile may have made this node their home again.
-            let (me, n) = (act.settings.me, act.settings.n);
-            let strays: Vec<u32> = report.strays.into_iter().filter(|b| !act.ring_seen.home(*b, n).contains(&me)).collect();
-            if !strays.is_empty() {
-                tracing::info!(buckets = strays.len(), "copies found in buckets this node is no home of: handing them off");
-                act.lost.extend(strays);
+        }
+        match shared.len() {
+            0 => None,
+            peers => {
+                self.cursor = self.cursor.wrapping_add(1);
+                shared.into_iter().nth(self.cursor as usize % peers)
             }
-            if act.transfer.started.is_some() {
-                act.transfer.bytes_in += report.bytes_in;
-                act.transfer.bytes_out += report.bytes_out;
+        }
+    }
+
+    /// Takes in what a round did: buckets moved, strays found, stats.
+    fn finish_round(&mut self, report: Report) {
+        self.in_round = false;
+        NodeStats::add(&self.stats.ae_compared, report.compared);
+        NodeStats::add(&self.stats.ae_repaired, report.repaired);
+        for b in report.pulled.iter().chain(&report.handed_off) {
+            if self.gained.remove(b) || self.lost.remove(b) {
+                self.transfer.done.insert(*b);
             }
-            act.count_pending();
-            let ring = act.ring_seen.clone();
-            act.report_if_settled(&ring);
-        }));
+        }
+        // Strays were found on the ring the round began with; one that
+        // changed meanwhile may have made this node their home again.
+        let (me, n) = (self.settings.me, self.settings.n);
+        let strays: Vec<u32> = report.strays.into_iter().filter(|b| !self.ring_seen.home(*b, n).contains(&me)).collect();
+        if !strays.is_empty() {
+            tracing::info!(buckets = strays.len(), "copies found in buckets this node is no home of: handing them off");
+            self.lost.extend(strays);
+        }
+        if self.transfer.started.is_some() {
+            self.transfer.bytes_in += report.bytes_in;
+            self.transfer.bytes_out += report.bytes_out;
+        }
+        self.count_pending();
+        let ring = self.ring_seen.clone();
+        self.report_if_settled(&ring);
     }
 
     /// Delivers every hint whose home node is up now.
@@ -697,7 +714,7 @@ crate::supervised!(SyncActor, "sync");
 impl Handler<AntiEntropyTick> for SyncActor {
     type Result = ();
     fn handle(&mut self, _: AntiEntropyTick, ctx: &mut Self::Context) {
-        if self.stats.store_read_only.load(Relaxed) != 0 {
+        if !self.remote.store.direct.is_writable() {
             // A full disk is a state, not a death: try writes again.
             let recover = self.remote.store.send(Recover);
             ctx.spawn(async move { recover.await.ok() }.into_actor(self).map(|_, _, _| ()));
