@@ -89,7 +89,7 @@ fn a_failed_replica_write_gets_a_stand_in_at_once() {
         .collect();
     assert_eq!(keys.len(), 40);
     let live: Vec<usize> = vec![0, 2, 3, 4];
-    let items = |c: &TestCluster| -> u64 { live.iter().map(|&i| c.nodes[i].stat("curr_items").parse::<u64>().unwrap()).sum() };
+    let items = |c: &TestCluster| -> u64 { live.iter().map(|&i| c.nodes[i].count("curr_items")).sum() };
     let before = items(&cluster);
     cluster.nodes[1].kill();
     let client = cluster.nodes[0].client();
@@ -109,7 +109,7 @@ fn a_failed_replica_write_gets_a_stand_in_at_once() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let at_once: u64 = cluster.nodes[0].stat("kai_hinted_at_once").parse().unwrap();
+    let at_once: u64 = cluster.nodes[0].count("kai_hinted_at_once");
     assert!(at_once > 0, "no write went to a stand-in at once");
     println!("stand-in at once: {} keys, 3 live copies each within {:?} of the last write", keys.len(), written.elapsed());
 }
@@ -141,7 +141,7 @@ fn a_suspected_replica_is_asked_when_another_fails() {
         let got: Option<String> = client.get(k).unwrap_or_else(|e| panic!("get {k} with c cut off and b suspected: {e}"));
         assert_eq!(got.as_deref(), Some("v"), "{k}");
     }
-    assert_eq!(b.stat("curr_items"), keys.len().to_string(), "b took the writes c could not");
+    assert_eq!(b.count("curr_items"), keys.len() as u64, "b took the writes c could not");
     assert!(a.members_in("down").contains(&b.api_addr()), "b was suspected throughout");
 }
 
@@ -167,7 +167,7 @@ fn replicas_converge_within_seconds_of_a_return() {
     }
     cluster.nodes[2].launch();
     let back = Instant::now();
-    let total = |c: &TestCluster, stat: &str| -> u64 { c.nodes.iter().map(|n| n.stat(stat).parse::<u64>().unwrap()).sum() };
+    let total = |c: &TestCluster, stat: &str| -> u64 { c.nodes.iter().map(|n| n.count(stat)).sum() };
     while !(total(&cluster, "curr_items") == 3 * written && total(&cluster, "kai_hints_pending") == 0) {
         assert!(
             back.elapsed() < Duration::from_secs(5),
@@ -248,7 +248,7 @@ fn a_full_disk_is_a_state_not_a_death() {
         acked.push(key);
     }
     common::wait_for("the full node says it takes no writes", Duration::from_secs(5), || {
-        full.stat("kai_store_read_only") == "1" && a.stat("kai_members_up") == "3"
+        full.count("kai_store_read_only") == 1 && a.count("kai_members_up") == 3
     });
     assert_eq!(full.client().get::<String>("before").unwrap().as_deref(), Some("b"), "reads go on");
     match full.raw().request("set through-full 0 0 1\r\nv\r\n", "\r\n").as_str() {
@@ -259,11 +259,11 @@ fn a_full_disk_is_a_state_not_a_death() {
 
     std::fs::remove_file(filler).unwrap();
     let healed = Instant::now();
-    common::wait_for("writes taken again without a restart", Duration::from_secs(10), || full.stat("kai_store_read_only") == "0");
+    common::wait_for("writes taken again without a restart", Duration::from_secs(10), || full.count("kai_store_read_only") == 0);
     full.client().set("after", "a", 0).unwrap();
     let want = acked.len() + 2;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while full.stat("curr_items").parse::<usize>().unwrap() != want {
+    while full.count("curr_items") != want as u64 {
         assert!(
             Instant::now() < deadline,
             "not caught up: {} of {want} keys, compared {} repaired {}\n{}",

@@ -8,7 +8,7 @@ use common::{wait_for, TestCluster, TestNode, CLUSTER};
 use std::time::Duration;
 
 fn stat_u64(node: &TestNode, name: &str) -> u64 {
-    node.stat(name).parse().unwrap_or_else(|_| panic!("{name} is not a number"))
+    node.count(name)
 }
 
 fn state_of(observer: &TestNode, member: &str) -> Option<String> {
@@ -29,7 +29,7 @@ fn a_linked_cluster_comes_back_whole_after_every_node_restarts() {
     cluster.wait_until_all_up(Duration::from_secs(20));
     for node in &cluster.nodes {
         assert_eq!(node.client().get::<String>("kept").unwrap().as_deref(), Some("v"));
-        assert_eq!(node.stat("kai_curr_nodes"), "3");
+        assert_eq!(node.count("kai_curr_nodes"), 3);
     }
 }
 
@@ -47,7 +47,7 @@ fn seeds_link_nodes_started_in_either_order() {
     let took =
         wait_for("both nodes list both", Duration::from_secs(20), || a.up_members().len() == 2 && b.up_members().len() == 2);
     // Once each holds its buckets it is up, and says so in its stats.
-    wait_for("both up", Duration::from_secs(10), || a.stat("kai_members_joining") == "0" && b.stat("kai_members_joining") == "0");
+    wait_for("both up", Duration::from_secs(10), || a.count("kai_members_joining") == 0 && b.count("kai_members_joining") == 0);
     assert_eq!(a.member_states().iter().filter(|(_, s)| s == "up").count(), 2);
     println!("seeds: linked {took:?} after the second node started");
 }
@@ -85,7 +85,7 @@ fn a_removed_node_hands_over_stays_removed_and_cannot_rejoin() {
     wait_for("the two members find each other", Duration::from_secs(20), || a.up_members().len() == 2);
     for node in [a, b, c] {
         assert_eq!(state_of(node, &gone).as_deref(), Some("removed"), "on {}", node.api_addr());
-        assert_eq!(node.stat("kai_ring_nodes"), "2", "on {}", node.api_addr());
+        assert_eq!(node.count("kai_ring_nodes"), 2, "on {}", node.api_addr());
     }
     for i in 0..keys {
         assert_eq!(b.client().get::<String>(&format!("r{i}")).unwrap(), Some(format!("v{i}")));
@@ -107,7 +107,7 @@ fn a_removed_node_hands_over_stays_removed_and_cannot_rejoin() {
     let (ok, out, err) = cluster.nodes[2].admin(&[&format!("check_node {gone} {first}")]);
     assert!(!ok && err.contains("removed"), "{out} {err}");
     assert_eq!(state_of(&cluster.nodes[0], &gone).as_deref(), Some("removed"));
-    assert_eq!(cluster.nodes[0].stat("kai_ring_nodes"), "2");
+    assert_eq!(cluster.nodes[0].count("kai_ring_nodes"), 2);
 }
 
 /// A stand-in takes writes for a down home node with hints; once it has
@@ -172,9 +172,9 @@ fn link(nodes: &[TestNode], i: usize) {
 /// Waits until no node has a transfer pending and each holds every key;
 /// checks the progress each shows; answers how long that took.
 fn settle(nodes: &[TestNode], ring_size: usize, keys: u64, limit: Duration) -> Duration {
-    let live: Vec<&TestNode> = nodes.iter().filter(|n| n.stat("kai_ring_nodes") != "0").collect();
+    let live: Vec<&TestNode> = nodes.iter().filter(|n| n.count("kai_ring_nodes") != 0).collect();
     let took = wait_for("transfers settled", limit, || {
-        live.iter().all(|n| n.stat("kai_ring_nodes") == ring_size.to_string() && n.stat("kai_buckets_pending") == "0")
+        live.iter().all(|n| n.count("kai_ring_nodes") == ring_size as u64 && n.count("kai_buckets_pending") == 0)
             && live.iter().map(|n| stat_u64(n, "curr_items")).sum::<u64>() == 3 * keys
     });
     for (i, node) in nodes.iter().enumerate() {
@@ -243,7 +243,7 @@ fn a_join_and_a_removal_in_five_nodes_with_a_hundred_thousand_keys() {
     let gone = nodes[4].api_addr();
     assert!(nodes[0].admin(&[&format!("remove_node {gone}")]).0);
     let removed = wait_for("removal settled", Duration::from_secs(300), || {
-        nodes[..4].iter().all(|n| n.stat("kai_ring_nodes") == "4" && n.stat("kai_buckets_pending") == "0")
+        nodes[..4].iter().all(|n| n.count("kai_ring_nodes") == 4 && n.count("kai_buckets_pending") == 0)
             && nodes[..4].iter().map(|n| stat_u64(n, "curr_items")).sum::<u64>() == 3 * keys
             && stat_u64(&nodes[4], "curr_items") == 0
     });
@@ -280,9 +280,9 @@ fn stats_count_members_by_state() {
     let a = &cluster.nodes[0];
     a.wait_for_member(&b, false, Duration::from_secs(15));
     a.wait_for_member(&c, false, Duration::from_secs(15));
-    assert_eq!(a.stat("kai_curr_nodes"), "1", "two of three are down");
-    assert_eq!(a.stat("kai_members_down"), "2");
-    assert_eq!(a.stat("kai_ring_nodes"), "3", "down is not left");
+    assert_eq!(a.count("kai_curr_nodes"), 1, "two of three are down");
+    assert_eq!(a.count("kai_members_down"), 2);
+    assert_eq!(a.count("kai_ring_nodes"), 3, "down is not left");
     assert_eq!(state_of(a, &b).as_deref(), Some("down"));
 }
 

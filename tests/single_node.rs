@@ -200,9 +200,9 @@ fn cas_tokens_are_small_distinct_and_never_come_back() {
         mine.push(cas_token(&mut r, "k"));
         assert_eq!(r.request("delete k\r\n", "\r\n"), "DELETED\r\n");
         // Wait for the tombstone to be reaped: the key's dots start over.
-        let reaped = node.stat("kai_reaped_versions").parse::<u64>().unwrap();
+        let reaped = node.count("kai_reaped_versions");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while node.stat("kai_reaped_versions").parse::<u64>().unwrap() <= reaped {
+        while node.count("kai_reaped_versions") <= reaped {
             assert!(std::time::Instant::now() < deadline, "tombstone {life} not reaped");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -311,10 +311,10 @@ fn flush_all_when_enabled() {
     for i in 0..10 {
         r.request(&format!("set f{i} 0 0 1\r\nx\r\n"), "\r\n");
     }
-    assert_eq!(node.stat("curr_items"), "10");
+    assert_eq!(node.count("curr_items"), 10);
     assert_eq!(r.request("flush_all\r\n", "\r\n"), "OK\r\n");
     assert_eq!(r.request("get f0 f9\r\n", "END\r\n"), "END\r\n");
-    assert_eq!(node.stat("curr_items"), "0");
+    assert_eq!(node.count("curr_items"), 0);
     assert_eq!(node.stat("kai_store"), "memory");
 }
 
@@ -390,7 +390,7 @@ fn acknowledged_writes_survive_kill_9_and_restart() {
         let want = format!("VALUE durable-{i} {i} {}\r\n{i}\r\nEND\r\n", i.to_string().len());
         assert_eq!(r.request(&format!("get durable-{i}\r\n"), "END\r\n"), want);
     }
-    assert_eq!(node.stat("curr_items"), "199");
+    assert_eq!(node.count("curr_items"), 199);
     // And a clean stop (SIGTERM) exits 0 and keeps them as well.
     assert!(node.terminate().success());
     node.launch();
@@ -414,7 +414,7 @@ fn a_restarted_actor_is_supervised_and_the_node_keeps_serving() {
     assert!(node.is_running());
     // At least one restart per module (workers each run their own coordinator,
     // version and store actors, so there are more).
-    let restarts: u64 = node.stat("kai_actor_restarts").parse().unwrap();
+    let restarts: u64 = node.count("kai_actor_restarts");
     assert!(restarts >= 8, "{restarts} restarts");
     let (ok, _, err) = node.admin(&["restart_actor nonsense"]);
     assert!(!ok && err.contains("no module"), "{err}");
@@ -571,7 +571,7 @@ fn memcached_stats_are_complete() {
     assert_eq!(r.request("stats items\r\n", "END\r\n"), "END\r\n");
     assert_eq!(r.request("stats slabs\r\n", "END\r\n"), "END\r\n");
     let memory = TestNode::start(&["store=\"memory\"", "max_memory_bytes=2500"]);
-    assert_eq!(memory.stat("limit_maxbytes"), "2500");
+    assert_eq!(memory.count("limit_maxbytes"), 2500);
     let mut m = memory.raw();
     let value = "v".repeat(1000);
     assert_eq!(m.request(&format!("set a 0 0 1000\r\n{value}\r\n"), "\r\n"), "STORED\r\n");

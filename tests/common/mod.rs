@@ -234,7 +234,29 @@ impl TestNode {
         self.overrides.iter().rev().find_map(|o| o.strip_prefix("cluster_secret=")).map(|v| v.trim_matches('"').to_string())
     }
 
-    /// One `stats` value, through raw memcache.
+    /// Every stat, typed, as the admin protocol carries them.
+    pub fn stats(&self) -> kai_actors::stats::Stats {
+        use kai_actors::api::auth::Secret;
+        use kai_actors::api::{net::Tcp, ApiClient};
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let secret = Secret::new(&self.secret().unwrap_or_default());
+        let addr = self.api_addr().parse().unwrap();
+        let timeout = Duration::from_secs(5);
+        let asked = runtime.block_on(async {
+            let client = ApiClient::connect(&Tcp, addr, "kai-test", None, &secret, timeout).await?;
+            client.admin(&kai_actors::node::Stats, timeout).await
+        });
+        asked.unwrap_or_else(|e| panic!("stats of {}: {e}", self.api_addr()))
+    }
+
+    /// One stat that counts something, read typed.
+    pub fn count(&self, name: &str) -> u64 {
+        let stats = self.stats();
+        let value = stats.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        value.and_then(|v| v.count()).unwrap_or_else(|| panic!("no count {name} in {stats:?}"))
+    }
+
+    /// One `stats` value as the memcache protocol writes it.
     pub fn stat(&self, name: &str) -> String {
         let text = self.raw().request("stats\r\n", "END\r\n");
         text.lines()
