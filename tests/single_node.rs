@@ -225,7 +225,9 @@ fn cas_tokens_are_small_distinct_and_never_come_back() {
 fn exptime_is_a_ttl_the_memcached_way() {
     let node = TestNode::start(&[]);
     let mut r = node.raw();
-    assert_eq!(r.request("set short 0 1 1\r\nx\r\n", "\r\n"), "STORED\r\n");
+    // TTLs of 2 s: expiry counts whole seconds (in memcached too), so a 1 s
+    // TTL set just before a second turns may be over by the next command.
+    assert_eq!(r.request("set short 0 2 1\r\nx\r\n", "\r\n"), "STORED\r\n");
     assert_eq!(r.request("set gone 0 -1 1\r\nx\r\n", "\r\n"), "STORED\r\n");
     let far = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
     assert_eq!(r.request(&format!("set absolute 0 {far} 1\r\nx\r\n"), "\r\n"), "STORED\r\n");
@@ -233,7 +235,7 @@ fn exptime_is_a_ttl_the_memcached_way() {
     assert_eq!(r.request("get gone past\r\n", "END\r\n"), "END\r\n", "negative and past exptimes are already expired");
     assert_eq!(r.request("get short absolute\r\n", "END\r\n"), "VALUE short 0 1\r\nx\r\nVALUE absolute 0 1\r\nx\r\nEND\r\n");
     // touch extends a TTL.
-    assert_eq!(r.request("set extended 0 1 1\r\ny\r\n", "\r\n"), "STORED\r\n");
+    assert_eq!(r.request("set extended 0 2 1\r\ny\r\n", "\r\n"), "STORED\r\n");
     assert_eq!(r.request("touch extended 100\r\n", "\r\n"), "TOUCHED\r\n");
     std::thread::sleep(Duration::from_millis(2200));
     assert_eq!(r.request("get short\r\n", "END\r\n"), "END\r\n");
