@@ -260,11 +260,15 @@ impl Admin {
     fn status_table(&self, rows: &[MemberRow]) -> String {
         let header = ["address", "state", "zone", "vnodes", "first", "home", "keys", "bytes", "hints", "moving", "heard", "phi"];
         let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+        let mut settings = Vec::new();
         for row in rows {
             let stats = match (row.state, resolve(&row.addr)) {
                 (MemberState::Removed, _) | (_, Err(_)) => None,
                 (_, Ok(addr)) => self.ask(addr, Stats).ok(),
             };
+            if let Some(said) = stats.as_ref().and_then(quorum_and_version) {
+                settings.push((row.addr.clone(), said));
+            }
             let figure = |name: &str| stats.as_ref()?.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
             let stat = |name: &str| figure(name).map_or_else(|| "-".into(), |v| v.to_string());
             let heard = match row.heartbeat_age_ms {
@@ -289,13 +293,14 @@ impl Admin {
             ]);
         }
         let widths: Vec<usize> = (0..header.len()).map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
-        table
+        let mut lines: Vec<String> = table
             .iter()
             .map(|r| {
                 r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
             })
-            .collect::<Vec<_>>()
-            .join("\n")
+            .collect();
+        lines.extend(settings_note(&settings));
+        lines.join("\n")
     }
 
     /// `get KEY`: asks each of the key's home replicas for its versions.
@@ -340,6 +345,24 @@ fn describe(v: &Version) -> String {
         clock.join(" "),
         at(v.timestamp)
     )
+}
+
+/// A member's N,R,W and peer protocol version, from its stats.
+fn quorum_and_version(stats: &kai_actors::stats::Stats) -> Option<String> {
+    let figure = |name: &str| stats.iter().find(|(k, _)| k == name).map(|(_, v)| v.to_string());
+    Some(format!("n,r,w {} peer protocol {}", figure("kai_quorum")?, figure("kai_peer_protocol_version")?))
+}
+
+/// When members' quorums or protocol versions differ, a note under the
+/// table naming each (allowed, but worth knowing: each coordinator uses
+/// its own R and W).
+fn settings_note(settings: &[(String, String)]) -> Vec<String> {
+    if settings.windows(2).all(|pair| pair[0].1 == pair[1].1) {
+        return Vec::new();
+    }
+    let mut note = vec![String::new(), "note: members' settings differ (each coordinator uses its own R and W):".to_string()];
+    note.extend(settings.iter().map(|(addr, said)| format!("  {addr} {said}")));
+    note
 }
 
 /// `[#########...........] 45/100 buckets, 1.2 MiB in, 0 B out`

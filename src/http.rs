@@ -26,6 +26,7 @@ pub struct HttpState {
     pub stats: Arc<NodeStats>,
     pub identity: Identity,
     pub store_writable: kai_actors::store::Writable,
+    pub seen: kai_actors::api::SeenTerms,
 }
 
 impl HttpState {
@@ -93,6 +94,9 @@ struct Status {
     transfers: TransferProgress,
     /// Each stat as the memcache `stats` reply writes it.
     stats: Vec<(String, String)>,
+    /// Members whose R, W or peer protocol version differ from this
+    /// node's, with how.
+    differing: Vec<(String, String)>,
     /// Latency histograms: (upper bound in microseconds, count) per op.
     latency: Vec<(&'static str, Vec<(u64, u64)>)>,
 }
@@ -124,6 +128,7 @@ async fn status_json(state: web::Data<HttpState>) -> HttpResponse {
         members,
         transfers,
         stats,
+        differing: state.seen.differing(id.terms),
         latency: vec![("get", chart(&state.stats.get_latency)), ("set", chart(&state.stats.set_latency))],
     };
     HttpResponse::Ok().json(status)

@@ -226,6 +226,7 @@ mod tests {
 
     fn identity() -> Identity {
         Identity {
+            terms: kai_actors::api::PeerTerms::of_build(1024, 3),
             node: "127.0.0.1:11011".into(),
             n: 3,
             r: 2,

@@ -44,6 +44,7 @@ async fn start(config: &Config) -> Result<(node::Node, Vec<Arbiter>), String> {
             stats: node.stats.clone(),
             identity: node.identity.clone(),
             store_writable: node.store.writable(),
+            seen: node.seen.clone(),
         };
         let server = crate::http::serve(&addr, state)?;
         actix::spawn(async move {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{with_link_cut, TestCluster, TestNode};
+use common::{wait_for, with_link_cut, TestCluster, TestNode};
 use std::time::Duration;
 
 fn value(node: &TestNode, key: &str) -> Option<String> {
@@ -177,6 +177,7 @@ fn a_write_without_its_quorum_says_why() {
     cluster.nodes[2].kill();
     let reply = cluster.nodes[0].raw().request("set lonely 0 0 1\r\nx\r\n", "\r\n");
     assert!(reply.starts_with("SERVER_ERROR write quorum not met: 1 of 2"), "{reply:?}");
+    assert!(reply.ends_with("; the write may still be applied\r\n"), "it says what the failure means: {reply:?}");
     let reply = cluster.nodes[0].raw().request("get lonely\r\n", "\r\n");
     assert!(reply.starts_with("SERVER_ERROR read quorum not met"), "{reply:?}");
     assert!(cluster.nodes[0].count("kai_quorum_failures") >= 2);
@@ -203,6 +204,33 @@ fn a_node_with_another_bucket_count_is_refused() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(cluster.nodes[0].up_members().len(), 2);
     assert_eq!(odd.up_members(), vec![odd.api_addr()]);
+}
+
+#[test]
+fn members_must_agree_on_n_and_say_when_r_or_w_differ() {
+    let a = TestNode::start(common::CLUSTER);
+    let other_n = TestNode::start(&[common::CLUSTER, &["n=1", "r=1", "w=1"]].concat());
+    for (asked, told) in [(&a, &other_n), (&other_n, &a)] {
+        let (ok, _, err) = asked.admin(&[&format!("check_node {} {}", asked.api_addr(), told.api_addr())]);
+        assert!(!ok, "linked across another n");
+        assert!(
+            err.contains("n 3 of") && err.contains("differs from 1 of")
+                || err.contains("n 1 of") && err.contains("differs from 3 of"),
+            "{err}"
+        );
+    }
+    assert_eq!(a.up_members(), vec![a.api_addr()]);
+    // R and W may differ on purpose: linked, and said.
+    let other_rw = TestNode::start(&[common::CLUSTER, &["r=1", "w=3"]].concat());
+    let cluster = TestCluster::link(vec![a, other_rw]);
+    let (ok, out, err) = cluster.nodes[0].admin(&["node_list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("note: members' settings differ") && out.contains("n,r,w 3,1,3") && out.contains("n,r,w 3,2,2"),
+        "{out}"
+    );
+    let logged = |node: &TestNode| node.log().contains("r,w 1,3 against 2,2") || node.log().contains("r,w 2,2 against 1,3");
+    wait_for("the difference logged", Duration::from_secs(5), || logged(&cluster.nodes[0]) && logged(&cluster.nodes[1]));
 }
 
 /// The nodes of a key's preference list, in order, from `find_nodes`.

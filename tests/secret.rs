@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use common::{admin_with_secret, wait_for, TestNode, CLUSTER};
 use kai_actors::api::admin::AdminCommand;
 use kai_actors::api::auth::{self, Role, Secret};
-use kai_actors::api::{decode, encode, Frame, PeerTerms, Request, Response, PEER_PROTOCOL_VERSION};
+use kai_actors::api::{decode, encode, Frame, PeerTerms, Request, Response};
 use kai_actors::Error;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -109,7 +109,7 @@ fn a_recorded_handshake_cannot_be_replayed() {
     let hello = || Request::Hello {
         from: "127.0.0.1:1".into(),
         nonce: Bytes::from(auth::nonce()),
-        peer: Some(PeerTerms { protocol_version: PEER_PROTOCOL_VERSION, number_of_buckets: 1024 }),
+        peer: Some(PeerTerms::of_build(1024, 1)),
     };
     // A real handshake, recorded.
     let (mut stream, mut buf) = connect(&node);

@@ -16,16 +16,21 @@ use std::time::Duration;
 
 const NEXT: u32 = PEER_PROTOCOL_VERSION + 1;
 
-/// Shakes hands with `node` as a peer offering `version`: the version
-/// agreed, or the refusal.
-fn handshake(node: &TestNode, version: u32) -> Result<Option<u32>, Error> {
+/// Shakes hands with `node` (of replication factor `n`) as a peer offering
+/// `version`: the version agreed, or the refusal.
+fn handshake_n(node: &TestNode, n: u32, version: u32) -> Result<Option<u32>, Error> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let terms = PeerTerms { protocol_version: version, number_of_buckets: 1024 };
+        let terms = PeerTerms { protocol_version: version, ..PeerTerms::of_build(1024, n) };
         let addr = node.api_addr().parse().unwrap();
         let client = ApiClient::connect(&Tcp, addr, "127.0.0.1:1", Some(terms), &Secret::new(""), Duration::from_secs(5)).await?;
         Ok(client.protocol_version())
     })
+}
+
+/// A handshake with a single node (n = 1).
+fn handshake(node: &TestNode, version: u32) -> Result<Option<u32>, Error> {
+    handshake_n(node, 1, version)
 }
 
 /// The write load: through every node but the one being replaced, each
@@ -126,8 +131,8 @@ fn a_cluster_upgrades_one_node_at_a_time_under_load_without_an_error_or_a_lost_w
         }
     }
     // Every node now offers the next version, and two of them speak it.
-    assert_eq!(handshake(&cluster.nodes[0], NEXT).unwrap(), Some(NEXT));
-    assert_eq!(handshake(&cluster.nodes[0], PEER_PROTOCOL_VERSION).unwrap(), Some(PEER_PROTOCOL_VERSION));
+    assert_eq!(handshake_n(&cluster.nodes[0], 3, NEXT).unwrap(), Some(NEXT));
+    assert_eq!(handshake_n(&cluster.nodes[0], 3, PEER_PROTOCOL_VERSION).unwrap(), Some(PEER_PROTOCOL_VERSION));
 }
 
 #[test]

@@ -104,7 +104,14 @@ impl Config {
             0 => crate::api::PEER_PROTOCOL_VERSION,
             offered => offered,
         };
-        crate::api::PeerTerms { protocol_version, number_of_buckets: self.number_of_buckets }
+        let quorum = |q: usize| q.min(u32::MAX as usize) as u32;
+        crate::api::PeerTerms {
+            protocol_version,
+            number_of_buckets: self.number_of_buckets,
+            n: quorum(self.n),
+            r: quorum(self.r),
+            w: quorum(self.w),
+        }
     }
 }
 

@@ -74,7 +74,13 @@ impl fmt::Display for Error {
             Error::TooLarge => write!(f, "object too large for cache"),
             Error::OutOfMemory => write!(f, "out of memory storing object"),
             Error::Quorum { op, needed, got, reason } => {
-                write!(f, "{op} quorum not met: {got} of {needed} replicas answered ({reason})")
+                write!(f, "{op} quorum not met: {got} of {needed} replicas answered ({reason})")?;
+                // As in Dynamo: the replicas that stored it keep it, and it
+                // spreads from them.
+                match op.as_str() {
+                    "write" => write!(f, "; the write may still be applied"),
+                    _ => Ok(()),
+                }
             }
             Error::Busy(m) => write!(f, "busy: {m}"),
             Error::Store(m) => write!(f, "store error: {m}"),

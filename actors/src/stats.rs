@@ -294,6 +294,8 @@ pub struct Identity {
     /// the memory engine, the size of the disk holding the disk engine.
     pub limit_maxbytes: u64,
     pub started: std::time::Instant,
+    /// What it offers peers at the handshake.
+    pub terms: crate::api::PeerTerms,
 }
 
 /// The version reported to memcache clients: the protocol level Kai
@@ -429,6 +431,7 @@ fn cluster_stats(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> 
     vec![
         ("kai_node", Text(id.node.clone())),
         ("kai_quorum", Text(format!("{},{},{}", id.n, id.r, id.w))),
+        ("kai_peer_protocol_version", Count(id.terms.protocol_version.into())),
         ("kai_number_of_buckets", Count(id.number_of_buckets.into())),
         ("kai_number_of_virtual_nodes", Count(id.virtual_nodes.into())),
         ("kai_store", Text(id.store.to_string())),

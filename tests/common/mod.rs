@@ -451,8 +451,10 @@ impl TestNode {
         if !ok {
             return Vec::new();
         }
+        // The table ends at the first empty line; notes follow it.
         out.lines()
             .skip(1)
+            .take_while(|l| !l.is_empty())
             .filter_map(|l| {
                 let mut cells = l.split_whitespace();
                 Some((cells.next()?.to_string(), cells.next()?.to_string()))

@@ -85,11 +85,23 @@ pub enum Request {
 }
 
 /// What a node offers at the handshake: the peer protocol version it
-/// speaks, and its ring's bucket count (a peer of another ring is refused).
+/// speaks, and the settings that place keys. A peer whose bucket count or
+/// N differs would place keys otherwise, so it is refused; R and W may
+/// differ on purpose, and are only said.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerTerms {
     pub protocol_version: u32,
     pub number_of_buckets: u32,
+    pub n: u32,
+    pub r: u32,
+    pub w: u32,
+}
+
+impl PeerTerms {
+    /// The terms of a node of this build with the default quorum (tests).
+    pub fn of_build(number_of_buckets: u32, n: u32) -> Self {
+        PeerTerms { protocol_version: PEER_PROTOCOL_VERSION, number_of_buckets, n, r: n / 2 + 1, w: n / 2 + 1 }
+    }
 }
 
 /// An admin command by name, its arguments encoded as its module reads
@@ -178,10 +190,12 @@ pub enum Response {
         proof: Bytes,
     },
     /// The handshake is done: requests may follow, in the peer protocol
-    /// version both agreed on (none for the admin tool).
+    /// version both agreed on (none for the admin tool); with the
+    /// answerer's own terms, for a peer.
     Hello {
         node: String,
         protocol_version: Option<u32>,
+        terms: Option<PeerTerms>,
     },
     Versions(Vec<Version>),
     /// A client read's answer: the versions, and when a client last read
@@ -378,7 +392,7 @@ mod tests {
                 body: Request::Hello {
                     from: "a:1".into(),
                     nonce: Bytes::from_static(b"n"),
-                    peer: Some(PeerTerms { protocol_version: 1, number_of_buckets: 1024 }),
+                    peer: Some(PeerTerms { protocol_version: 1, ..PeerTerms::of_build(1024, 3) }),
                 },
             },
         ];

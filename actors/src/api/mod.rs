@@ -48,6 +48,8 @@ pub struct ApiSettings {
     pub node: String,
     /// What this node offers peers at the handshake.
     pub terms: PeerTerms,
+    /// Every peer's terms as its handshake said them.
+    pub seen: SeenTerms,
     pub secret: Secret,
     /// Requests one connection may have in flight before reads pause.
     pub max_in_flight: usize,
@@ -310,23 +312,67 @@ struct Shaken {
     protocol_version: Option<u32>,
 }
 
-/// Why a caller's terms are refused, if they are: a peer protocol more
-/// than one version away, or another ring. The admin tool has no terms.
-fn refusal(settings: &ApiSettings, from: &str, theirs: Option<PeerTerms>) -> Option<String> {
-    let theirs = theirs?;
-    let ours = settings.terms;
+/// Why two nodes' terms keep them apart, if they do: a peer protocol more
+/// than one version away, or settings that place keys otherwise (the
+/// bucket count, N). Each side names its own values.
+pub fn mismatch(ours: PeerTerms, me: &str, theirs: PeerTerms, them: &str) -> Option<String> {
     if agree(ours.protocol_version, theirs.protocol_version).is_none() {
         return Some(format!(
-            "peer protocol version {} of {from} is more than one away from {} of {}",
-            theirs.protocol_version, ours.protocol_version, settings.node
+            "peer protocol version {} of {them} is more than one away from {} of {me}",
+            theirs.protocol_version, ours.protocol_version
         ));
     }
-    (theirs.number_of_buckets != ours.number_of_buckets).then(|| {
+    if theirs.number_of_buckets != ours.number_of_buckets {
+        return Some(format!(
+            "number_of_buckets {} of {them} differs from {} of {me}",
+            theirs.number_of_buckets, ours.number_of_buckets
+        ));
+    }
+    (theirs.n != ours.n).then(|| {
         format!(
-            "number_of_buckets {} of {from} differs from {} of {}",
-            theirs.number_of_buckets, ours.number_of_buckets, settings.node
+            "n {} of {them} differs from {} of {me}: every member must place keys alike, so n is the same on all",
+            theirs.n, ours.n
         )
     })
+}
+
+/// Every peer's terms as its handshake said them, by name; shared by a
+/// node's connections both ways. R, W and the protocol version may differ
+/// between members on purpose (a rolling upgrade, a per-node default):
+/// a difference is logged when first seen, and shown on the status page.
+#[derive(Clone, Default)]
+pub struct SeenTerms(Arc<std::sync::Mutex<std::collections::BTreeMap<String, PeerTerms>>>);
+
+impl SeenTerms {
+    /// Records a peer's terms, and logs how they differ from ours the
+    /// first time they do.
+    pub fn record(&self, ours: PeerTerms, me: &str, peer: &str, theirs: PeerTerms) {
+        let before = self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(peer.to_string(), theirs);
+        if before == Some(theirs) {
+            return;
+        }
+        if let Some(how) = differences(ours, theirs) {
+            tracing::warn!(%peer, "{peer} differs from {me}: {how} (allowed; each coordinator uses its own)");
+        }
+    }
+
+    /// Each peer whose terms differ from ours, with how.
+    pub fn differing(&self, ours: PeerTerms) -> Vec<(String, String)> {
+        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.iter().filter_map(|(peer, theirs)| Some((peer.clone(), differences(ours, *theirs)?))).collect()
+    }
+}
+
+/// How R, W or the protocol version of a peer differ from ours, in words.
+fn differences(ours: PeerTerms, theirs: PeerTerms) -> Option<String> {
+    let mut said = Vec::new();
+    if (theirs.r, theirs.w) != (ours.r, ours.w) {
+        said.push(format!("r,w {},{} against {},{}", theirs.r, theirs.w, ours.r, ours.w));
+    }
+    if theirs.protocol_version != ours.protocol_version {
+        said.push(format!("peer protocol version {} against {}", theirs.protocol_version, ours.protocol_version));
+    }
+    (!said.is_empty()).then(|| said.join(", "))
 }
 
 /// The answering side of the handshake: the caller's hello, our challenge,
@@ -365,13 +411,17 @@ async fn handshake(
     }
     // The ring's shape and our version are said only to a caller that
     // proved the secret.
-    if let Some(why) = refusal(settings, &from, terms) {
+    let ours = settings.terms;
+    if let Some(why) = terms.and_then(|theirs| mismatch(ours, &settings.node, theirs, &from)) {
         tracing::warn!("refused {from}: {why}");
         writer.write_all(&refuse(id, why)?).await?;
         return Ok(None);
     }
-    let protocol_version = terms.map(|t| settings.terms.protocol_version.min(t.protocol_version));
-    let hello = Response::Hello { node: settings.node.clone(), protocol_version };
+    if let Some(theirs) = terms {
+        settings.seen.record(ours, &settings.node, &from, theirs);
+    }
+    let protocol_version = terms.map(|t| ours.protocol_version.min(t.protocol_version));
+    let hello = Response::Hello { node: settings.node.clone(), protocol_version, terms: terms.map(|_| ours) };
     writer.write_all(&encode(&Frame { id, body: hello })?).await?;
     Ok(Some(Shaken { from, lateness, protocol_version }))
 }
@@ -400,6 +450,7 @@ pub struct ApiClient {
     peer: SocketAddr,
     in_flight: Arc<Semaphore>,
     protocol_version: Option<u32>,
+    terms: Option<PeerTerms>,
 }
 
 impl ApiClient {
@@ -451,19 +502,32 @@ impl ApiClient {
             let proof = Request::Proof { proof, sent_us: arrival::mono_us() };
             writer.write_all(&encode(&Frame { id: 0, body: proof })?).await?;
             match read_frame::<Response>(&mut reader, &mut buf).await? {
-                Some(Frame { body: Response::Hello { protocol_version, .. }, .. }) => {
-                    Ok((Conn { reader, writer }, buf, protocol_version))
+                Some(Frame { body: Response::Hello { protocol_version, terms: answerer, .. }, .. }) => {
+                    Ok((Conn { reader, writer }, buf, protocol_version, answerer))
                 }
                 Some(Frame { body: Response::Failed(error), .. }) => Err(refused(error)),
                 _ => Err(Error::Protocol(format!("{peer} sent no hello"))),
             }
         };
-        let (conn, buf, protocol_version) = tokio::time::timeout(timeout, handshake)
+        let (conn, buf, protocol_version, answerer) = tokio::time::timeout(timeout, handshake)
             .await
             .map_err(|_| Error::Unavailable(format!("{peer}: no answer within {timeout:?}")))??;
+        // Refused on this side too: an answerer that took us may still
+        // place keys otherwise.
+        if let (Some(ours), Some(theirs)) = (terms, answerer) {
+            if let Some(why) = mismatch(ours, from, theirs, &peer.to_string()) {
+                return Err(Error::Refused(why));
+            }
+        }
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(drive(conn, buf, rx));
-        Ok(ApiClient { tx, peer, in_flight: Arc::new(Semaphore::new(CLIENT_MAX_IN_FLIGHT)), protocol_version })
+        Ok(ApiClient { tx, peer, in_flight: Arc::new(Semaphore::new(CLIENT_MAX_IN_FLIGHT)), protocol_version, terms: answerer })
+    }
+
+    /// The peer's own terms, as its hello said them (none for the admin
+    /// tool).
+    pub fn terms(&self) -> Option<PeerTerms> {
+        self.terms
     }
 
     /// The peer protocol version both sides agreed on (none on an admin
@@ -581,6 +645,7 @@ struct PeersInner {
     secret: Secret,
     connect_timeout: Duration,
     faults: Faults,
+    seen: SeenTerms,
 }
 
 impl Peers {
@@ -596,9 +661,10 @@ impl Peers {
         secret: Secret,
         connect_timeout: Duration,
         faults: Faults,
+        seen: SeenTerms,
     ) -> Self {
         let clients = Default::default();
-        Peers(Arc::new(PeersInner { network, clients, from, terms, secret, connect_timeout, faults }))
+        Peers(Arc::new(PeersInner { network, clients, from, terms, secret, connect_timeout, faults, seen }))
     }
 
     fn cached(&self, peer: SocketAddr) -> Option<ApiClient> {
@@ -619,6 +685,9 @@ impl Peers {
         let inner = &*self.0;
         let terms = Some(inner.terms);
         let client = ApiClient::connect(&*inner.network, peer, &inner.from, terms, &inner.secret, inner.connect_timeout).await?;
+        if let Some(theirs) = client.terms() {
+            inner.seen.record(inner.terms, &inner.from, &peer.to_string(), theirs);
+        }
         self.0.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, client.clone());
         Ok(client)
     }

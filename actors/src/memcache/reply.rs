@@ -66,7 +66,10 @@ mod tests {
         assert_eq!(error_line(&Error::Client("bad".into())), "CLIENT_ERROR bad");
         assert_eq!(error_line(&Error::TooLarge), "SERVER_ERROR object too large for cache");
         let quorum = Error::Quorum { op: "write".into(), needed: 2, got: 1, reason: "a\r\nb".into() };
-        assert_eq!(error_line(&quorum), "SERVER_ERROR write quorum not met: 1 of 2 replicas answered (a  b)");
+        let said = "SERVER_ERROR write quorum not met: 1 of 2 replicas answered (a  b); the write may still be applied";
+        assert_eq!(error_line(&quorum), said);
+        let read = Error::Quorum { op: "read".into(), needed: 2, got: 1, reason: "timed out".into() };
+        assert_eq!(error_line(&read), "SERVER_ERROR read quorum not met: 1 of 2 replicas answered (timed out)");
         assert_eq!(error_line(&Error::Busy("shedding".into())), "SERVER_ERROR busy: shedding");
         assert_eq!(error_line(&Error::Refused("removed".into())), "SERVER_ERROR refused: removed");
         let unknown = Error::Unsupported("this node does not know `x`".into());

@@ -10,7 +10,7 @@ pub use router::{Block, PanicModule, RestartActor, Router, Stats};
 
 use crate::api::auth::Secret;
 use crate::api::net::{Listener, Network};
-use crate::api::{ApiActor, ApiSettings, ApiWorker, Faults, Peers};
+use crate::api::{ApiActor, ApiSettings, ApiWorker, Faults, Peers, SeenTerms};
 use crate::config::{Config, StoreKind};
 use crate::coordinator::{Coordinator, CoordinatorActor, CoordinatorSettings, QuorumSetup, Replicas};
 use crate::hash::{HashActor, Ring, RingHandle, RingNode, WatchRing};
@@ -60,6 +60,8 @@ pub struct Node {
     pub coordinators: Vec<Arc<Coordinator>>,
     /// What each worker's memcache sessions run commands with.
     pub sessions: Vec<Arc<SessionEnv>>,
+    /// Every peer's terms, as their handshakes said them.
+    pub seen: SeenTerms,
 }
 
 /// Opens the engine the settings name: the disk engine's data directory
@@ -91,6 +93,7 @@ struct Shared {
     ring: RingHandle,
     liveness: Liveness,
     faults: Faults,
+    seen: SeenTerms,
     secret: Secret,
     network: Arc<dyn Network>,
     timeout: Duration,
@@ -102,7 +105,8 @@ impl Shared {
     fn peers(&self, config: &Config) -> Peers {
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
         let (network, name) = (self.network.clone(), self.identity.node.clone());
-        Peers::new(network, name, config.peer_terms(), self.secret.clone(), connect_timeout, self.faults.clone())
+        let (faults, seen) = (self.faults.clone(), self.seen.clone());
+        Peers::new(network, name, config.peer_terms(), self.secret.clone(), connect_timeout, faults, seen)
     }
 }
 
@@ -139,6 +143,7 @@ pub fn start(config: &Config, engine: Box<dyn Engine>, env: NodeEnv) -> Result<N
         ring: RingHandle::new(Ring::new(config.number_of_buckets, members.ring_nodes())),
         liveness: Liveness::default(),
         faults: Faults::default(),
+        seen: SeenTerms::default(),
         secret: Secret::new(&config.cluster_secret),
         network: env.network.clone(),
         timeout: Duration::from_millis(config.request_timeout_ms),
@@ -174,6 +179,7 @@ fn identity(config: &Config, env: &NodeEnv, store: &Store) -> Identity {
         threads: env.workers.len(),
         limit_maxbytes: env.limit_maxbytes,
         started: Instant::now(),
+        terms: config.peer_terms(),
     }
 }
 
@@ -318,6 +324,7 @@ fn start_faces(config: &Config, shared: &Shared, env: NodeEnv, router: Router, w
         let settings = ApiSettings {
             node: shared.identity.node.clone(),
             terms: config.peer_terms(),
+            seen: shared.seen.clone(),
             secret: shared.secret.clone(),
             max_in_flight: config.api_max_in_flight,
             faults: shared.faults.clone(),
@@ -360,6 +367,7 @@ fn start_faces(config: &Config, shared: &Shared, env: NodeEnv, router: Router, w
         routers,
         coordinators: workers.iter().map(|w| w.core.clone()).collect(),
         sessions: session_envs,
+        seen: shared.seen.clone(),
     }
 }
 
