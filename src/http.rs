@@ -1,14 +1,15 @@
 //! The HTTP port, for operators and their tools: `/metrics` (Prometheus),
 //! `/status` (a page for people, self-contained, refreshing itself),
-//! `/status.json` (what the page draws) and `/health` (200 while the node
-//! serves, 503 otherwise). Everything is asked of the node's router, the
-//! same way `kai admin` asks.
+//! `/status.json` (what the page draws), `/livez` (the process serves),
+//! and `/readyz` with its old name `/health` (this node can coordinate).
+//! Cluster figures are asked of the node's router, the same way `kai
+//! admin` asks.
 
 use crate::metrics::{render, Scrape};
 use actix::prelude::*;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use kai_actors::api::admin::{ask, AdminCommand};
-use kai_actors::api::{ApiCall, ForwardOp, Request, Response};
+use kai_actors::api::ApiCall;
 use kai_actors::membership::serve::NodeList;
 use kai_actors::membership::MemberRow;
 use kai_actors::node::Stats;
@@ -25,7 +26,9 @@ pub struct HttpState {
     pub router: Recipient<ApiCall>,
     pub stats: Arc<NodeStats>,
     pub identity: Identity,
-    pub store_writable: kai_actors::store::Writable,
+    pub store: Arc<kai_actors::store::Store>,
+    pub ring: kai_actors::hash::RingHandle,
+    pub liveness: kai_actors::membership::Liveness,
     pub seen: kai_actors::api::SeenTerms,
 }
 
@@ -49,6 +52,33 @@ impl HttpState {
     async fn transfers(&self) -> TransferProgress {
         self.ask(Transfers).await
     }
+
+    /// Buckets whose up home replicas are fewer than the larger of R and
+    /// W: requests for their keys fail their quorum wherever they start.
+    fn buckets_without_quorum(&self) -> u32 {
+        let id = &self.identity;
+        self.ring.snapshot().buckets_short_of(&self.liveness.down(), id.n, id.r.max(id.w))
+    }
+
+    /// Why this node cannot coordinate, if it cannot: it has not joined,
+    /// is leaving or removed, its ring lacks it, or its store cannot read.
+    fn unready(&self) -> Option<String> {
+        use kai_actors::membership::MemberState;
+        match self.liveness.own_state() {
+            Some(MemberState::Up) => {}
+            Some(MemberState::Joining) => {
+                return Some("joining: not yet holding its buckets (node_list says why it waits)".into())
+            }
+            Some(MemberState::Leaving) => return Some("leaving the cluster (remove_node)".into()),
+            Some(MemberState::Removed) => return Some("removed from the cluster (remove_node)".into()),
+            None => return Some("its member table is not loaded yet".into()),
+        }
+        let me = self.identity.node.parse().ok()?;
+        if !self.ring.snapshot().nodes().any(|node| node.addr == me) {
+            return Some("its ring is not loaded yet".into());
+        }
+        self.store.replica_read(b"\0kai-ready", false).err().map(|e| format!("its store cannot read: {e}"))
+    }
 }
 
 async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
@@ -61,25 +91,26 @@ async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
         transfers: &transfers,
         restarts: &restarts,
         panics: kai_actors::stats::panics(),
+        buckets_without_quorum: state.buckets_without_quorum(),
     };
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(render(&scrape))
 }
 
-/// Serving means a client's read would succeed: a quorum read of a probe
-/// key, through this node's coordinator, as any `get` runs.
-async fn health(state: web::Data<HttpState>) -> HttpResponse {
-    let key = bytes::Bytes::from_static(b"\0kai-health");
-    // Run as a peer's forwarded read would be, within the node's own deadline.
-    let probe = Request::Forward { key, op: ForwardOp::Get, hops: 0, quorum: None, budget_ms: 0, sent_us: 0 };
-    let answer = tokio::time::timeout(Duration::from_secs(3), state.router.send(ApiCall::new(probe))).await;
-    let read_only = !state.store_writable.get();
-    match answer {
-        Ok(Ok(Response::VersionsRead { .. })) if read_only => {
-            HttpResponse::Ok().body("ok: serving reads; the store takes no writes\n")
-        }
-        Ok(Ok(Response::VersionsRead { .. })) => HttpResponse::Ok().body("ok\n"),
-        Ok(Ok(Response::Failed(why))) => HttpResponse::ServiceUnavailable().body(format!("not serving: {why}\n")),
-        _ => HttpResponse::ServiceUnavailable().body("not serving: no answer\n"),
+/// Liveness: the process serves. A load balancer or orchestrator that
+/// gets no answer restarts it.
+async fn livez() -> HttpResponse {
+    HttpResponse::Ok().body("ok\n")
+}
+
+/// Readiness: this node can coordinate a client's request. Whether other
+/// members are up is not part of it (`/status.json` and the
+/// `kai_buckets_without_quorum` metric say that), so losing peers never
+/// takes every surviving node out of a load balancer at once.
+async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
+    match state.unready() {
+        Some(why) => HttpResponse::ServiceUnavailable().body(format!("not ready: {why}\n")),
+        None if !state.store.is_writable() => HttpResponse::Ok().body("ok: serving reads; the store takes no writes\n"),
+        None => HttpResponse::Ok().body("ok\n"),
     }
 }
 
@@ -97,6 +128,10 @@ struct Status {
     /// Members whose R, W or peer protocol version differ from this
     /// node's, with how.
     differing: Vec<(String, String)>,
+    /// Buckets short of a quorum of up home replicas (0: every key can be
+    /// read and written), and whether that holds for every bucket.
+    buckets_without_quorum: u32,
+    quorum_reachable: bool,
     /// Latency histograms: (upper bound in microseconds, count) per op.
     latency: Vec<(&'static str, Vec<(u64, u64)>)>,
 }
@@ -129,6 +164,8 @@ async fn status_json(state: web::Data<HttpState>) -> HttpResponse {
         transfers,
         stats,
         differing: state.seen.differing(id.terms),
+        buckets_without_quorum: state.buckets_without_quorum(),
+        quorum_reachable: state.buckets_without_quorum() == 0,
         latency: vec![("get", chart(&state.stats.get_latency)), ("set", chart(&state.stats.set_latency))],
     };
     HttpResponse::Ok().json(status)
@@ -144,7 +181,9 @@ pub fn serve(addr: &str, state: HttpState) -> Result<actix_web::dev::Server, Str
         App::new()
             .app_data(web::Data::new(state.clone()))
             .route("/metrics", web::get().to(metrics))
-            .route("/health", web::get().to(health))
+            .route("/livez", web::get().to(livez))
+            .route("/readyz", web::get().to(readyz))
+            .route("/health", web::get().to(readyz))
             .route("/status", web::get().to(page))
             .route("/", web::get().to(page))
             .route("/status.json", web::get().to(status_json))

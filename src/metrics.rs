@@ -16,6 +16,7 @@ pub struct Scrape<'a> {
     pub transfers: &'a TransferProgress,
     pub restarts: &'a [(&'static str, u64)],
     pub panics: u64,
+    pub buckets_without_quorum: u32,
 }
 
 /// Histogram bucket bounds, in seconds.
@@ -171,6 +172,12 @@ fn members(out: &mut Out, s: &Scrape) {
             .count();
         out.sample("kai_members", &[("state", state)], n);
     }
+    out.one(
+        "kai_buckets_without_quorum",
+        "gauge",
+        "Buckets with fewer home replicas up than max(R, W): their keys fail a quorum anywhere.",
+        s.buckets_without_quorum,
+    );
     out.family("kai_member_phi", "gauge", "The failure detector's suspicion of each member.");
     for m in s.members.iter().filter(|m| m.state != MemberState::Removed) {
         let phi = if m.phi.is_finite() { m.phi } else { 1e9 };
@@ -268,7 +275,9 @@ mod tests {
             transfers: &TransferProgress::default(),
             restarts: &[("sync", 2)],
             panics: 1,
+            buckets_without_quorum: 12,
         });
+        assert!(text.contains("kai_buckets_without_quorum 12\n"), "{text}");
         assert!(text.contains("kai_requests_total{command=\"get\",outcome=\"hit\"} 7\n"), "{text}");
         assert!(text.contains("kai_request_duration_seconds_bucket{op=\"get\",le=\"0.0005\"} 1\n"), "{text}");
         assert!(text.contains("kai_request_duration_seconds_bucket{op=\"get\",le=\"+Inf\"} 2\n"), "{text}");

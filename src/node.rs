@@ -43,7 +43,9 @@ async fn start(config: &Config) -> Result<(node::Node, Vec<Arbiter>), String> {
             router: node.routers[0].clone().recipient(),
             stats: node.stats.clone(),
             identity: node.identity.clone(),
-            store_writable: node.store.writable(),
+            store: node.store.clone(),
+            ring: node.ring.clone(),
+            liveness: node.liveness.clone(),
             seen: node.seen.clone(),
         };
         let server = crate::http::serve(&addr, state)?;

@@ -172,18 +172,48 @@ fn the_status_page_renders_the_cluster_in_a_browser() {
     println!("status page screenshot: {}", shot.display());
 }
 
-/// A load balancer's question: `/health` answers 503 once the node cannot
-/// serve a read (here: two of three replicas gone, R = 2).
+/// A load balancer's question is readiness: this node can coordinate.
+/// Peers going down leave the survivor ready (its quorum failures are in
+/// `/status.json` and a metric), so a load balancer never drops every
+/// surviving node at once; liveness is the process alone.
 #[test]
-fn health_turns_503_when_the_node_cannot_serve() {
+fn readiness_is_this_node_and_quorum_reachability_is_reported_apart() {
     let mut cluster = TestCluster::start(3, &[]);
     let port = cluster.nodes[0].http_port;
-    assert_eq!(get(port, "/health").0, 200);
+    for path in ["/livez", "/readyz", "/health"] {
+        assert_eq!(get(port, path).0, 200, "{path}");
+    }
+    let (_, _, json) = get(port, "/status.json");
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!((status["buckets_without_quorum"].as_u64(), status["quorum_reachable"].as_bool()), (Some(0), Some(true)));
     cluster.nodes[1].kill();
     cluster.nodes[2].kill();
-    common::wait_for("health says 503", Duration::from_secs(10), || get(port, "/health").0 == 503);
-    let (_, _, body) = get(port, "/health");
-    assert!(body.contains("quorum"), "{body}");
+    let (b, c) = (cluster.nodes[1].api_addr(), cluster.nodes[2].api_addr());
+    cluster.nodes[0].wait_for_member(&b, false, Duration::from_secs(15));
+    cluster.nodes[0].wait_for_member(&c, false, Duration::from_secs(15));
+    for path in ["/livez", "/readyz", "/health"] {
+        assert_eq!(get(port, path).0, 200, "{path} with two of three peers down");
+    }
+    let (_, _, json) = get(port, "/status.json");
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!((status["buckets_without_quorum"].as_u64(), status["quorum_reachable"].as_bool()), (Some(1024), Some(false)));
+    let (_, _, metrics) = get(port, "/metrics");
+    assert_eq!(sample(&metrics, "kai_buckets_without_quorum "), 1024.0);
     cluster.nodes[1].launch();
-    common::wait_for("health back to 200", Duration::from_secs(20), || get(port, "/health").0 == 200);
+    common::wait_for("quorum back", Duration::from_secs(20), || {
+        let (_, _, json) = get(port, "/status.json");
+        json.contains("\"quorum_reachable\":true")
+    });
+}
+
+/// A node that has not joined is alive but not ready, and says why.
+#[test]
+fn a_joining_node_is_alive_but_not_ready() {
+    let nowhere = format!("127.0.0.1:{}", common::free_port());
+    let node = TestNode::start(&[common::CLUSTER, &[&format!("seeds=[\"{nowhere}\"]")]].concat());
+    assert_eq!(get(node.http_port, "/livez").0, 200);
+    let (code, _, body) = get(node.http_port, "/readyz");
+    assert_eq!(code, 503);
+    assert!(body.contains("joining"), "{body}");
+    assert_eq!(get(node.http_port, "/health").0, 503, "/health is /readyz");
 }

@@ -7,6 +7,17 @@ mod common;
 use common::{wait_for, TestCluster, TestNode, CLUSTER};
 use std::time::Duration;
 
+/// An HTTP GET's whole answer, status line first.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
 fn stat_u64(node: &TestNode, name: &str) -> u64 {
     node.count(name)
 }
@@ -90,8 +101,19 @@ fn a_removed_node_hands_over_stays_removed_and_cannot_rejoin() {
     for i in 0..keys {
         assert_eq!(b.client().get::<String>(&format!("r{i}")).unwrap(), Some(format!("v{i}")));
     }
-    // A client of the removed node is still served (forwarded).
-    assert_eq!(c.client().get::<String>("r7").unwrap().as_deref(), Some("v7"));
+    // Removed means out: it says so at start, refuses clients naming the
+    // removal, and is alive but not ready.
+    assert!(c.log().contains("this node was removed from its cluster"), "{}", c.log());
+    let refused = c.raw().request("get r7\r\n", "\r\n");
+    assert!(refused.starts_with("SERVER_ERROR refused: this node was removed from its cluster"), "{refused:?}");
+    let refused = c.raw().request("set r7 0 0 1\r\nx\r\n", "\r\n");
+    assert!(refused.contains("removed"), "{refused:?}");
+    assert_eq!(b.client().get::<String>("r7").unwrap().as_deref(), Some("v7"), "the refused write did nothing");
+    let (live, ready) = (http_get(c.http_port, "/livez"), http_get(c.http_port, "/readyz"));
+    assert!(
+        live.starts_with("HTTP/1.1 200") && ready.starts_with("HTTP/1.1 503") && ready.contains("removed"),
+        "{live}\n{ready}"
+    );
 
     // Linking it again is refused, saying what to do, never "linked".
     let (ok, out, err) = c.admin(&[&format!("check_node {gone} {}", a.api_addr())]);

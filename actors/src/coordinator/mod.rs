@@ -229,6 +229,10 @@ impl Origin {
     pub const CLIENT: Origin = Origin { hops: 0, deadline: None };
 }
 
+/// What a client of a removed node is told.
+pub const REMOVED: &str =
+    "this node was removed from its cluster (remove_node) and serves no client; use another member (kai admin node_list)";
+
 /// A client request the coordinator runs: a read or a write. Each says
 /// how its quorum actor runs it, how it travels when forwarded, and
 /// whether running it twice does no harm.
@@ -487,6 +491,9 @@ impl Coordinator {
     /// Runs a request here through a quorum actor, or forwards it to a
     /// replica, or says why neither can be done.
     async fn run<O: Op>(&self, key: Bytes, origin: Origin, quorum: Option<u8>, op: O) -> Result<O::Answer> {
+        if self.liveness.is_removed() {
+            return Err(Error::Refused(REMOVED.into()));
+        }
         let writing = O::WRITES;
         let default = if writing { self.settings.w } else { self.settings.r };
         let needed = match quorum {

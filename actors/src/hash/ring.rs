@@ -208,6 +208,14 @@ impl Ring {
         &list[..n.min(list.len())]
     }
 
+    /// Buckets fewer than `needed` of whose home replicas are up: keys
+    /// there fail a quorum of that size, whatever node coordinates them.
+    pub fn buckets_short_of(&self, down: &std::collections::BTreeSet<SocketAddrV4>, n: usize, needed: usize) -> u32 {
+        let short =
+            (0..self.number_of_buckets()).filter(|b| self.home(*b, n).iter().filter(|h| !down.contains(h)).count() < needed);
+        short.count() as u32
+    }
+
     /// How `node`'s buckets change from this ring to `next`: those it is
     /// home to with new fellow replicas (to sync with them first: a fresh
     /// node, or one whose bucket gained a member) and those it lost.
@@ -431,5 +439,19 @@ mod tests {
             let width = bucket_width(buckets);
             assert_eq!(((u32::MAX as u64) / width) as u32, buckets - 1);
         }
+    }
+
+    #[test]
+    fn buckets_short_of_a_quorum_follow_the_down_nodes() {
+        let nodes: Vec<RingNode> =
+            (1..=3).map(|i| RingNode::new(SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, i), 16)).collect();
+        let ring = Ring::new(64, nodes.clone());
+        let mut down = std::collections::BTreeSet::new();
+        assert_eq!(ring.buckets_short_of(&down, 3, 2), 0);
+        down.insert(nodes[0].addr);
+        assert_eq!(ring.buckets_short_of(&down, 3, 2), 0, "two of three homes are enough");
+        down.insert(nodes[1].addr);
+        assert_eq!(ring.buckets_short_of(&down, 3, 2), 64, "one of three is not");
+        assert_eq!(ring.buckets_short_of(&down, 3, 1), 0);
     }
 }

@@ -44,6 +44,9 @@ const MAX_CONTACT_BACKOFF: Duration = Duration::from_secs(30);
 pub struct Liveness {
     down: Arc<ArcSwap<BTreeSet<SocketAddrV4>>>,
     unwritable: Arc<ArcSwap<BTreeSet<SocketAddrV4>>>,
+    /// This node's own state (`MemberState` as a number; 0 until the
+    /// table is first published).
+    own: Arc<std::sync::atomic::AtomicU8>,
 }
 
 /// A set of nodes as published, for the span of one request.
@@ -59,7 +62,22 @@ impl Liveness {
         self.unwritable.load()
     }
 
-    fn publish(&self, members: &Members) {
+    /// This node's own place in the cluster; None before membership has
+    /// published its table.
+    pub fn own_state(&self) -> Option<MemberState> {
+        let states = [MemberState::Joining, MemberState::Up, MemberState::Leaving, MemberState::Removed];
+        let own = self.own.load(Relaxed) as usize;
+        own.checked_sub(1).and_then(|i| states.get(i).copied())
+    }
+
+    /// Whether this node was taken off the ring (`remove_node`): it then
+    /// coordinates no client request.
+    pub fn is_removed(&self) -> bool {
+        self.own.load(Relaxed) == 1 + MemberState::Removed as u8
+    }
+
+    pub fn publish(&self, members: &Members) {
+        self.own.store(1 + members.my_state() as u8, Relaxed);
         let down: BTreeSet<SocketAddrV4> = members.down_nodes().into_iter().collect();
         let mut unwritable = down.clone();
         unwritable.extend(members.read_only_nodes());

@@ -14,7 +14,7 @@ use crate::api::{ApiActor, ApiSettings, ApiWorker, Faults, Peers, SeenTerms};
 use crate::config::{Config, StoreKind};
 use crate::coordinator::{Coordinator, CoordinatorActor, CoordinatorSettings, QuorumSetup, Replicas};
 use crate::hash::{HashActor, Ring, RingHandle, RingNode, WatchRing};
-use crate::membership::{Liveness, Members, MembershipActor, MembershipSettings, PhiSettings, TableKeeper};
+use crate::membership::{Liveness, MemberState, Members, MembershipActor, MembershipSettings, PhiSettings, TableKeeper};
 use crate::memcache::{MemcacheActor, MemcacheSettings, SessionEnv, Worker};
 use crate::stats::{Identity, NodeStats};
 use crate::store::{DiskEngine, Engine, LocalStoreActor, MemoryEngine, Store, StoreActor, StoreAddr, StoreSettings};
@@ -62,6 +62,8 @@ pub struct Node {
     pub sessions: Vec<Arc<SessionEnv>>,
     /// Every peer's terms, as their handshakes said them.
     pub seen: SeenTerms,
+    /// Which members are down, and this node's own state.
+    pub liveness: Liveness,
 }
 
 /// Opens the engine the settings name: the disk engine's data directory
@@ -135,6 +137,13 @@ pub fn start(config: &Config, engine: Box<dyn Engine>, env: NodeEnv) -> Result<N
     let phi = PhiSettings::for_interval(config.phi_threshold, config.gossip_interval_ms);
     let has_seeds = env.seeds.iter().any(|s| *s != env.me);
     let members = MembershipActor::initial_members(me_on_ring, saved.as_ref(), has_seeds, phi);
+    if members.my_state() == MemberState::Removed {
+        tracing::warn!(
+            node = %env.me,
+            "this node was removed from its cluster (remove_node): it serves no client and is not ready; \
+             to serve again, stop it, empty its data_dir, and link it as a new node"
+        );
+    }
     let shared = Shared {
         me: env.me,
         identity: identity(config, &env, &store),
@@ -148,6 +157,7 @@ pub fn start(config: &Config, engine: Box<dyn Engine>, env: NodeEnv) -> Result<N
         network: env.network.clone(),
         timeout: Duration::from_millis(config.request_timeout_ms),
     };
+    shared.liveness.publish(&members);
     let workers = start_workers(config, &shared, &env.workers);
     let router = start_background(config, &shared, &env, members, phi, &workers);
     let node = start_faces(config, &shared, env, router, workers);
@@ -368,6 +378,7 @@ fn start_faces(config: &Config, shared: &Shared, env: NodeEnv, router: Router, w
         coordinators: workers.iter().map(|w| w.core.clone()).collect(),
         sessions: session_envs,
         seen: shared.seen.clone(),
+        liveness: shared.liveness.clone(),
     }
 }
 
