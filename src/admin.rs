@@ -300,6 +300,10 @@ impl Admin {
             })
             .collect();
         lines.extend(settings_note(&settings));
+        for (row, why) in rows.iter().filter_map(|row| Some((row, row.waiting.as_ref()?))) {
+            lines.push(String::new());
+            lines.push(format!("{} is {} and hears from no member; the last contact failed: {why}", row.addr, shown_state(row)));
+        }
         lines.join("\n")
     }
 

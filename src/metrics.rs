@@ -267,6 +267,7 @@ mod tests {
             phi: f64::INFINITY,
             accepts_writes: true,
             zone: String::new(),
+            waiting: None,
         };
         let text = render(&Scrape {
             stats: &stats,

@@ -7,17 +7,6 @@ mod common;
 use common::{wait_for, TestCluster, TestNode, CLUSTER};
 use std::time::Duration;
 
-/// An HTTP GET's whole answer, status line first.
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
-}
-
 fn stat_u64(node: &TestNode, name: &str) -> u64 {
     node.count(name)
 }
@@ -109,7 +98,7 @@ fn a_removed_node_hands_over_stays_removed_and_cannot_rejoin() {
     let refused = c.raw().request("set r7 0 0 1\r\nx\r\n", "\r\n");
     assert!(refused.contains("removed"), "{refused:?}");
     assert_eq!(b.client().get::<String>("r7").unwrap().as_deref(), Some("v7"), "the refused write did nothing");
-    let (live, ready) = (http_get(c.http_port, "/livez"), http_get(c.http_port, "/readyz"));
+    let (live, ready) = (common::http_get(c.http_port, "/livez"), common::http_get(c.http_port, "/readyz"));
     assert!(
         live.starts_with("HTTP/1.1 200") && ready.starts_with("HTTP/1.1 503") && ready.contains("removed"),
         "{live}\n{ready}"

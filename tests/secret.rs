@@ -52,6 +52,30 @@ fn a_node_with_a_wrong_secret_never_joins() {
     assert!(a.log().contains("wrong or missing cluster secret"), "the refusal is logged");
 }
 
+/// A node joining through a seed that refuses it says why it waits: in
+/// its own log at WARN, beside `joining` in `node_list`, and in
+/// `/status.json`.
+#[test]
+fn a_joining_node_with_the_wrong_secret_says_why_it_waits() {
+    let seed = start(&with_secret("alpha"));
+    let mut settings = with_secret("beta");
+    settings.push(format!("seeds=[\"{}\"]", seed.api_addr()));
+    let joining = start(&settings);
+    let reason = "do not share the cluster secret";
+    wait_for("the refusal logged", Duration::from_secs(10), || {
+        joining.log().lines().any(|l| l.contains("WARN") && l.contains("could not link with") && l.contains(reason))
+    });
+    let (ok, out, err) = joining.admin(&["node_list"]);
+    assert!(ok, "{err}");
+    assert_eq!(joining.member_states(), vec![(joining.api_addr(), "joining".to_string())]);
+    assert!(
+        out.contains("hears from no member; the last contact failed") && out.contains("refused") && out.contains(reason),
+        "{out}"
+    );
+    let status = common::http_get(joining.http_port, "/status.json");
+    assert!(status.contains("\"waiting\":") && status.contains(reason), "{status}");
+}
+
 #[test]
 fn the_admin_tool_without_the_secret_is_refused() {
     let node = alone_with_secret("alpha");

@@ -92,4 +92,8 @@ pub struct MemberRow {
     pub accepts_writes: bool,
     #[serde(default)]
     pub zone: String,
+    /// For the answering node itself while it hears from no member: why
+    /// its last contact with a seed or `check_node` target failed.
+    #[serde(default)]
+    pub waiting: Option<String>,
 }

@@ -207,6 +207,9 @@ pub struct MembershipActor {
     /// While alone: when to contact seeds next, and the wait after that.
     next_contact_ms: u64,
     contact_backoff: Duration,
+    /// Why the last contact with a seed or `check_node` target failed,
+    /// while this node hears from no member.
+    waiting: Option<String>,
 }
 
 impl MembershipActor {
@@ -236,6 +239,7 @@ impl MembershipActor {
             epoch: Instant::now(),
             next_contact_ms: 0,
             contact_backoff: backoff,
+            waiting: None,
         }
     }
 
@@ -423,6 +427,7 @@ impl MembershipActor {
         let now = self.now_ms();
         if self.members.live_peers() > 0 {
             self.contact_backoff = self.settings.gossip_interval;
+            self.waiting = None;
             return;
         }
         if now < self.next_contact_ms {
@@ -437,11 +442,21 @@ impl MembershipActor {
         self.next_contact_ms = now + self.contact_backoff.as_millis() as u64;
         self.contact_backoff = (self.contact_backoff * 2).min(MAX_CONTACT_BACKOFF);
         for target in targets {
-            ctx.spawn(self.exchange(target).map(move |result, _, _| {
+            ctx.spawn(self.exchange(target).map(move |result, act, _| {
                 if let Err(e) = result {
-                    tracing::debug!(%target, "not reached (will retry): {e}");
+                    act.contact_failed(target, &e, "will retry");
                 }
             }));
+        }
+    }
+
+    /// A failed contact with a seed or a `check_node` target: logged with
+    /// its reason, which `node_list` and `/status` show beside `joining`.
+    fn contact_failed(&mut self, target: SocketAddrV4, error: &Error, then: &str) {
+        let reason = contact_failure(target, error);
+        tracing::warn!(target: EVENTS, %target, "could not link with {reason} ({then})");
+        if self.members.live_peers() == 0 {
+            self.waiting = Some(reason);
         }
     }
 }
@@ -520,6 +535,18 @@ impl Handler<ReceiveDelta> for MembershipActor {
     }
 }
 
+/// Why a contact failed, as an operator reads it: refused (a wrong secret,
+/// another protocol version or other settings, in the refusal's words),
+/// unreachable, or timed out.
+fn contact_failure(target: SocketAddrV4, error: &Error) -> String {
+    match error {
+        Error::Refused(why) => format!("{target}: refused: {why}"),
+        Error::Indeterminate(why) => format!("{target}: timed out: {why}"),
+        Error::Unavailable(why) => format!("{target}: unreachable: {why}"),
+        other => format!("{target}: {other}"),
+    }
+}
+
 /// What an operator is told when a removed address is linked again.
 fn removed_error(addr: SocketAddrV4) -> Error {
     Error::Client(format!(
@@ -553,6 +580,9 @@ impl Handler<CheckNode> for MembershipActor {
         // Linked means both ends are members afterwards: say so if either
         // turns out to be removed, never "linked" with no effect.
         Box::pin(self.exchange(peer).map(move |result, act, _| {
+            if let Err(e) = &result {
+                act.contact_failed(peer, e, "check_node failed");
+            }
             result?;
             if act.members.my_state() == MemberState::Removed {
                 return Err(removed_error(me));
@@ -596,6 +626,7 @@ impl Handler<MemberStatus> for MembershipActor {
                 phi: self.members.phi(&m.node.addr, now),
                 accepts_writes: m.accepts_writes,
                 zone: m.node.zone.to_string(),
+                waiting: (m.node.addr == me).then(|| self.waiting.clone()).flatten(),
             })
             .collect();
         MessageResult(rows)
