@@ -67,10 +67,13 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigE
     }
     let keys: Vec<String> = table.keys().cloned().collect();
     let config: Config = table.clone().try_into().map_err(|e: toml::de::Error| {
-        let message = e.message().to_string();
-        let unknown = message.split('`').nth(1).filter(|_| message.starts_with("unknown field"));
+        let mut message = e.message().to_string();
+        let unknown = message.split('`').nth(1).filter(|_| message.starts_with("unknown field")).map(str::to_string);
+        if let Some(near) = unknown.as_deref().and_then(|word| nearest_key(word, &message)) {
+            message = format!("unknown key `{}`: did you mean `{near}`?", unknown.as_deref().unwrap_or_default());
+        }
         // Otherwise the value that does not fit: the key that alone fails.
-        let key = unknown.map(str::to_string).or_else(|| {
+        let key = unknown.or_else(|| {
             keys.iter()
                 .find(|k| toml::Table::from_iter([((*k).clone(), table[k.as_str()].clone())]).try_into::<Config>().is_err())
                 .cloned()
@@ -79,6 +82,31 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigE
     })?;
     config.check()?;
     Ok(config)
+}
+
+/// The known key nearest to an unknown one, from the keys serde's message
+/// lists (`expected one of `a`, `b``), when it is near enough to be a
+/// slip: at most a third of its letters apart.
+fn nearest_key(word: &str, message: &str) -> Option<String> {
+    let known = message.split_once("expected one of")?.1.split('`').skip(1).step_by(2);
+    let (distance, key) = known.map(|key| (edit_distance(word, key), key)).min()?;
+    (distance <= word.len().max(3) / 3).then(|| key.to_string())
+}
+
+/// Levenshtein distance: letters inserted, deleted or changed.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// What the program makes of a node's settings: its addresses, resolved,
@@ -326,5 +354,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = load(Some(&path), &[format!("data_dir={:?}", dir.path().display().to_string())]).unwrap();
         assert_eq!((c.n, c.r, c.w), (1, 1, 1));
+    }
+
+    #[test]
+    fn an_unknown_key_suggests_the_nearest_known_one() {
+        let err = with(&["max_conections=5"]).unwrap_err();
+        assert_eq!(err.key, "max_conections");
+        assert!(err.message.contains("did you mean `max_connections`?"), "{}", err.message);
+        let err = with(&["zzzzzz=5"]).unwrap_err();
+        assert!(!err.message.contains("did you mean"), "nothing near: {}", err.message);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

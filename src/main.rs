@@ -39,6 +39,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:11011")]
         node: String,
         /// Runs a command and exits instead of opening the REPL; repeatable.
+        /// Commands run in order, and the first that fails ends the run
+        /// with its error and exit status 1 (those after it do not run).
         #[arg(short = 'e', long = "execute", value_name = "COMMAND")]
         execute: Vec<String>,
         /// A node config to take `cluster_secret` from (else the
@@ -49,13 +51,14 @@ enum Command {
 }
 
 /// Logs to the log file (or standard error), in colour only on a terminal.
-/// RUST_LOG wins over `log_level`; the storage engine's own messages are
-/// kept to warnings unless asked for; start, stop and membership changes
-/// are logged whatever the level.
+/// RUST_LOG wins over `log_level`; the storage engine's and actix's own
+/// messages are kept to warnings unless asked for; start, stop and
+/// membership changes are logged whatever the level.
 fn init_logging(config: &config::Config) -> Result<(), String> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| format!("{},fjall=warn,lsm_tree=warn", config.log_level));
+    let wanted = std::env::var("RUST_LOG")
+        .unwrap_or_else(|_| format!("{},fjall=warn,lsm_tree=warn,actix_server=warn,actix_web=warn", config.log_level));
     let events = format!("{}=info", kai_actors::membership::EVENTS).parse().expect("a valid directive");
     let filter = EnvFilter::try_new(&wanted).map_err(|e| format!("RUST_LOG {wanted:?}: {e}"))?.add_directive(events);
     let builder = tracing_subscriber::fmt().with_env_filter(filter);

@@ -74,6 +74,9 @@ fn a_joining_node_with_the_wrong_secret_says_why_it_waits() {
     );
     let status = common::http_get(joining.http_port, "/status.json");
     assert!(status.contains("\"waiting\":") && status.contains(reason), "{status}");
+    // The seed logs the refusal with the address it came from.
+    let logged = seed.log();
+    assert!(logged.contains("refused a connection from 127.0.0.1:") && logged.contains("calling itself"), "{logged}");
 }
 
 #[test]

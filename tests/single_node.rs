@@ -643,3 +643,22 @@ fn humantime_year() -> String {
     let year = 1970 + secs / 31_556_952;
     format!("{year}-")
 }
+
+/// An operator's slips get an answer that says what happened: the admin
+/// tool pointed at the wrong port, a failing `-e` command, a mistyped
+/// config key. The log is the node's own (no actix chatter at start).
+#[test]
+fn operator_slips_are_explained() {
+    let node = TestNode::start(&[]);
+    for (port, name) in [(node.http_port, "HTTP"), (node.memcache_port, "memcache")] {
+        let (ok, _, err) = common::admin(&format!("127.0.0.1:{port}"), &["node_list"]);
+        assert!(!ok && err.contains(&format!("that is a node's {name} port, not its internal API port")), "{err}");
+    }
+    let (ok, out, err) = node.admin(&["nonsense", "node_list"]);
+    assert!(!ok && err.contains("unknown command") && out.is_empty(), "-e stops at the first failure: {out} {err}");
+    let said = TestNode::prepare(&[]).refused_start(&["max_conections=5"]);
+    assert!(said.contains("did you mean `max_connections`?"), "{said}");
+    assert!(!node.log().contains("actix_server"), "{}", node.log());
+    let shipped = std::fs::read_to_string(common::repo_config()).unwrap();
+    assert!(shipped.contains("cluster_secret =") && !shipped.contains("no authentication"), "kai.config.toml");
+}

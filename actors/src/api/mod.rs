@@ -148,7 +148,7 @@ impl Actor for ApiActor {
                         let (handler, inline, settings) = (worker.handler.clone(), worker.inline.clone(), settings.clone());
                         worker.arbiter.spawn(async move {
                             let served = match open() {
-                                Ok(conn) => serve(conn, handler, inline, settings).await,
+                                Ok(conn) => serve(conn, peer, handler, inline, settings).await,
                                 Err(e) => Err(e.into()),
                             };
                             if let Err(e) = served {
@@ -191,11 +191,11 @@ async fn read_more(stream: &mut (impl AsyncReadExt + Unpin), buf: &mut BytesMut)
 
 /// Serves one peer connection: a handshake, then requests answered
 /// concurrently (up to `max_in_flight`), replies in any order by id.
-async fn serve(conn: Conn, handler: Recipient<ApiCall>, inline: Inline, settings: ApiSettings) -> Result<()> {
+async fn serve(conn: Conn, addr: SocketAddr, handler: Recipient<ApiCall>, inline: Inline, settings: ApiSettings) -> Result<()> {
     let Conn { mut reader, mut writer } = conn;
     let mut buf = BytesMut::with_capacity(8192);
     let Some(Shaken { from: peer_name, mut lateness, protocol_version }) =
-        handshake(&mut reader, &mut writer, &mut buf, &settings).await?
+        handshake(&mut reader, &mut writer, &mut buf, &settings, addr).await?
     else {
         return Ok(());
     };
@@ -377,12 +377,14 @@ fn differences(ours: PeerTerms, theirs: PeerTerms) -> Option<String> {
 
 /// The answering side of the handshake: the caller's hello, our challenge,
 /// its proof of the cluster secret, then our hello or one typed refusal.
-/// None when the connection is to close.
+/// None when the connection is to close. A refusal is logged with the
+/// address the connection came from, beside the name the caller gave.
 async fn handshake(
     reader: &mut (impl AsyncReadExt + Unpin),
     writer: &mut (impl AsyncWriteExt + Unpin),
     buf: &mut BytesMut,
     settings: &ApiSettings,
+    addr: SocketAddr,
 ) -> Result<Option<Shaken>> {
     let refuse = |id, why: String| encode(&Frame { id, body: Response::Failed(Error::Refused(why)) });
     let (id, from, terms, theirs) = match read_frame::<Request>(reader, buf).await? {
@@ -405,7 +407,7 @@ async fn handshake(
         _ => false,
     };
     if !proved {
-        tracing::warn!(%from, "refused a connection: wrong or missing cluster secret");
+        tracing::warn!(%addr, %from, "refused a connection from {addr} (calling itself {from}): wrong or missing cluster secret");
         writer.write_all(&refuse(id, "wrong or missing cluster secret".into())?).await?;
         return Ok(None);
     }
@@ -413,7 +415,7 @@ async fn handshake(
     // proved the secret.
     let ours = settings.terms;
     if let Some(why) = terms.and_then(|theirs| mismatch(ours, &settings.node, theirs, &from)) {
-        tracing::warn!("refused {from}: {why}");
+        tracing::warn!(%addr, %from, "refused a connection from {addr} (calling itself {from}): {why}");
         writer.write_all(&refuse(id, why)?).await?;
         return Ok(None);
     }
@@ -475,13 +477,19 @@ impl ApiClient {
                 Error::Refused(why) => Error::Refused(format!("{peer}: {why}")),
                 other => other,
             };
-            // A memcache port answers in text: say so at once.
+            // A memcache or HTTP port answers in text: say so at once,
+            // rather than read its words as a frame's length.
             let memcache = |buf: &BytesMut| {
-                [&b"SERVER_ERROR"[..], b"CLIENT_ERROR", b"ERROR"].iter().any(|p| buf.starts_with(p)).then(|| {
-                    Error::Protocol(format!(
-                        "{peer} speaks the memcache protocol: that is a memcache port, not a node's internal API port"
-                    ))
-                })
+                let port = if buf.starts_with(b"HTTP/") {
+                    "HTTP"
+                } else if [&b"SERVER_ERROR"[..], b"CLIENT_ERROR", b"ERROR"].iter().any(|p| buf.starts_with(p)) {
+                    "memcache"
+                } else {
+                    return None;
+                };
+                Some(Error::Protocol(format!(
+                    "{peer} speaks the {port} protocol: that is a node's {port} port, not its internal API port (`port` in its config)"
+                )))
             };
             read_more(&mut reader, &mut buf).await?;
             if let Some(e) = memcache(&buf) {
