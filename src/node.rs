@@ -20,7 +20,7 @@ async fn bind(addr: &str, what: &str) -> Result<Arc<TcpListener>, String> {
 async fn start(config: &Config) -> Result<(node::Node, Vec<Arbiter>), String> {
     let me = config.node_addr().map_err(|e| e.to_string())?;
     let seeds = config.seed_addrs().map_err(|e| e.to_string())?;
-    let (engine, limit_maxbytes) = node::open_engine(config)?;
+    let (engine, limit_maxbytes) = node::open_engine(config, me)?;
     // Bound before anything starts, so a clash fails at start, not later.
     let api_listener: Arc<dyn Listener> = bind(&me.to_string(), "the internal API").await?;
     let memcache_listener = bind(&config.memcache_addr(), "memcache").await?;

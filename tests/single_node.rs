@@ -662,3 +662,23 @@ fn operator_slips_are_explained() {
     let shipped = std::fs::read_to_string(common::repo_config()).unwrap();
     assert!(shipped.contains("cluster_secret =") && !shipped.contains("no authentication"), "kai.config.toml");
 }
+
+/// A node's address is its identity: its data is never served under
+/// another, which would leave the old address on the ring as a ghost.
+#[test]
+fn a_data_dir_is_not_served_under_another_address() {
+    let mut node = TestNode::start(&[]);
+    node.client().set("k", "v", 0).unwrap();
+    let old = node.api_addr();
+    assert!(node.terminate().success());
+    let new_port = common::free_port();
+    let said = node.refused_start(&[&format!("port={new_port}")]);
+    let new = format!("127.0.0.1:{new_port}");
+    assert!(
+        said.contains(&format!("holds the data of node {old}")) && said.contains(&format!("this start is node {new}")),
+        "{said}"
+    );
+    assert!(said.contains(&format!("remove_node {old}")), "it says the way to move a node: {said}");
+    node.launch();
+    assert_eq!(node.client().get::<String>("k").unwrap().as_deref(), Some("v"), "nothing stored was harmed");
+}

@@ -67,13 +67,13 @@ pub struct Node {
 }
 
 /// Opens the engine the settings name: the disk engine's data directory
-/// must hold a ring of the same bucket count. Answers it with its
-/// capacity in bytes.
-pub fn open_engine(config: &Config) -> Result<(Box<dyn Engine>, u64), String> {
+/// must hold a ring of the same bucket count, served as the same address
+/// `me`. Answers it with its capacity in bytes.
+pub fn open_engine(config: &Config, me: SocketAddrV4) -> Result<(Box<dyn Engine>, u64), String> {
     match config.store {
         StoreKind::Memory => Ok((Box::new(MemoryEngine::new(config.number_of_buckets)), config.max_memory_bytes)),
         StoreKind::Disk => {
-            ring_shape::check_or_record(&config.data_dir, config.number_of_buckets)?;
+            ring_shape::check_or_record(&config.data_dir, config.number_of_buckets, me)?;
             let disk = DiskEngine::open(&config.data_dir).map_err(|e| match e {
                 crate::Error::InUse(_) => {
                     format!("data_dir {} is in use: another kai may be running on it", config.data_dir.display())
