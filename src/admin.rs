@@ -7,7 +7,7 @@ use kai_actors::api::admin::AdminCommand;
 use kai_actors::api::auth::Secret;
 use kai_actors::api::ApiClient;
 use kai_actors::hash::{Buckets, Placement, PreferenceList};
-use kai_actors::membership::serve::{DescribeNode, LinkNode, NodeList, Remove};
+use kai_actors::membership::serve::{DescribeNode, LinkNode, NodeList, NodeListAll, Remove};
 use kai_actors::membership::{MemberRow, MemberState};
 use kai_actors::node::{Block, PanicModule, RestartActor, Stats};
 use kai_actors::store::serve::{MerkleRoot, StoredVersions};
@@ -48,14 +48,19 @@ const COMMANDS: &[Command] = &[
     },
     Command {
         name: "node_list",
-        usage: "",
+        usage: "[all]",
         help: &[
             "every member: state (joining up down leaving",
             "removed), vnodes, buckets, keys, bytes, hints held",
-            "here, buckets moving, last heartbeat, phi",
+            "here, buckets moving, last heartbeat, phi; members",
+            "removed over tombstone_grace_secs ago only with all",
         ],
-        args: 0..=0,
-        run: |admin, _| Ok(admin.status_table(&admin.ask(admin.node, NodeList)?)),
+        args: 0..=1,
+        run: |admin, args| match args {
+            [] => Ok(admin.status_table(&admin.ask(admin.node, NodeList)?)),
+            ["all"] => Ok(admin.status_table(&admin.ask(admin.node, NodeListAll)?)),
+            _ => Err("node_list takes nothing, or all".into()),
+        },
     },
     Command {
         name: "node_info",

@@ -268,6 +268,7 @@ mod tests {
             accepts_writes: true,
             zone: String::new(),
             waiting: None,
+            removed_for_ms: None,
         };
         let text = render(&Scrape {
             stats: &stats,

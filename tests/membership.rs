@@ -342,3 +342,22 @@ fn a_quiet_cluster_gossips_heartbeats_and_a_change_sends_tables_until_known() {
         assert_eq!(node.up_members().len(), 3);
     }
 }
+
+/// A removed member is drawn as removed, not as an alarm, and leaves
+/// `node_list` once `tombstone_grace_secs` have passed; `node_list all`
+/// still shows it.
+#[test]
+fn removed_members_leave_node_list_after_the_grace() {
+    let cluster = TestCluster::start(3, &["tombstone_grace_secs=3"]);
+    let gone = cluster.nodes[2].api_addr();
+    assert!(cluster.nodes[0].admin(&[&format!("remove_node {gone}")]).0);
+    let a = &cluster.nodes[0];
+    wait_for("removed", Duration::from_secs(20), || state_of(a, &gone).as_deref() == Some("removed"));
+    let (_, status, _) = a.admin(&["node_list"]);
+    assert!(status.contains(&gone), "shown while recent: {status}");
+    wait_for("gone from node_list", Duration::from_secs(10), || !a.admin(&["node_list"]).1.contains(&gone));
+    let (ok, all, err) = a.admin(&["node_list all"]);
+    assert!(ok && all.lines().any(|l| l.starts_with(&gone) && l.contains("removed")), "{all} {err}");
+    let json = common::http_get(a.http_port, "/status.json");
+    assert!(!json.contains(&gone), "the status page drops it too: {json}");
+}

@@ -96,4 +96,7 @@ pub struct MemberRow {
     /// its last contact with a seed or `check_node` target failed.
     #[serde(default)]
     pub waiting: Option<String>,
+    /// For a removed member: how long this node has known it removed.
+    #[serde(default)]
+    pub removed_for_ms: Option<u64>,
 }

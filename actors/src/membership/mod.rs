@@ -210,6 +210,10 @@ pub struct MembershipActor {
     /// Why the last contact with a seed or `check_node` target failed,
     /// while this node hears from no member.
     waiting: Option<String>,
+    /// When this node first knew each removed member removed (for one
+    /// restored removed, this start): `node_list` drops them once
+    /// `tombstone_grace_secs` have passed.
+    removed_seen: std::collections::HashMap<SocketAddrV4, u64>,
 }
 
 impl MembershipActor {
@@ -240,6 +244,7 @@ impl MembershipActor {
             next_contact_ms: 0,
             contact_backoff: backoff,
             waiting: None,
+            removed_seen: Default::default(),
         }
     }
 
@@ -300,6 +305,8 @@ impl MembershipActor {
     /// Acts on what changed: ring changes go to hash, up/down is published,
     /// and a change of anyone's state is kept on disk.
     fn apply(&mut self, events: Vec<Event>) {
+        // A member's last step to removed comes with no event of its own.
+        self.note_removed();
         if events.is_empty() {
             return;
         }
@@ -450,6 +457,20 @@ impl MembershipActor {
         }
     }
 
+    /// Notes when each removed member was first known removed here (within
+    /// a gossip round: the table is scanned only when the count of removed
+    /// members, as last counted, says one is new).
+    fn note_removed(&mut self) {
+        let counted = self.stats.members_removed.load(Relaxed).max(0) as usize;
+        if counted == self.removed_seen.len() {
+            return;
+        }
+        let now = self.now_ms();
+        for member in self.members.list().into_iter().filter(|m| m.state == MemberState::Removed) {
+            self.removed_seen.entry(member.node.addr).or_insert(now);
+        }
+    }
+
     /// A failed contact with a seed or a `check_node` target: logged with
     /// its reason, which `node_list` and `/status` show beside `joining`.
     fn contact_failed(&mut self, target: SocketAddrV4, error: &Error, then: &str) {
@@ -467,6 +488,7 @@ impl Actor for MembershipActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(self.settings.gossip_interval, |_, ctx| ctx.notify(GossipTick));
         self.count_states();
+        self.note_removed();
         // Members restored from disk are suspected until heard from.
         self.liveness.publish(&self.members);
         // Record this start's incarnation before anyone hears of it.
@@ -627,6 +649,7 @@ impl Handler<MemberStatus> for MembershipActor {
                 accepts_writes: m.accepts_writes,
                 zone: m.node.zone.to_string(),
                 waiting: (m.node.addr == me).then(|| self.waiting.clone()).flatten(),
+                removed_for_ms: self.removed_seen.get(&m.node.addr).map(|since| now.saturating_sub(*since)),
             })
             .collect();
         MessageResult(rows)

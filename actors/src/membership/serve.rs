@@ -31,9 +31,16 @@ pub struct Remove {
 
 crate::admin_command!(Remove, "remove_node", Membership, ());
 
-/// `node_list`: every member as the asked node sees it.
+/// `node_list`: every member as the asked node sees it, but those removed
+/// more than `tombstone_grace_secs` ago.
 #[derive(Serialize, Deserialize, Debug)]
 pub struct NodeList;
+
+/// `node_list all`: every member, those removed long ago too.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct NodeListAll;
+
+crate::admin_command!(NodeListAll, "node_list_all", Membership, Vec<MemberRow>);
 
 crate::admin_command!(NodeList, "node_list", Membership, Vec<MemberRow>);
 
@@ -68,6 +75,8 @@ pub struct MembershipApi<'a> {
     pub identity: &'a Identity,
     pub memcache_port: u16,
     pub protocol_version: u32,
+    /// How long removed members stay in `node_list`.
+    pub tombstone_grace: std::time::Duration,
 }
 
 fn address(node: &str) -> Result<SocketAddrV4> {
@@ -113,7 +122,15 @@ fn admin(api: MembershipApi<'_>, call: &AdminCall) -> ResponseFuture<Response> {
             let addr = address(&node)?;
             membership.send(super::RemoveNode(addr)).await?
         }),
-        NodeList::NAME => answer(call, |NodeList| member_status(&api)),
+        NodeList::NAME => {
+            let grace = api.tombstone_grace.as_millis() as u64;
+            let recent = member_status(&api);
+            answer(call, move |NodeList| async move {
+                let rows = recent.await?;
+                Ok(rows.into_iter().filter(|row| row.removed_for_ms.is_none_or(|ms| ms <= grace)).collect())
+            })
+        }
+        NodeListAll::NAME => answer(call, |NodeListAll| member_status(&api)),
         DescribeNode::NAME => answer(call, |DescribeNode| node_info(&api)),
         _ => call.unknown(),
     }

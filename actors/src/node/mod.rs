@@ -293,6 +293,7 @@ fn start_background(
         identity: shared.identity.clone(),
         memcache_port: config.memcache_port,
         protocol_version: config.peer_terms().protocol_version,
+        tombstone_grace: Duration::from_secs(config.tombstone_grace_secs),
         stats: shared.stats.clone(),
         ring: shared.ring.clone(),
         liveness: shared.liveness.clone(),

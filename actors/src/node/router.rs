@@ -29,6 +29,8 @@ pub struct Router {
     pub(super) memcache_port: u16,
     /// The peer protocol version this node offers.
     pub(super) protocol_version: u32,
+    /// How long removed members stay in `node_list`.
+    pub(super) tombstone_grace: Duration,
     pub(super) stats: Arc<NodeStats>,
     pub(super) ring: RingHandle,
     pub(super) liveness: Liveness,
@@ -97,6 +99,7 @@ impl Handler<ApiCall> for Router {
                     identity: &self.identity,
                     memcache_port: self.memcache_port,
                     protocol_version: self.protocol_version,
+                    tombstone_grace: self.tombstone_grace,
                 };
                 crate::membership::serve::serve(api, request)
             }
