@@ -40,16 +40,16 @@ impl Out {
         self.sample(name, &[], value);
     }
 
-    fn histogram(&mut self, name: &str, op: &str, latency: &Latency) {
+    fn histogram(&mut self, name: &str, command: &str, latency: &Latency) {
         let h = latency.snapshot();
         for bound in BOUNDS {
             let micros = (bound * 1e6) as u64;
             let count: u64 = h.iter_recorded().filter(|v| v.value_iterated_to() <= micros).map(|v| v.count_at_value()).sum();
-            self.sample(&format!("{name}_bucket"), &[("op", op), ("le", &bound.to_string())], count);
+            self.sample(&format!("{name}_bucket"), &[("command", command), ("le", &bound.to_string())], count);
         }
-        self.sample(&format!("{name}_bucket"), &[("op", op), ("le", "+Inf")], h.len());
-        self.sample(&format!("{name}_sum"), &[("op", op)], h.mean() * h.len() as f64 / 1e6);
-        self.sample(&format!("{name}_count"), &[("op", op)], h.len());
+        self.sample(&format!("{name}_bucket"), &[("command", command), ("le", "+Inf")], h.len());
+        self.sample(&format!("{name}_sum"), &[("command", command)], h.mean() * h.len() as f64 / 1e6);
+        self.sample(&format!("{name}_count"), &[("command", command)], h.len());
     }
 }
 
@@ -87,7 +87,11 @@ fn requests(out: &mut Out, s: &Scrape) {
     ] {
         out.sample("kai_requests_total", &[("command", command), ("outcome", outcome)], value);
     }
-    out.family("kai_request_duration_seconds", "histogram", "Client request latency at the coordinator, by operation.");
+    out.family(
+        "kai_request_duration_seconds",
+        "histogram",
+        "Client request latency at the coordinator, by command (get: reads, set: writes).",
+    );
     out.histogram("kai_request_duration_seconds", "get", &st.get_latency);
     out.histogram("kai_request_duration_seconds", "set", &st.set_latency);
 }
@@ -281,8 +285,8 @@ mod tests {
         });
         assert!(text.contains("kai_buckets_without_quorum 12\n"), "{text}");
         assert!(text.contains("kai_requests_total{command=\"get\",outcome=\"hit\"} 7\n"), "{text}");
-        assert!(text.contains("kai_request_duration_seconds_bucket{op=\"get\",le=\"0.0005\"} 1\n"), "{text}");
-        assert!(text.contains("kai_request_duration_seconds_bucket{op=\"get\",le=\"+Inf\"} 2\n"), "{text}");
+        assert!(text.contains("kai_request_duration_seconds_bucket{command=\"get\",le=\"0.0005\"} 1\n"), "{text}");
+        assert!(text.contains("kai_request_duration_seconds_bucket{command=\"get\",le=\"+Inf\"} 2\n"), "{text}");
         assert!(text.contains("kai_members{state=\"down\"} 1\n") && text.contains("kai_members{state=\"up\"} 0\n"), "{text}");
         assert!(text.contains("kai_actor_restarts_total{module=\"sync\"} 2\n"), "{text}");
         // Every sample belongs to a family declared before it, once.

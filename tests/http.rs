@@ -46,8 +46,8 @@ fn metrics_status_and_health_on_a_cluster() {
     assert_eq!(sample(&metrics, "kai_requests_total{command=\"get\",outcome=\"hit\"} "), 20.0);
     assert_eq!(sample(&metrics, "kai_requests_total{command=\"get\",outcome=\"miss\"} "), 1.0);
     assert_eq!(sample(&metrics, "kai_members{state=\"up\"} "), 3.0);
-    assert_eq!(sample(&metrics, "kai_request_duration_seconds_count{op=\"set\"} "), 20.0);
-    assert_eq!(sample(&metrics, "kai_request_duration_seconds_bucket{op=\"set\",le=\"+Inf\"} "), 20.0);
+    assert_eq!(sample(&metrics, "kai_request_duration_seconds_count{command=\"set\"} "), 20.0);
+    assert_eq!(sample(&metrics, "kai_request_duration_seconds_bucket{command=\"set\",le=\"+Inf\"} "), 20.0);
     assert!(sample(&metrics, "kai_items{engine=\"disk\"} ") >= 20.0);
     assert_eq!(sample(&metrics, "kai_actor_restarts_total{module=\"coordinator\"} "), 0.0);
 
@@ -131,8 +131,9 @@ fn a_prometheus_parser_reads_the_metrics_and_they_move_with_traffic() {
     let after = parsed_metrics(node.http_port);
     let hits = |m: &serde_json::Value| value(m, "kai_requests", "kai_requests_total", &[("command", "get"), ("outcome", "hit")]);
     assert_eq!(hits(&after) - hits(&before), 25.0);
-    let sets =
-        |m: &serde_json::Value| value(m, "kai_request_duration_seconds", "kai_request_duration_seconds_count", &[("op", "set")]);
+    let sets = |m: &serde_json::Value| {
+        value(m, "kai_request_duration_seconds", "kai_request_duration_seconds_count", &[("command", "set")])
+    };
     assert_eq!(sets(&after) - sets(&before), 25.0);
     assert_eq!(value(&after, "kai_items", "kai_items", &[("engine", "disk")]), 25.0);
     assert_eq!(value(&after, "kai_members", "kai_members", &[("state", "up")]), 1.0);

@@ -79,6 +79,10 @@ struct Report {
     pulled: Vec<u32>,
     /// Lost buckets handed off and dropped.
     handed_off: Vec<u32>,
+    /// Pending buckets that needed nothing moved (their replicas agreed,
+    /// or a lost one was empty): no longer pending, and no part of a
+    /// transfer, so a restart in sync shows none.
+    settled: Vec<u32>,
     /// Buckets this node is no home of that still hold copies.
     strays: Vec<u32>,
 }
@@ -91,6 +95,7 @@ impl Report {
         self.bytes_out += other.bytes_out;
         self.pulled.extend(other.pulled);
         self.handed_off.extend(other.handed_off);
+        self.settled.extend(other.settled);
         self.strays.extend(other.strays);
     }
 }
@@ -227,7 +232,7 @@ impl Remote {
         let Ok(roots) = self.store.send(BucketRoots(buckets.clone())).await else { return (gained, lost) };
         let mine: HashMap<u32, u64> = buckets.into_iter().zip(roots).collect();
         let (empty, lost): (Vec<Pending>, Vec<Pending>) = lost.into_iter().partition(|(b, _)| mine.get(b) == Some(&0));
-        report.handed_off.extend(empty.iter().map(|(b, _)| *b));
+        report.settled.extend(empty.iter().map(|(b, _)| *b));
         let mut shared: BTreeMap<SocketAddrV4, Vec<u32>> = BTreeMap::new();
         for (b, peers) in &gained {
             for peer in peers {
@@ -246,7 +251,7 @@ impl Remote {
         let (settled, gained): (Vec<Pending>, Vec<Pending>) =
             gained.into_iter().partition(|(b, peers)| agreeing.get(b).copied().unwrap_or(0) == peers.len());
         report.compared += settled.len() as u64;
-        report.pulled.extend(settled.iter().map(|(b, _)| *b));
+        report.settled.extend(settled.iter().map(|(b, _)| *b));
         (gained, lost)
     }
 
@@ -528,6 +533,10 @@ impl SyncActor {
             if self.gained.remove(b) || self.lost.remove(b) {
                 self.transfer.done.insert(*b);
             }
+        }
+        for b in &report.settled {
+            self.gained.remove(b);
+            self.lost.remove(b);
         }
         // Strays were found on the ring the round began with; one that
         // changed meanwhile may have made this node their home again.
