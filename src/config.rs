@@ -159,6 +159,7 @@ impl Settings for Config {
         check_timing(self)?;
         self.seed_addrs()?;
         let me = self.node_addr()?;
+        check_replaces(self, me)?;
         if self.cluster_secret.is_empty() && !me.ip().is_loopback() {
             return refuse(
                 "cluster_secret",
@@ -173,6 +174,18 @@ impl Settings for Config {
         }
         Ok(())
     }
+}
+
+/// `replaces`: another node's address.
+fn check_replaces(config: &Config, me: SocketAddrV4) -> Result<(), ConfigError> {
+    let Some(old) = config.replaces.as_deref() else { return Ok(()) };
+    let Ok(old) = old.parse::<SocketAddrV4>() else {
+        return refuse("replaces", format!("{old:?} is not an IPv4 HOST:PORT (the replaced node's internal API address)"));
+    };
+    if old == me {
+        return refuse("replaces", format!("{old} is this node's own address: a node replaces another"));
+    }
+    Ok(())
 }
 
 /// N, R and W: a majority writes, and reads meet writes.

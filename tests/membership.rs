@@ -392,3 +392,50 @@ fn a_restart_in_sync_is_no_transfer() {
     let (ok, progress, err) = node.admin(&["transfers"]);
     assert!(ok && progress.contains("no bucket transfers since this node started"), "{progress} {err}");
 }
+
+/// A dead node replaced by a new one on another address (`replaces`): the
+/// new node takes its place on the ring, so each key's replicas are the
+/// same but for the one renamed, the survivors move nothing, and the old
+/// address is removed for good, with no ghost.
+#[test]
+fn a_replacement_takes_the_dead_node_s_place_and_nothing_else_moves() {
+    let mut cluster = TestCluster::start(4, &[]);
+    let client = cluster.nodes[0].client();
+    let keys = 300;
+    for i in 0..keys {
+        client.set(&format!("p{i}"), format!("v{i}").as_str(), 0).unwrap();
+    }
+    wait_for("every key on its three replicas", Duration::from_secs(30), || {
+        cluster.nodes.iter().map(|n| n.count("curr_items")).sum::<u64>() == 3 * keys
+    });
+    let old = cluster.nodes[3].api_addr();
+    let placed: Vec<(String, Vec<String>)> =
+        (0..20).map(|i| format!("p{i}")).map(|k| (k.clone(), common::preference(&cluster.nodes[0], &k))).collect();
+    let held: Vec<u64> = cluster.nodes[..3].iter().map(|n| n.count("curr_items")).collect();
+    cluster.nodes[3].kill();
+    cluster.nodes[0].wait_for_member(&old, false, Duration::from_secs(15));
+
+    let seed = cluster.nodes[0].api_addr();
+    let (replaces, seeds) = (format!("replaces=\"{old}\""), format!("seeds=[\"{seed}\"]"));
+    let new = TestNode::start(&[common::CLUSTER, &[replaces.as_str(), seeds.as_str()]].concat());
+    let everyone: Vec<&TestNode> = cluster.nodes[..3].iter().chain([&new]).collect();
+    wait_for("the replacement up and the old address removed everywhere", Duration::from_secs(30), || {
+        everyone.iter().all(|n| {
+            let states = n.member_states();
+            states.contains(&(new.api_addr(), "up".into())) && states.contains(&(old.clone(), "removed".into()))
+        })
+    });
+    wait_for("its buckets pulled", Duration::from_secs(60), || {
+        everyone.iter().all(|n| n.count("kai_buckets_pending") == 0)
+            && everyone.iter().map(|n| n.count("curr_items")).sum::<u64>() == 3 * keys
+    });
+    for (key, before) in &placed {
+        let renamed: Vec<String> = before.iter().map(|a| if *a == old { new.api_addr() } else { a.clone() }).collect();
+        assert_eq!(common::preference(&new, key), renamed, "{key}: the same preference list, the old node renamed");
+    }
+    let now: Vec<u64> = cluster.nodes[..3].iter().map(|n| n.count("curr_items")).collect();
+    assert_eq!(now, held, "the survivors hold what they held: nothing else moved");
+    for i in 0..keys {
+        assert_eq!(new.client().get::<String>(&format!("p{i}")).unwrap(), Some(format!("v{i}")));
+    }
+}

@@ -678,7 +678,15 @@ fn a_data_dir_is_not_served_under_another_address() {
         said.contains(&format!("holds the data of node {old}")) && said.contains(&format!("this start is node {new}")),
         "{said}"
     );
-    assert!(said.contains(&format!("remove_node {old}")), "it says the way to move a node: {said}");
+    assert!(said.contains(&format!("replaces = \"{old}\"")), "it says the way to move a node: {said}");
     node.launch();
     assert_eq!(node.client().get::<String>("k").unwrap().as_deref(), Some("v"), "nothing stored was harmed");
+    // Moved the supported way: the same data, served as the new address.
+    assert!(node.terminate().success());
+    node.set(format!("port={new_port}"));
+    node.set(format!("replaces=\"{old}\""));
+    node.api_port = new_port;
+    node.launch();
+    assert_eq!(node.client().get::<String>("k").unwrap().as_deref(), Some("v"), "the moved node serves its data");
+    assert_eq!(node.member_states(), vec![(old.clone(), "removed".to_string()), (new.clone(), "up".to_string())]);
 }

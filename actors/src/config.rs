@@ -92,12 +92,22 @@ pub struct Config {
     pub anti_entropy_interval_ms: u64,
     pub anti_entropy_buckets_per_round: usize,
     pub anti_entropy_max_bytes_per_round: u64,
+    /// The address (HOST:PORT) of a node this one replaces: it takes that
+    /// node's place on the ring, so only the replaced node's buckets move
+    /// (to it), and the old address is removed for good. It joins through
+    /// `seeds`, or the members its `data_dir` (the old node's) knows.
+    pub replaces: Option<String>,
     /// Test-only: the peer protocol version this node offers, to emulate
     /// the next release in an upgrade test (0: this build's own).
     pub test_peer_protocol_version: u32,
 }
 
 impl Config {
+    /// The node this one replaces, if any (checked at start).
+    pub fn replaced(&self) -> Option<std::net::SocketAddrV4> {
+        self.replaces.as_deref().and_then(|addr| addr.parse().ok())
+    }
+
     /// What this node offers peers at the handshake.
     pub fn peer_terms(&self) -> crate::api::PeerTerms {
         let protocol_version = match self.test_peer_protocol_version {
@@ -161,6 +171,7 @@ impl Default for Config {
             anti_entropy_interval_ms: 1000,
             anti_entropy_buckets_per_round: 64,
             anti_entropy_max_bytes_per_round: 8 << 20,
+            replaces: None,
             test_peer_protocol_version: 0,
         }
     }

@@ -17,16 +17,30 @@ pub struct RingNode {
     pub virtual_nodes: u16,
     /// Its failure domain (a rack, a data centre); empty: none named.
     pub zone: Arc<str>,
+    /// The address whose place on the ring it holds, when it replaced a
+    /// node (`replaces`): its virtual nodes sit where that node's did, so
+    /// no other node's buckets move. None: its own place.
+    pub place: Option<SocketAddrV4>,
 }
 
 impl RingNode {
     pub fn new(addr: SocketAddrV4, virtual_nodes: u16) -> Self {
-        Self { addr, virtual_nodes, zone: Arc::from("") }
+        Self { addr, virtual_nodes, zone: Arc::from(""), place: None }
     }
 
     pub fn in_zone(mut self, zone: &str) -> Self {
         self.zone = Arc::from(zone);
         self
+    }
+
+    pub fn in_place_of(mut self, place: Option<SocketAddrV4>) -> Self {
+        self.place = place.filter(|p| *p != self.addr);
+        self
+    }
+
+    /// The address its virtual nodes' positions come from.
+    pub fn position_source(&self) -> SocketAddrV4 {
+        self.place.unwrap_or(self.addr)
     }
 
     pub fn name(&self) -> String {
@@ -114,7 +128,7 @@ impl Ring {
             for v in 1..=node.virtual_nodes {
                 // On the (astronomically rare) collision the lower address
                 // wins, so every node computes the same ring.
-                let pos = virtual_node_position(&node.addr, v);
+                let pos = virtual_node_position(&node.position_source(), v);
                 positions.entry(pos).and_modify(|a| *a = (*a).min(node.addr)).or_insert(node.addr);
             }
         }
@@ -453,5 +467,18 @@ mod tests {
         down.insert(nodes[1].addr);
         assert_eq!(ring.buckets_short_of(&down, 3, 2), 64, "one of three is not");
         assert_eq!(ring.buckets_short_of(&down, 3, 1), 0);
+    }
+
+    #[test]
+    fn a_node_in_another_s_place_takes_its_buckets_and_moves_no_other() {
+        let before = Ring::new(1024, [node(1, 64), node(2, 64), node(3, 64)]);
+        let after = Ring::new(1024, [node(1, 64), node(2, 64), node(9, 64).in_place_of(Some(node(3, 64).addr))]);
+        let (three, nine) = (node(3, 64).addr, node(9, 64).addr);
+        for bucket in 0..1024 {
+            let renamed: Vec<SocketAddrV4> =
+                before.preference_list(bucket).iter().map(|a| if *a == three { nine } else { *a }).collect();
+            assert_eq!(after.preference_list(bucket), renamed.as_slice(), "bucket {bucket}");
+        }
+        assert_eq!(node(4, 8).in_place_of(Some(node(4, 8).addr)).place, None, "its own place is none");
     }
 }

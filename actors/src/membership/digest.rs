@@ -51,12 +51,15 @@ pub struct MemberDigest {
     /// Its zone (failure domain); empty: none.
     #[serde(default)]
     pub zone: String,
+    /// The removed node whose place on the ring it holds (`replaces`).
+    #[serde(default)]
+    pub place: Option<SocketAddrV4>,
 }
 
 impl MemberDigest {
     /// The member as the ring places it.
     pub fn ring_node(&self) -> crate::hash::RingNode {
-        crate::hash::RingNode::new(self.addr, self.virtual_nodes).in_zone(&self.zone)
+        crate::hash::RingNode::new(self.addr, self.virtual_nodes).in_zone(&self.zone).in_place_of(self.place)
     }
 }
 

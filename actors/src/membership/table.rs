@@ -94,6 +94,10 @@ impl Member {
             md5.update(self.node.zone.as_bytes());
             md5.update(self.incarnation.to_be_bytes());
             md5.update([u8::from(self.accepts_writes)]);
+            if let Some(place) = self.node.place {
+                md5.update(place.ip().octets());
+                md5.update(place.port().to_be_bytes());
+            }
         }
         u64::from_be_bytes(md5.finalize()[..8].try_into().expect("an MD5 digest has 16 bytes"))
     }
@@ -118,6 +122,7 @@ impl Member {
             state: self.state,
             accepts_writes: self.accepts_writes,
             zone: self.node.zone.to_string(),
+            place: self.node.place,
         }
     }
 }
@@ -236,7 +241,12 @@ impl Members {
     /// removed), and every other member as saved, suspected until heard.
     pub fn restore(me: RingNode, saved: &SavedMembers, phi: PhiSettings, now_ms: u64) -> Self {
         let mine = saved.members.iter().find(|d| d.addr == me.addr);
-        let state = mine.map_or(MemberState::Joining, |d| d.state);
+        // A node that took another's place keeps it across restarts.
+        let place = me.place.or(mine.and_then(|d| d.place));
+        let me = me.in_place_of(place);
+        // Over the data of the node it replaces, it is where that node was.
+        let replaced = place.and_then(|p| saved.members.iter().find(|d| d.addr == p && d.state.on_ring()));
+        let state = mine.or(replaced).map_or(MemberState::Joining, |d| d.state);
         let incarnation = mine.map_or(0, |d| d.incarnation) + 1;
         let addr = me.addr;
         let mut table = Members::new(me, state, incarnation, phi, now_ms);
@@ -244,6 +254,11 @@ impl Members {
             let mut m = Member::from_digest(d, &phi);
             m.suspected = true;
             table.insert(m);
+        }
+        // The data dir of the node this one replaced: that node is gone.
+        if let Some(replaced) = place {
+            let vnodes = saved.members.iter().find(|d| d.addr == replaced).map_or(0, |d| d.virtual_nodes);
+            table.retire(replaced, vnodes);
         }
         table
     }
@@ -408,8 +423,34 @@ impl Members {
             } else {
                 self.merge_member(d, now_ms, &mut events);
             }
+            if let Some(replaced) = d.place.filter(|p| *p != d.addr && d.state.on_ring()) {
+                events.extend(self.retire(replaced, d.virtual_nodes));
+            }
         }
         events
+    }
+
+    /// A member another took the place of: removed for good, at once (its
+    /// place is held; nothing of it is to hand over). Kept in the table if
+    /// it was not there, so it never rejoins under its old address.
+    fn retire(&mut self, addr: SocketAddrV4, virtual_nodes: u16) -> Vec<Event> {
+        if !self.members.contains_key(&addr) {
+            let retired = Member::new(RingNode::new(addr, virtual_nodes), MemberState::Removed, 0, 0, &self.phi);
+            self.insert(retired);
+            return Vec::new();
+        }
+        let step = self.change(&addr, |m| {
+            let was_on_ring = m.state.on_ring();
+            (m.state < MemberState::Removed).then(|| {
+                m.state = MemberState::Removed;
+                was_on_ring
+            })
+        });
+        match (step, addr == self.me) {
+            (Some(Some(_)), true) => vec![Event::MyState(MemberState::Removed)],
+            (Some(Some(true)), false) => vec![Event::Left(addr)],
+            _ => Vec::new(),
+        }
     }
 
     fn merge_about_me(&mut self, d: &MemberDigest, events: &mut Vec<Event>) {
@@ -675,6 +716,29 @@ mod tests {
         assert_eq!(events, vec![Event::Joined(RingNode::new(addr(2), 8))]);
         assert_eq!(a.ring_nodes().len(), 2);
         assert!(a.merge(&b.digests(), 20).is_empty(), "nothing new the second time");
+    }
+
+    #[test]
+    fn a_member_in_another_s_place_retires_it_for_good() {
+        let (mut a, b) = (table(1), table(2));
+        a.merge(&b.digests(), 10);
+        let replacement = Members::new(RingNode::new(addr(9), 8).in_place_of(Some(addr(2))), MemberState::Joining, 1, phi(), 0);
+        let events = a.merge(&replacement.digests(), 20);
+        assert!(events.contains(&Event::Left(addr(2))), "{events:?}");
+        assert_eq!(a.get(&addr(2)).unwrap().state, MemberState::Removed);
+        let ring: Vec<SocketAddrV4> = a.ring_nodes().iter().map(|n| n.addr).collect();
+        assert_eq!(ring, vec![addr(1), addr(9)], "the old address is off the ring");
+        assert_eq!(a.ring_nodes()[1].position_source(), addr(2), "where the old node's virtual nodes were");
+        // The old node back from the dead stays removed.
+        let mut back = table(2);
+        back.tick(30);
+        a.merge(&back.digests(), 30);
+        assert_eq!(a.get(&addr(2)).unwrap().state, MemberState::Removed);
+        // One never heard of is kept as removed, so it never joins.
+        let mut c = table(3);
+        let stranger = Members::new(RingNode::new(addr(8), 8).in_place_of(Some(addr(7))), MemberState::Up, 1, phi(), 0);
+        c.merge(&stranger.digests(), 5);
+        assert_eq!(c.get(&addr(7)).unwrap().state, MemberState::Removed);
     }
 
     #[test]

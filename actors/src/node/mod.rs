@@ -73,13 +73,15 @@ pub fn open_engine(config: &Config, me: SocketAddrV4) -> Result<(Box<dyn Engine>
     match config.store {
         StoreKind::Memory => Ok((Box::new(MemoryEngine::new(config.number_of_buckets)), config.max_memory_bytes)),
         StoreKind::Disk => {
-            ring_shape::check_or_record(&config.data_dir, config.number_of_buckets, me)?;
+            // Opened first: a data dir another kai holds is the first thing
+            // to say, before whose data it is.
             let disk = DiskEngine::open(&config.data_dir).map_err(|e| match e {
                 crate::Error::InUse(_) => {
                     format!("data_dir {} is in use: another kai may be running on it", config.data_dir.display())
                 }
                 e => format!("cannot open {}: {e}", config.data_dir.display()),
             })?;
+            ring_shape::check_or_record(&config.data_dir, config.number_of_buckets, me, config.replaced())?;
             let capacity = crate::store::disk_capacity(&config.data_dir).unwrap_or(0);
             Ok((Box::new(disk.with_cache(config.disk_cache_bytes as usize)), capacity))
         }
@@ -133,7 +135,7 @@ pub fn start(config: &Config, engine: Box<dyn Engine>, env: NodeEnv) -> Result<N
     };
     // The member table as this node left it (a node comes back knowing its
     // cluster, and a removed node stays removed), or this node alone.
-    let me_on_ring = RingNode::new(env.me, config.number_of_virtual_nodes).in_zone(&config.zone);
+    let me_on_ring = RingNode::new(env.me, config.number_of_virtual_nodes).in_zone(&config.zone).in_place_of(config.replaced());
     let phi = PhiSettings::for_interval(config.phi_threshold, config.gossip_interval_ms);
     let has_seeds = env.seeds.iter().any(|s| *s != env.me);
     let members = MembershipActor::initial_members(me_on_ring, saved.as_ref(), has_seeds, phi);

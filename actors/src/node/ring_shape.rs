@@ -24,8 +24,14 @@ fn path(data_dir: &Path) -> PathBuf {
 }
 
 /// Records the shape and address on first start; afterwards refuses any
-/// other, naming the key, the recorded value and the one given.
-pub fn check_or_record(data_dir: &Path, number_of_buckets: u32, me: SocketAddrV4) -> Result<(), String> {
+/// other, naming the key, the recorded value and the one given. A node
+/// that `replaces` the recorded address takes its data over.
+pub fn check_or_record(
+    data_dir: &Path,
+    number_of_buckets: u32,
+    me: SocketAddrV4,
+    replaces: Option<SocketAddrV4>,
+) -> Result<(), String> {
     let file = path(data_dir);
     let recorded = match std::fs::read_to_string(&file) {
         Ok(text) => toml::from_str::<Shape>(&text).map_err(|e| format!("{} is damaged: {e}", file.display()))?,
@@ -46,6 +52,7 @@ pub fn check_or_record(data_dir: &Path, number_of_buckets: u32, me: SocketAddrV4
     match recorded.node {
         None => record(data_dir, number_of_buckets, me),
         Some(node) if node == me.to_string() => Ok(()),
+        Some(node) if replaces.is_some_and(|old| old.to_string() == node) => record(data_dir, number_of_buckets, me),
         Some(node) => Err(moved(data_dir, &node, me)),
     }
 }
@@ -56,8 +63,8 @@ fn moved(data_dir: &Path, recorded: &str, me: SocketAddrV4) -> String {
     format!(
         "config keys `hostname` and `port`: {} holds the data of node {recorded}, and this start is node {me}; a node's \
          address is its identity on the ring, so serving this data as {me} would leave {recorded} on the ring as a \
-         ghost. Start it as {recorded} again; or, to move the node, run `kai admin remove_node {recorded}` on a member, \
-         then start {me} with an empty data_dir and check_node it (its buckets are rebuilt from the other replicas)",
+         ghost. Start it as {recorded} again; or, to move the node to {me}, start it with `replaces = \"{recorded}\"` and \
+         `seeds` naming a member: it takes {recorded}'s place on the ring, over this data or an empty data_dir",
         data_dir.display()
     )
 }
@@ -82,32 +89,31 @@ mod tests {
     #[test]
     fn the_first_start_records_and_a_later_one_must_match() {
         let dir = tempfile::tempdir().unwrap();
-        check_or_record(dir.path(), 1024, at(1)).unwrap();
-        check_or_record(dir.path(), 1024, at(1)).unwrap();
-        let refused = check_or_record(dir.path(), 512, at(1)).unwrap_err();
+        check_or_record(dir.path(), 1024, at(1), None).unwrap();
+        check_or_record(dir.path(), 1024, at(1), None).unwrap();
+        let refused = check_or_record(dir.path(), 512, at(1), None).unwrap_err();
         assert!(
             refused.contains("`number_of_buckets`") && refused.contains("= 1024") && refused.contains("gives 512"),
             "{refused}"
         );
-        let refused = check_or_record(dir.path(), 1024, at(2)).unwrap_err();
-        assert!(
-            refused.contains("127.0.0.1:1") && refused.contains("127.0.0.1:2") && refused.contains("remove_node"),
-            "{refused}"
-        );
+        let refused = check_or_record(dir.path(), 1024, at(2), None).unwrap_err();
+        assert!(refused.contains("127.0.0.1:1") && refused.contains("127.0.0.1:2") && refused.contains("replaces"), "{refused}");
+        check_or_record(dir.path(), 1024, at(2), Some(at(1))).expect("a replacement takes the data over");
+        check_or_record(dir.path(), 1024, at(2), None).expect("now recorded as its own");
     }
 
     #[test]
     fn a_record_without_an_address_takes_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(path(dir.path()), "number_of_buckets = 1024\n").unwrap();
-        check_or_record(dir.path(), 1024, at(7)).unwrap();
-        assert!(check_or_record(dir.path(), 1024, at(8)).is_err(), "recorded now");
+        check_or_record(dir.path(), 1024, at(7), None).unwrap();
+        assert!(check_or_record(dir.path(), 1024, at(8), None).is_err(), "recorded now");
     }
 
     #[test]
     fn a_damaged_record_is_an_error_not_a_fresh_start() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(path(dir.path()), "number_of_buckets = \"many\"").unwrap();
-        assert!(check_or_record(dir.path(), 1024, at(1)).unwrap_err().contains("damaged"));
+        assert!(check_or_record(dir.path(), 1024, at(1), None).unwrap_err().contains("damaged"));
     }
 }
