@@ -145,6 +145,7 @@ fn a_prometheus_parser_reads_the_metrics_and_they_move_with_traffic() {
 #[test]
 fn the_status_page_renders_the_cluster_in_a_browser() {
     let cluster = TestCluster::start(3, &[]);
+    cluster.nodes[0].client().set("big", "x".repeat(3000).as_str(), 0).unwrap();
     let url = format!("http://127.0.0.1:{}/status", cluster.nodes[0].http_port);
     let profile = tempfile::tempdir().unwrap();
     let chromium = |extra: &[&str]| {
@@ -165,7 +166,10 @@ fn the_status_page_renders_the_cluster_in_a_browser() {
         let row = dom.split("<tr>").find(|r| r.contains(&format!("<td>{}</td>", node.api_addr())));
         let row = row.unwrap_or_else(|| panic!("{} not on the rendered page:\n{dom}", node.api_addr()));
         assert!(row.contains(">up</span>"), "{} not shown up: {row}", node.api_addr());
+        let phi = row.split("</div></div> ").nth(1).unwrap_or_default();
+        assert!(phi.starts_with(|c: char| c.is_ascii_digit()), "{} shows no phi figure: {row}", node.api_addr());
     }
+    assert!(dom.contains("KiB</b>"), "bytes in human units:\n{dom}");
     assert!(dom.contains("1024 buckets"), "the ring is drawn");
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     chromium(&[&format!("--screenshot={}", shot.display())]);
