@@ -231,6 +231,8 @@ fn members_must_agree_on_n_and_say_when_r_or_w_differ() {
     );
     let logged = |node: &TestNode| node.log().contains("r,w 1,3 against 2,2") || node.log().contains("r,w 2,2 against 1,3");
     wait_for("the difference logged", Duration::from_secs(5), || logged(&cluster.nodes[0]) && logged(&cluster.nodes[1]));
+    let status = common::http_get(cluster.nodes[0].http_port, "/status.json");
+    assert!(status.contains("\"differing\":[[") && status.contains(&cluster.nodes[1].api_addr()), "{status}");
 }
 
 /// The nodes of a key's preference list, in order, from `find_nodes`.
