@@ -274,7 +274,7 @@ impl Admin {
             if let Some(said) = stats.as_ref().and_then(quorum_and_version) {
                 settings.push((row.addr.clone(), said));
             }
-            let figure = |name: &str| stats.as_ref()?.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            let figure = |name: &str| kai_actors::stats::find(stats.as_ref()?, name).cloned();
             let stat = |name: &str| figure(name).map_or_else(|| "-".into(), |v| v.to_string());
             let heard = match row.heartbeat_age_ms {
                 Some(ms) => format!("{:.1}s", ms as f64 / 1000.0),
@@ -358,7 +358,7 @@ fn describe(v: &Version) -> String {
 
 /// A member's N,R,W and peer protocol version, from its stats.
 fn quorum_and_version(stats: &kai_actors::stats::Stats) -> Option<String> {
-    let figure = |name: &str| stats.iter().find(|(k, _)| k == name).map(|(_, v)| v.to_string());
+    let figure = |name: &str| kai_actors::stats::find(stats, name).map(ToString::to_string);
     Some(format!("n,r,w {} peer protocol {}", figure("kai_quorum")?, figure("kai_peer_protocol_version")?))
 }
 

@@ -153,6 +153,7 @@ fn chart(latency: &kai_actors::stats::Latency) -> Vec<(u64, u64)> {
 async fn status_json(state: web::Data<HttpState>) -> HttpResponse {
     let (members, transfers) = (state.members().await, state.transfers().await);
     let stats = state.ask(Stats).await.into_iter().map(|(name, value)| (name, value.to_string())).collect();
+    let buckets_without_quorum = state.buckets_without_quorum();
     let id = &state.identity;
     let status = Status {
         node: id.node.clone(),
@@ -164,8 +165,8 @@ async fn status_json(state: web::Data<HttpState>) -> HttpResponse {
         transfers,
         stats,
         differing: state.seen.differing(id.terms),
-        buckets_without_quorum: state.buckets_without_quorum(),
-        quorum_reachable: state.buckets_without_quorum() == 0,
+        buckets_without_quorum,
+        quorum_reachable: buckets_without_quorum == 0,
         latency: vec![("get", chart(&state.stats.get_latency)), ("set", chart(&state.stats.set_latency))],
     };
     HttpResponse::Ok().json(status)

@@ -349,6 +349,11 @@ impl std::fmt::Display for StatValue {
 
 pub type Stats = Vec<(String, StatValue)>;
 
+/// One figure of a node's stats, by name.
+pub fn find<'a>(stats: &'a Stats, name: &str) -> Option<&'a StatValue> {
+    stats.iter().find(|(n, _)| n == name).map(|(_, value)| value)
+}
+
 /// Every stat of the node, memcached's names first, then Kai's own.
 pub fn report(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Stats {
     let mut lines = process_stats(stats, id);

@@ -252,8 +252,7 @@ impl TestNode {
     /// One stat that counts something, read typed.
     pub fn count(&self, name: &str) -> u64 {
         let stats = self.stats();
-        let value = stats.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-        value.and_then(|v| v.count()).unwrap_or_else(|| panic!("no count {name} in {stats:?}"))
+        kai_actors::stats::find(&stats, name).and_then(|v| v.count()).unwrap_or_else(|| panic!("no count {name} in {stats:?}"))
     }
 
     /// One `stats` value as the memcache protocol writes it.

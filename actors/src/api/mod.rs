@@ -110,7 +110,6 @@ pub struct ApiWorker {
     pub handler: Recipient<ApiCall>,
     /// Answers a request at once, in the connection's own loop, when it
     /// need not wait (the store's replica reads); gives back any other.
-    /// straight from it, in the connection's own loop.
     pub inline: Inline,
 }
 
@@ -422,7 +421,7 @@ async fn handshake(
     if let Some(theirs) = terms {
         settings.seen.record(ours, &settings.node, &from, theirs);
     }
-    let protocol_version = terms.map(|t| ours.protocol_version.min(t.protocol_version));
+    let protocol_version = terms.and_then(|t| agree(ours.protocol_version, t.protocol_version));
     let hello = Response::Hello { node: settings.node.clone(), protocol_version, terms: terms.map(|_| ours) };
     writer.write_all(&encode(&Frame { id, body: hello })?).await?;
     Ok(Some(Shaken { from, lateness, protocol_version }))
@@ -479,7 +478,7 @@ impl ApiClient {
             };
             // A memcache or HTTP port answers in text: say so at once,
             // rather than read its words as a frame's length.
-            let memcache = |buf: &BytesMut| {
+            let text_port = |buf: &BytesMut| {
                 let port = if buf.starts_with(b"HTTP/") {
                     "HTTP"
                 } else if [&b"SERVER_ERROR"[..], b"CLIENT_ERROR", b"ERROR"].iter().any(|p| buf.starts_with(p)) {
@@ -492,7 +491,7 @@ impl ApiClient {
                 )))
             };
             read_more(&mut reader, &mut buf).await?;
-            if let Some(e) = memcache(&buf) {
+            if let Some(e) = text_port(&buf) {
                 return Err(e);
             }
             let theirs = match read_frame::<Response>(&mut reader, &mut buf).await? {

@@ -73,7 +73,7 @@ impl Liveness {
     /// Whether this node was taken off the ring (`remove_node`): it then
     /// coordinates no client request.
     pub fn is_removed(&self) -> bool {
-        self.own.load(Relaxed) == 1 + MemberState::Removed as u8
+        self.own_state() == Some(MemberState::Removed)
     }
 
     pub fn publish(&self, members: &Members) {

@@ -376,7 +376,7 @@ async fn execute(env: &SessionEnv, command: Command, out: &mut Vec<u8>) -> Flow 
             };
             let mut store = cmd::Store::new(key, mode, value, flags, expires_at(exptime, now()));
             store.cas = (kind == StoreKind::Cas).then_some(cas);
-            respond(out, noreply, store.run(env).await.as_ref().map(stored_word).map_err(Clone::clone));
+            respond(out, noreply, store.run(env).await.map(|outcome| stored_word(&outcome)));
         }
         Command::Delete { key, noreply } => {
             let deleted = cmd::Delete { key, cas: None, quorum: None }.run(env).await;
