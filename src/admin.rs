@@ -5,17 +5,19 @@
 use bytes::Bytes;
 use kai_actors::api::admin::AdminCommand;
 use kai_actors::api::auth::Secret;
+use kai_actors::api::net::{self, Network};
 use kai_actors::api::ApiClient;
 use kai_actors::hash::{Buckets, Placement, PreferenceList};
 use kai_actors::membership::serve::{DescribeNode, LinkNode, NodeList, NodeListAll, Remove};
 use kai_actors::membership::{MemberRow, MemberState};
-use kai_actors::node::{Block, PanicModule, RestartActor, Stats};
+use kai_actors::node::{Block, PanicModule, ReloadCerts, RestartActor, Stats};
 use kai_actors::store::serve::{MerkleRoot, StoredVersions};
 use kai_actors::sync::{TransferProgress, Transfers};
 use kai_actors::version::Version;
 use kai_actors::Error;
 use std::io::{BufRead, IsTerminal};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -178,6 +180,20 @@ const COMMANDS: &[Command] = &[
             Ok(format!("{} restarting", args[0]))
         },
     },
+    Command {
+        name: "reload_certs",
+        usage: "[NODE]",
+        help: &[
+            "read a node's certificates and password files again (as SIGHUP);",
+            "open connections keep theirs, and a file that fails changes nothing",
+        ],
+        args: 0..=1,
+        run: |admin, args| {
+            let node = admin.target(args)?;
+            admin.ask(node, ReloadCerts)?;
+            Ok(format!("{node}: certificates and password files read again"))
+        },
+    },
     Command { name: "help", usage: "", help: &["this text"], args: 0..=0, run: |_, _| Ok(help()) },
     Command { name: "quit", usage: "", help: &["leave the REPL"], args: 0..=0, run: |_, _| Ok(String::new()) },
 ];
@@ -196,10 +212,37 @@ pub fn help() -> String {
     out
 }
 
+/// What the admin tool proves to a node, and the network it reaches it
+/// over (plain TCP, or mutual TLS against the cluster CA).
+pub struct Access {
+    secret: Secret,
+    network: Arc<dyn Network>,
+    tls: bool,
+}
+
+impl Access {
+    pub fn new(secret: &str, cluster_tls: Option<kai_actors::tls::TlsFiles>) -> Result<Access, String> {
+        let secret = Secret::new(secret);
+        let Some(files) = cluster_tls else { return Ok(Access { secret, network: net::tcp(), tls: false }) };
+        let tls = kai_actors::tls::Tls::for_cluster(files).map_err(|e| format!("cluster TLS: {e}"))?;
+        Ok(Access { secret, network: Arc::new(kai_actors::tls::TlsNetwork { inner: net::tcp(), tls }), tls: true })
+    }
+
+    /// What the operator may have left out, when a node refused or closed.
+    fn hint(&self, error: &Error) -> &'static str {
+        match (error, self.secret.is_set(), self.tls) {
+            (Error::Refused(_), false, _) => " (give the admin tool the secret: --config FILE or KAI_CLUSTER_SECRET)",
+            (Error::Refused(_), true, _) => "",
+            (_, _, false) => " (if the cluster runs mutual TLS, give --config FILE naming its cluster_tls_* files)",
+            _ => "",
+        }
+    }
+}
+
 struct Admin {
     runtime: tokio::runtime::Runtime,
     node: SocketAddr,
-    secret: Secret,
+    access: Access,
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, String> {
@@ -213,15 +256,10 @@ impl Admin {
     /// Asks `node` an admin command, on a connection of the admin protocol.
     fn ask<C: AdminCommand>(&self, node: SocketAddr, command: C) -> Result<C::Reply, String> {
         self.runtime.block_on(async {
-            let client = ApiClient::connect(&kai_actors::api::net::Tcp, node, ADMIN_NAME, None, &self.secret, TIMEOUT)
+            let access = &self.access;
+            let client = ApiClient::connect(access.network.as_ref(), node, ADMIN_NAME, None, &access.secret, TIMEOUT)
                 .await
-                .map_err(|e| {
-                    let hint = match (&e, self.secret.is_set()) {
-                        (Error::Refused(_), false) => " (give the admin tool the secret: --config FILE or KAI_CLUSTER_SECRET)",
-                        _ => "",
-                    };
-                    format!("node {node} unreachable: {e}{hint}")
-                })?;
+                .map_err(|e| format!("node {node} unreachable: {e}{}", access.hint(&e)))?;
             client.admin(&command, TIMEOUT).await.map_err(|e| e.to_string())
         })
     }
@@ -419,10 +457,10 @@ fn ranges(buckets: &[u32]) -> String {
     parts.join(" ")
 }
 
-/// Runs the admin tool against `node`, proving `secret` to it.
-pub fn run(node: &str, secret: Secret, execute: &[String]) -> Result<(), String> {
+/// Runs the admin tool against `node`, reaching it as `access` says.
+pub fn run(node: &str, access: Access, execute: &[String]) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let admin = Admin { runtime, node: resolve(node)?, secret };
+    let admin = Admin { runtime, node: resolve(node)?, access };
     if !execute.is_empty() {
         for line in execute {
             if !print(&admin.execute(line)?) {

@@ -36,14 +36,30 @@ fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
     text.parse::<toml::Table>().map_err(|e| ConfigError { key: String::new(), message: format!("{}: {e}", path.display()) })
 }
 
-/// A node config's `cluster_secret` alone (for the admin tool, which runs
-/// no node and so checks nothing else of it).
-pub fn cluster_secret(path: &Path) -> Result<String, ConfigError> {
-    match read_table(path)?.remove("cluster_secret") {
-        Some(toml::Value::String(secret)) => Ok(secret),
-        Some(_) => refuse("cluster_secret", "must be a string"),
-        None => Ok(String::new()),
-    }
+/// What the admin tool takes from a node config to reach the internal
+/// API: `cluster_secret`, and the cluster's mutual TLS if it runs it. The
+/// tool runs no node, so nothing else of the config is checked.
+pub struct AdminAccess {
+    pub secret: String,
+    pub cluster_tls: Option<kai_actors::tls::TlsFiles>,
+}
+
+pub fn admin_access(path: &Path) -> Result<AdminAccess, ConfigError> {
+    let mut table = read_table(path)?;
+    let mut text = |key: &str| match table.remove(key) {
+        Some(toml::Value::String(value)) => Ok(Some(value)),
+        Some(_) => refuse(key, "must be a string"),
+        None => Ok(None),
+    };
+    let secret = text("cluster_secret")?.unwrap_or_default();
+    let (cert, key, ca) = (text("cluster_tls_cert")?, text("cluster_tls_key")?, text("cluster_tls_ca")?);
+    let config = Config {
+        cluster_tls_cert: cert.map(Into::into),
+        cluster_tls_key: key.map(Into::into),
+        cluster_tls_ca: ca.map(Into::into),
+        ..Config::default()
+    };
+    Ok(AdminAccess { secret, cluster_tls: config.cluster_tls() })
 }
 
 pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigError> {
@@ -157,6 +173,8 @@ impl Settings for Config {
         check_ports(self)?;
         check_limits(self)?;
         check_timing(self)?;
+        check_tls(self)?;
+        check_auth(self)?;
         self.seed_addrs()?;
         let me = self.node_addr()?;
         check_replaces(self, me)?;
@@ -222,6 +240,60 @@ fn check_ports(config: &Config) -> Result<(), ConfigError> {
     }
     if config.http_port != 0 && (config.http_port == config.port || config.http_port == config.memcache_port) {
         return refuse("http_port", format!("clashes with port ({}) or memcache_port ({})", config.port, config.memcache_port));
+    }
+    Ok(())
+}
+
+/// The memcache port's TLS and the cluster's: each setting means
+/// something only with the others it needs, and a setting that would be
+/// ignored is refused rather than silently dropped.
+fn check_tls(config: &Config) -> Result<(), ConfigError> {
+    use kai_actors::config::MemcacheTls;
+    use kai_actors::tls::VerifyClient;
+    let tls_on = config.memcache_tls != MemcacheTls::Off;
+    for (key, set) in [("tls_cert", config.tls_cert.is_some()), ("tls_key", config.tls_key.is_some())] {
+        if tls_on && !set {
+            return refuse(key, "memcache_tls is on: give the memcache port's certificate and key (PEM files)");
+        }
+    }
+    let client_keys =
+        [("tls_cert", config.tls_cert.is_some()), ("tls_key", config.tls_key.is_some()), ("tls_ca", config.tls_ca.is_some())];
+    if let Some((key, _)) = client_keys.iter().find(|(_, set)| *set).filter(|_| !tls_on) {
+        return refuse(key, "is set but memcache_tls is off: set memcache_tls = \"only\" or \"both\", or remove it");
+    }
+    if config.tls_verify_client != VerifyClient::None && config.tls_ca.is_none() {
+        return refuse("tls_ca", "tls_verify_client asks for client certificates: give the CA they must come from");
+    }
+    if config.memcache_tls == MemcacheTls::Both {
+        let port = config.memcache_tls_port;
+        if port == 0 || [config.port, config.memcache_port, config.http_port].contains(&port) {
+            return refuse("memcache_tls_port", "memcache_tls = \"both\" needs a port of its own for TLS clients");
+        }
+    } else if config.memcache_tls_port != 0 {
+        return refuse("memcache_tls_port", "is used only with memcache_tls = \"both\"");
+    }
+    let cluster = [
+        ("cluster_tls_cert", config.cluster_tls_cert.is_some()),
+        ("cluster_tls_key", config.cluster_tls_key.is_some()),
+        ("cluster_tls_ca", config.cluster_tls_ca.is_some()),
+    ];
+    if cluster.iter().any(|(_, set)| *set) {
+        if let Some((key, _)) = cluster.iter().find(|(_, set)| !set) {
+            return refuse(
+                key,
+                "mutual TLS between nodes needs all three of cluster_tls_cert, cluster_tls_key and cluster_tls_ca",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Client authentication: the files must be readable password lists.
+fn check_auth(config: &Config) -> Result<(), ConfigError> {
+    for (key, path) in [("sasl_password_file", &config.sasl_password_file), ("ascii_auth_file", &config.ascii_auth_file)] {
+        if let Some(path) = path {
+            kai_actors::memcache::auth::Passwords::load(path).map_err(|message| ConfigError { key: key.into(), message })?;
+        }
     }
     Ok(())
 }

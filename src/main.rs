@@ -43,8 +43,9 @@ enum Command {
         /// with its error and exit status 1 (those after it do not run).
         #[arg(short = 'e', long = "execute", value_name = "COMMAND")]
         execute: Vec<String>,
-        /// A node config to take `cluster_secret` from (else the
-        /// KAI_CLUSTER_SECRET environment variable, else none).
+        /// A node config to take `cluster_secret` and the cluster's mutual
+        /// TLS (`cluster_tls_*`) from (else the secret from the
+        /// KAI_CLUSTER_SECRET environment variable, and plain TCP).
         #[arg(long = "config", value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -76,14 +77,15 @@ fn init_logging(config: &config::Config) -> Result<(), String> {
     Ok(())
 }
 
-/// The cluster secret the admin tool proves: from `--config FILE`, else
-/// from KAI_CLUSTER_SECRET, else none.
-fn admin_secret(config: Option<&std::path::Path>) -> Result<kai_actors::api::auth::Secret, String> {
-    let secret = match config {
-        Some(path) => config::cluster_secret(path).map_err(|e| e.to_string())?,
-        None => std::env::var("KAI_CLUSTER_SECRET").unwrap_or_default(),
+/// How the admin tool reaches a node: the cluster secret and mutual TLS
+/// from `--config FILE`, else the secret from KAI_CLUSTER_SECRET and plain
+/// TCP.
+fn admin_access(config: Option<&std::path::Path>) -> Result<admin::Access, String> {
+    let access = match config {
+        Some(path) => config::admin_access(path).map_err(|e| e.to_string())?,
+        None => config::AdminAccess { secret: std::env::var("KAI_CLUSTER_SECRET").unwrap_or_default(), cluster_tls: None },
     };
-    Ok(kai_actors::api::auth::Secret::new(&secret))
+    admin::Access::new(&access.secret, access.cluster_tls)
 }
 
 /// Turns transparent huge pages off for this process. The allocator asks
@@ -101,7 +103,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Admin { node, execute, config }) => {
-            admin_secret(config.as_deref()).and_then(|secret| admin::run(&node, secret, &execute))
+            admin_access(config.as_deref()).and_then(|access| admin::run(&node, access, &execute))
         }
         None => config::load(Some(&cli.config), &cli.overrides).map_err(|e| e.to_string()).and_then(|config| {
             init_logging(&config)?;

@@ -59,7 +59,27 @@ pub fn render(s: &Scrape) -> String {
     replication(&mut out, s);
     members(&mut out, s);
     node(&mut out, s);
+    security(&mut out, s);
     out.0
+}
+
+/// TLS handshakes and client authentication (memcached's
+/// ssl_handshake_errors, time_since_server_cert_refresh, auth_cmds and
+/// auth_errors).
+fn security(out: &mut Out, s: &Scrape) {
+    let st = s.stats;
+    let get = |c: &kai_actors::stats::Counter| c.load(Relaxed);
+    out.family("kai_tls_handshake_errors_total", "counter", "TLS handshakes that failed, by port.");
+    out.sample("kai_tls_handshake_errors_total", &[("port", "memcache")], get(&st.ssl_handshake_errors));
+    out.sample("kai_tls_handshake_errors_total", &[("port", "internal")], get(&st.peer_tls_handshake_errors));
+    let refreshed_at = st.certs_refreshed_at.load(Relaxed);
+    if refreshed_at != 0 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let help = "Seconds since the certificates were last read (at start, SIGHUP or reload_certs).";
+        out.one("kai_tls_cert_refresh_age_seconds", "gauge", help, now.saturating_sub(refreshed_at));
+    }
+    out.one("kai_auth_attempts_total", "counter", "Client authentication attempts (SASL or the text token).", get(&st.auth_cmds));
+    out.one("kai_auth_failures_total", "counter", "Client authentication attempts refused.", get(&st.auth_errors));
 }
 
 /// Client requests by command and outcome, and their latency.

@@ -4,7 +4,9 @@
 use crate::config::{Config, Settings, StoreKind};
 use actix::prelude::*;
 use kai_actors::api::net::{self, Listener};
+use kai_actors::config::MemcacheTls;
 use kai_actors::membership::{TableFile, TableKeeper};
+use kai_actors::memcache::MemcachePort;
 use kai_actors::node::{self, NodeEnv};
 use kai_actors::supervision;
 use std::sync::Arc;
@@ -23,14 +25,16 @@ async fn start(config: &Config) -> Result<(node::Node, Vec<Arbiter>), String> {
     let (engine, limit_maxbytes) = node::open_engine(config, me)?;
     // Bound before anything starts, so a clash fails at start, not later.
     let api_listener: Arc<dyn Listener> = bind(&me.to_string(), "the internal API").await?;
-    let memcache_listener = bind(&config.memcache_addr(), "memcache").await?;
+    let credentials = Arc::new(node::Credentials::load(config)?);
+    let memcache_ports = memcache_ports(config, &credentials).await?;
     let arbiters: Vec<Arbiter> = (0..config.worker_threads).map(|_| Arbiter::new()).collect();
     let env = NodeEnv {
         me,
         seeds,
         network: net::tcp(),
         api_listener,
-        memcache_listener: Some(memcache_listener),
+        memcache_ports,
+        credentials,
         workers: arbiters.iter().map(Arbiter::handle).collect(),
         limit_maxbytes,
         members_file: (config.store == StoreKind::Disk)
@@ -59,7 +63,24 @@ async fn start(config: &Config) -> Result<(node::Node, Vec<Arbiter>), String> {
     Ok((node, arbiters))
 }
 
-/// Runs a node until SIGINT or SIGTERM.
+/// The memcache port, plain or TLS, and with `memcache_tls = "both"` a
+/// second one for TLS.
+async fn memcache_ports(config: &Config, credentials: &node::Credentials) -> Result<Vec<MemcachePort>, String> {
+    let tls = credentials.clients.clone();
+    let main = bind(&config.memcache_addr(), "memcache").await?;
+    Ok(match config.memcache_tls {
+        MemcacheTls::Off => vec![MemcachePort { listener: main, tls: None }],
+        MemcacheTls::Only => vec![MemcachePort { listener: main, tls }],
+        MemcacheTls::Both => {
+            let addr = format!("{}:{}", config.memcache_bind.as_deref().unwrap_or(&config.hostname), config.memcache_tls_port);
+            let second = bind(&addr, "memcache over TLS").await?;
+            vec![MemcachePort { listener: main, tls: None }, MemcachePort { listener: second, tls }]
+        }
+    })
+}
+
+/// Runs a node until SIGINT or SIGTERM; SIGHUP reads the certificates
+/// and password files again.
 pub fn run(config: Config) -> Result<(), String> {
     supervision::install(supervision::RestartIntensity {
         max_restarts: config.restart_intensity,
@@ -67,10 +88,19 @@ pub fn run(config: Config) -> Result<(), String> {
     });
     actix_rt::System::new().block_on(async move {
         let (node, _workers) = start(&config).await?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = hangup.recv() => {
+                    if let Err(e) = node.credentials.reload(&node.stats) {
+                        tracing::error!("SIGHUP: the certificates or password files in use stay as they were: {e}");
+                    }
+                }
+            }
         }
         node.shutdown();
         Ok(())

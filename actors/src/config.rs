@@ -11,6 +11,18 @@ pub enum StoreKind {
     Disk,
 }
 
+/// TLS on the memcache port.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MemcacheTls {
+    /// Plain text only.
+    Off,
+    /// TLS only, on `memcache_port`.
+    Only,
+    /// Plain on `memcache_port`, TLS on `memcache_tls_port`.
+    Both,
+}
+
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -97,12 +109,62 @@ pub struct Config {
     /// (to it), and the old address is removed for good. It joins through
     /// `seeds`, or the members its `data_dir` (the old node's) knows.
     pub replaces: Option<String>,
+    /// TLS for memcache clients: off, only (on `memcache_port`), or both
+    /// (plain on `memcache_port`, TLS on `memcache_tls_port`).
+    pub memcache_tls: MemcacheTls,
+    pub memcache_tls_port: u16,
+    /// The memcache port's certificate chain and key (PEM).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The CA clients' certificates must come from, when they are asked
+    /// for (PEM).
+    pub tls_ca: Option<PathBuf>,
+    /// none, request or require: memcached's ssl_verify_mode.
+    pub tls_verify_client: crate::tls::VerifyClient,
+    /// "1.2" or "1.3": the oldest TLS a client may speak.
+    pub tls_min_version: crate::tls::MinVersion,
+    /// Mutual TLS for the internal API (peers and `kai admin`), all three
+    /// or none: this node's certificate and key, and the cluster's CA
+    /// every member's certificate must come from.
+    pub cluster_tls_cert: Option<PathBuf>,
+    pub cluster_tls_key: Option<PathBuf>,
+    pub cluster_tls_ca: Option<PathBuf>,
+    /// SASL PLAIN on the binary protocol (memcached's -S): `user:password`
+    /// lines. Text clients are then refused unless `ascii_auth_file` is set.
+    pub sasl_password_file: Option<PathBuf>,
+    /// Authentication for text clients (memcached's -Y): `user:password`
+    /// lines, proved with memcached's `set` convention. Binary clients are
+    /// then refused unless `sasl_password_file` is set.
+    pub ascii_auth_file: Option<PathBuf>,
     /// Test-only: the peer protocol version this node offers, to emulate
     /// the next release in an upgrade test (0: this build's own).
     pub test_peer_protocol_version: u32,
 }
 
 impl Config {
+    /// The memcache port's TLS files, when it speaks TLS.
+    pub fn client_tls(&self) -> Option<crate::tls::TlsFiles> {
+        let (cert, key) = (self.tls_cert.clone()?, self.tls_key.clone()?);
+        (self.memcache_tls != MemcacheTls::Off).then(|| crate::tls::TlsFiles {
+            cert,
+            key,
+            ca: self.tls_ca.clone(),
+            verify_client: self.tls_verify_client,
+            min_version: self.tls_min_version,
+        })
+    }
+
+    /// The internal API's mutual TLS files, when all three are set.
+    pub fn cluster_tls(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.cluster_tls_cert.clone()?,
+            key: self.cluster_tls_key.clone()?,
+            ca: Some(self.cluster_tls_ca.clone()?),
+            verify_client: crate::tls::VerifyClient::Require,
+            min_version: self.tls_min_version,
+        })
+    }
+
     /// The node this one replaces, if any (checked at start).
     pub fn replaced(&self) -> Option<std::net::SocketAddrV4> {
         self.replaces.as_deref().and_then(|addr| addr.parse().ok())
@@ -172,6 +234,18 @@ impl Default for Config {
             anti_entropy_buckets_per_round: 64,
             anti_entropy_max_bytes_per_round: 8 << 20,
             replaces: None,
+            memcache_tls: MemcacheTls::Off,
+            memcache_tls_port: 0,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_verify_client: crate::tls::VerifyClient::None,
+            tls_min_version: crate::tls::MinVersion::Tls12,
+            cluster_tls_cert: None,
+            cluster_tls_key: None,
+            cluster_tls_ca: None,
+            sasl_password_file: None,
+            ascii_auth_file: None,
             test_peer_protocol_version: 0,
         }
     }

@@ -32,6 +32,7 @@ pub mod stats;
 pub mod store;
 pub mod supervision;
 pub mod sync;
+pub mod tls;
 pub mod version;
 
 pub use error::{Error, Result};

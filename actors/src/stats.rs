@@ -157,6 +157,14 @@ pub struct NodeStats {
     pub touch_misses: Counter,
     pub bytes_read: Counter,
     pub bytes_written: Counter,
+    /// TLS handshakes that failed on the memcache port, and between peers.
+    pub ssl_handshake_errors: Counter,
+    pub peer_tls_handshake_errors: Counter,
+    /// When the certificates were last read (unix seconds; 0: no TLS).
+    pub certs_refreshed_at: AtomicU64,
+    /// Authentication attempts (SASL or the text token), and those refused.
+    pub auth_cmds: Counter,
+    pub auth_errors: Counter,
     // store
     pub curr_items: Gauge,
     pub bytes: Gauge,
@@ -358,6 +366,7 @@ pub fn find<'a>(stats: &'a Stats, name: &str) -> Option<&'a StatValue> {
 pub fn report(stats: &NodeStats, id: &Identity, ring: &crate::hash::Ring) -> Stats {
     let mut lines = process_stats(stats, id);
     lines.extend(command_stats(stats));
+    lines.extend(security_stats(stats));
     lines.extend(cluster_stats(stats, id, ring));
     let mut lines: Stats = lines.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     for (op, latency) in [("get", &stats.get_latency), ("set", &stats.set_latency)] {
@@ -426,6 +435,22 @@ fn command_stats(stats: &NodeStats) -> Vec<(&'static str, StatValue)> {
         ("bytes_read", count(&stats.bytes_read)),
         ("bytes_written", count(&stats.bytes_written)),
     ]
+}
+
+/// Authentication and TLS, as memcached names them; the TLS lines only
+/// when the node speaks TLS (as memcached shows them only with `-Z`).
+fn security_stats(stats: &NodeStats) -> Vec<(&'static str, StatValue)> {
+    let mut lines = vec![("auth_cmds", count(&stats.auth_cmds)), ("auth_errors", count(&stats.auth_errors))];
+    let refreshed_at = stats.certs_refreshed_at.load(Relaxed);
+    if refreshed_at != 0 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        lines.extend([
+            ("ssl_handshake_errors", count(&stats.ssl_handshake_errors)),
+            ("time_since_server_cert_refresh", StatValue::Count(now.saturating_sub(refreshed_at))),
+            ("kai_peer_tls_handshake_errors", count(&stats.peer_tls_handshake_errors)),
+        ]);
+    }
+    lines
 }
 
 /// Kai's own: the node, its cluster, and its replication's work.

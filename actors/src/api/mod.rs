@@ -146,7 +146,7 @@ impl Actor for ApiActor {
                         let worker = &workers[turn % workers.len()];
                         let (handler, inline, settings) = (worker.handler.clone(), worker.inline.clone(), settings.clone());
                         worker.arbiter.spawn(async move {
-                            let served = match open() {
+                            let served = match open().await {
                                 Ok(conn) => serve(conn, peer, handler, inline, settings).await,
                                 Err(e) => Err(e.into()),
                             };

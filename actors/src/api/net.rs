@@ -19,8 +19,9 @@ pub struct Conn {
 }
 
 /// A connection accepted on the listening thread, opened on the thread
-/// that serves it (a TCP socket is bound to one thread's reactor).
-pub type Accepted = Box<dyn FnOnce() -> io::Result<Conn> + Send>;
+/// that serves it (a TCP socket is bound to one thread's reactor, and a
+/// TLS handshake is work for the serving thread, not the listener).
+pub type Accepted = Box<dyn FnOnce() -> BoxFuture<'static, io::Result<Conn>> + Send>;
 
 /// How a node reaches its peers.
 pub trait Network: Send + Sync + 'static {
@@ -53,7 +54,7 @@ impl Listener for TcpListener {
         Box::pin(async move {
             let (stream, peer) = TcpListener::accept(self).await?;
             let stream = stream.into_std()?;
-            let open: Accepted = Box::new(move || tcp_conn(TcpStream::from_std(stream)?));
+            let open: Accepted = Box::new(move || Box::pin(async move { tcp_conn(TcpStream::from_std(stream)?) }));
             Ok((open, peer))
         })
     }

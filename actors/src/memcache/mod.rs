@@ -2,6 +2,7 @@
 //! `max_connections`) and spreads them over worker threads, one `Session`
 //! actor per connection.
 
+pub mod auth;
 pub mod binary;
 pub mod command;
 pub mod meta;
@@ -16,6 +17,7 @@ use crate::coordinator::Coordinator;
 use crate::hash::RingHandle;
 use crate::stats::{Identity, NodeStats};
 use crate::store::StoreAddr;
+use crate::tls::Tls;
 use actix::prelude::*;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -43,6 +45,8 @@ pub struct SessionEnv {
     pub stats: Arc<NodeStats>,
     pub identity: Identity,
     pub ring: RingHandle,
+    /// Who must authenticate, and against which passwords.
+    pub auth: Arc<auth::ClientAuth>,
 }
 
 impl SessionEnv {
@@ -59,15 +63,23 @@ pub struct Worker {
     pub env: Arc<SessionEnv>,
 }
 
+/// A port clients connect to, and its TLS if it speaks TLS.
+#[derive(Clone)]
+pub struct MemcachePort {
+    pub listener: Arc<TcpListener>,
+    pub tls: Option<Arc<Tls>>,
+}
+
+/// Accepts clients on each memcache port (plain, TLS, or one of each).
 pub struct MemcacheActor {
-    listener: Arc<TcpListener>,
+    ports: Vec<MemcachePort>,
     workers: Arc<[Worker]>,
 }
 
 impl MemcacheActor {
-    pub fn new(listener: Arc<TcpListener>, workers: Arc<[Worker]>) -> Self {
+    pub fn new(ports: Vec<MemcachePort>, workers: Arc<[Worker]>) -> Self {
         assert!(!workers.is_empty(), "a memcache listener needs a worker");
-        MemcacheActor { listener, workers }
+        MemcacheActor { ports, workers }
     }
 }
 
@@ -75,43 +87,51 @@ impl Actor for MemcacheActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let (listener, workers) = (self.listener.clone(), self.workers.clone());
-        let env = workers[0].env.clone();
-        let accept = async move {
-            for turn in 0.. {
-                let stream = match listener.accept().await {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        tracing::warn!("memcache accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                // Counted here, where the bound is checked (the session
-                // uncounts itself when it stops), so a burst cannot overshoot.
-                let open = env.stats.curr_connections.fetch_add(1, Relaxed);
-                if open >= env.settings.max_connections as i64 {
-                    env.stats.curr_connections.fetch_sub(1, Relaxed);
-                    NodeStats::incr(&env.stats.rejected_connections);
-                    actix::spawn(async move {
-                        let mut stream = stream;
-                        let _ = stream.write_all(b"SERVER_ERROR too many open connections\r\n").await;
-                    });
-                    continue;
-                }
-                // Sessions are spread over the workers, turn by turn.
-                let worker = &workers[turn % workers.len()];
-                match stream.into_std() {
-                    Ok(stream) => Session::start_on(&worker.arbiter, stream, worker.env.clone()),
-                    Err(e) => {
-                        env.stats.curr_connections.fetch_sub(1, Relaxed);
-                        tracing::warn!("cannot hand a connection to a worker: {e}");
-                    }
-                }
+        for port in self.ports.clone() {
+            ctx.spawn(accept(port, self.workers.clone()).into_actor(self));
+        }
+    }
+}
+
+/// Hands each client of one port to a worker, turn by turn, up to
+/// `max_connections` open in all.
+async fn accept(port: MemcachePort, workers: Arc<[Worker]>) {
+    let MemcachePort { listener, tls } = port;
+    let env = workers[0].env.clone();
+    for turn in 0.. {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!("memcache accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
         };
-        ctx.spawn(accept.into_actor(self));
+        let _ = stream.set_nodelay(true);
+        // Counted here, where the bound is checked (the session
+        // uncounts itself when it stops), so a burst cannot overshoot.
+        let open = env.stats.curr_connections.fetch_add(1, Relaxed);
+        if open >= env.settings.max_connections as i64 {
+            env.stats.curr_connections.fetch_sub(1, Relaxed);
+            NodeStats::incr(&env.stats.rejected_connections);
+            // Said to a plain client; a TLS client is closed.
+            if tls.is_none() {
+                actix::spawn(async move {
+                    let mut stream = stream;
+                    let _ = stream.write_all(b"SERVER_ERROR too many open connections\r\n").await;
+                });
+            }
+            continue;
+        }
+        // Sessions are spread over the workers, turn by turn.
+        let worker = &workers[turn % workers.len()];
+        match stream.into_std() {
+            Ok(stream) => Session::start_on(&worker.arbiter, stream, tls.clone(), worker.env.clone()),
+            Err(e) => {
+                env.stats.curr_connections.fetch_sub(1, Relaxed);
+                tracing::warn!("cannot hand a connection to a worker: {e}");
+            }
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! While a batch of pipelined commands runs, reading pauses: the client's
 //! own pace is the backpressure.
 
+use super::auth;
 use super::binary;
 use super::command::{self as cmd, StoreMode};
 use super::parse::{self, valid_key, Command, Parsed, StoreKind};
@@ -11,6 +12,7 @@ use super::SessionEnv;
 use crate::error::{Error, Result};
 use crate::stats::{report, NodeStats};
 use crate::store::{coarse_monotonic_millis, WriteOutcome};
+use crate::tls::Tls;
 use crate::version::{cas_token, distinct_values};
 use actix::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
@@ -19,7 +21,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// memcached's cut-off: exptimes up to 30 days are relative.
@@ -47,6 +49,15 @@ enum Step {
     Close,
 }
 
+/// What authentication makes of a binary request.
+enum Gate {
+    Run,
+    /// Answered on the spot (SASL).
+    Answer(Vec<u8>),
+    /// Refused, and the connection closed.
+    Refuse(Vec<u8>),
+}
+
 /// What one read brought: mostly a single command (no allocation for it).
 type Steps = smallvec::SmallVec<[Step; 1]>;
 
@@ -55,8 +66,9 @@ type Steps = smallvec::SmallVec<[Step; 1]>;
 pub struct Session {
     env: Arc<SessionEnv>,
     activity: Rc<Activity>,
-    /// Taken by the serving loop when the actor starts.
-    stream: Option<TcpStream>,
+    /// Taken by the serving loop when the actor starts, with the port's
+    /// TLS when it speaks TLS.
+    stream: Option<(TcpStream, Option<Arc<Tls>>)>,
     /// The serving loop, a task of its own on this worker (its wakes then
     /// skip the actor's context), ended with the session.
     serving: Option<tokio::task::JoinHandle<()>>,
@@ -115,6 +127,10 @@ struct Connection {
     skip: usize,
     /// Whether the client speaks the binary protocol: its first byte says.
     binary: Option<bool>,
+    /// Whether the client has authenticated (or need not).
+    trusted: bool,
+    /// The text token's length, once its `set` line has come.
+    token_owed: Option<usize>,
 }
 
 /// Room the read buffer keeps free for the next read.
@@ -125,12 +141,12 @@ const KEEP_REPLY_CAPACITY: usize = 1 << 20;
 impl Session {
     /// Starts a session on a worker thread. The socket travels as a std
     /// socket and is registered with the worker's own event loop there.
-    pub fn start_on(worker: &ArbiterHandle, stream: std::net::TcpStream, env: Arc<SessionEnv>) {
+    pub fn start_on(worker: &ArbiterHandle, stream: std::net::TcpStream, tls: Option<Arc<Tls>>, env: Arc<SessionEnv>) {
         Session::start_in_arbiter(worker, move |ctx| {
             let activity =
                 Rc::new(Activity { last_active: Cell::new(coarse_monotonic_millis()), partial_since: Cell::new(None) });
             let stream = match TcpStream::from_std(stream) {
-                Ok(stream) => Some(stream),
+                Ok(stream) => Some((stream, tls)),
                 Err(e) => {
                     tracing::warn!("cannot take a client connection: {e}");
                     ctx.stop();
@@ -149,6 +165,14 @@ impl Connection {
         let binary = *self.binary.get_or_insert_with(|| self.buf.first() == Some(&binary::REQUEST_MAGIC));
         if binary {
             return self.take_binary_steps();
+        }
+        if !self.trusted {
+            let mut steps = self.take_token();
+            if !self.trusted {
+                return steps;
+            }
+            steps.extend(self.take_steps());
+            return steps;
         }
         // An internal API frame (a 4-byte length whose first byte is 0, then
         // a MessagePack array of two: id and body): a peer or `kai admin`
@@ -196,6 +220,18 @@ impl Connection {
                 binary::Parsed::Incomplete => break,
                 binary::Parsed::Request(request, used) => {
                     self.buf.advance(used);
+                    match self.sasl(&request) {
+                        Gate::Run => {}
+                        Gate::Answer(frame) => {
+                            steps.push(Step::Frame(frame));
+                            continue;
+                        }
+                        Gate::Refuse(frame) => {
+                            auth::discard(&mut self.buf);
+                            steps.extend([Step::Frame(frame), Step::Close]);
+                            break;
+                        }
+                    }
                     let quit = matches!(request.opcode, binary::op::QUIT | binary::op::QUITQ);
                     steps.push(Step::RunBinary(request));
                     if quit {
@@ -225,6 +261,67 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// The text protocol before its client is trusted: memcached's token,
+    /// or a refusal when only binary clients may authenticate.
+    fn take_token(&mut self) -> Steps {
+        let env = self.env.clone();
+        let Some(passwords) = env.auth.ascii.as_ref() else {
+            auth::discard(&mut self.buf);
+            return smallvec::smallvec![Step::Reply("CLIENT_ERROR unauthenticated"), Step::Close];
+        };
+        let mut steps = Steps::new();
+        while !self.trusted {
+            match auth::ascii_step(&mut self.buf, &mut self.token_owed, passwords) {
+                auth::Outcome::Wait => break,
+                auth::Outcome::Close => {
+                    auth::discard(&mut self.buf);
+                    steps.push(Step::Close);
+                    break;
+                }
+                auth::Outcome::Reply { reply, proved } => {
+                    self.count_proof(proved);
+                    steps.push(Step::Frame(reply));
+                }
+            }
+        }
+        steps
+    }
+
+    /// What SASL makes of a binary request: SASL itself is answered on the
+    /// spot, and an untrusted client asking anything else but `version`
+    /// is refused and closed, as memcached does.
+    fn sasl(&mut self, request: &binary::Request) -> Gate {
+        if self.trusted && !(self.env.auth.sasl.is_some() && auth::is_sasl(request.opcode)) {
+            return Gate::Run;
+        }
+        let env = self.env.clone();
+        let Some(passwords) = env.auth.sasl.as_ref() else {
+            // Only text clients may authenticate here.
+            return Gate::Refuse(auth::refusal(request));
+        };
+        if auth::is_sasl(request.opcode) {
+            let (reply, proved) = auth::sasl_step(request, passwords);
+            self.count_proof(proved);
+            return Gate::Answer(reply);
+        }
+        match auth::binary_refusal(request) {
+            Some(refusal) => Gate::Refuse(refusal),
+            None => Gate::Run,
+        }
+    }
+
+    fn count_proof(&mut self, proved: Option<bool>) {
+        let Some(proved) = proved else { return };
+        NodeStats::incr(&self.env.stats.auth_cmds);
+        if proved {
+            self.trusted = true;
+        } else {
+            NodeStats::incr(&self.env.stats.auth_errors);
+        }
+    }
+}
+
 impl Actor for Session {
     type Context = Context<Self>;
 
@@ -243,13 +340,23 @@ impl Actor for Session {
                 ctx.stop();
             }
         });
-        if let Some(stream) = self.stream.take() {
-            let connection = Connection { env: self.env.clone(), buf: BytesMut::with_capacity(READ_ROOM), skip: 0, binary: None };
-            let serve = serve(connection, stream, self.activity.clone());
+        if let Some((stream, tls)) = self.stream.take() {
+            let connection = Connection {
+                env: self.env.clone(),
+                buf: BytesMut::with_capacity(READ_ROOM),
+                skip: 0,
+                binary: None,
+                trusted: !self.env.auth.required(),
+                token_owed: None,
+            };
+            let activity = self.activity.clone();
             let ends = EndsSession(ctx.address());
             self.serving = Some(actix::spawn(async move {
                 let _ends = ends;
-                serve.await;
+                match tls {
+                    None => serve(connection, stream, activity).await,
+                    Some(tls) => serve_tls(connection, stream, &tls, activity).await,
+                }
             }));
         }
     }
@@ -267,15 +374,14 @@ impl Actor for Session {
 /// in it in order, write all their replies at once, and read again. While
 /// a batch runs nothing more is read: the client's own pace is the
 /// backpressure. Returns when the client goes or is told to.
-async fn serve(mut conn: Connection, stream: TcpStream, activity: Rc<Activity>) {
-    let (mut reader, mut writer) = stream.into_split();
+async fn serve(mut conn: Connection, mut stream: impl AsyncRead + AsyncWrite + Unpin, activity: Rc<Activity>) {
     let env = conn.env.clone();
     let mut out = Vec::with_capacity(4096);
     loop {
         if conn.buf.capacity() - conn.buf.len() < READ_ROOM / 4 {
             conn.buf.reserve(READ_ROOM);
         }
-        let read = match reader.read_buf(&mut conn.buf).await {
+        let read = match stream.read_buf(&mut conn.buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
@@ -325,12 +431,29 @@ async fn serve(mut conn: Connection, stream: TcpStream, activity: Rc<Activity>) 
                 }
             }
         }
-        if writer.write_all(&out).await.is_err() {
+        if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
             return;
         }
         NodeStats::add(&env.stats.bytes_written, out.len() as u64);
         if close {
             return;
+        }
+    }
+}
+
+/// A TLS client: the handshake, bounded like a command (a client that
+/// dribbles it is closed), then the session as over plain TCP.
+async fn serve_tls(conn: Connection, stream: TcpStream, tls: &Tls, activity: Rc<Activity>) {
+    let peer = stream.peer_addr();
+    activity.partial_since.set(Some(coarse_monotonic_millis()));
+    match tls.acceptor().accept(stream).await {
+        Ok(stream) => {
+            activity.partial_since.set(None);
+            serve(conn, stream, activity).await
+        }
+        Err(e) => {
+            let peer = peer.unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+            crate::tls::refused(&conn.env.stats.ssl_handshake_errors, peer, &e);
         }
     }
 }
@@ -498,7 +621,8 @@ async fn execute_binary(env: &SessionEnv, req: binary::Request, out: &mut Vec<u8
     let answer = |out: &mut Vec<u8>, status: u16, message: &str| {
         binary::encode(out, &binary::Response { status, value: message.as_bytes(), ..base.clone() });
     };
-    let needs_key = !matches!(req.opcode, op::NOOP | op::VERSION | op::STAT | op::QUIT | op::QUITQ | op::FLUSH | op::FLUSHQ);
+    let needs_key = !matches!(req.opcode, op::NOOP | op::VERSION | op::STAT | op::QUIT | op::QUITQ | op::FLUSH | op::FLUSHQ)
+        && !auth::is_sasl(req.opcode);
     if needs_key && !valid_key(&req.key) {
         answer(out, status::INVALID, "Invalid key");
         return Flow::Continue;

@@ -3,10 +3,12 @@
 //! settings and a [`NodeEnv`] that says what the node runs on: its network,
 //! its listeners, its worker threads and its store's engine.
 
+mod credentials;
 mod ring_shape;
 mod router;
 
-pub use router::{Block, PanicModule, RestartActor, Router, Stats};
+pub use credentials::Credentials;
+pub use router::{Block, PanicModule, ReloadCerts, RestartActor, Router, Stats};
 
 use crate::api::auth::Secret;
 use crate::api::net::{Listener, Network};
@@ -15,7 +17,7 @@ use crate::config::{Config, StoreKind};
 use crate::coordinator::{Coordinator, CoordinatorActor, CoordinatorSettings, QuorumSetup, Replicas};
 use crate::hash::{HashActor, Ring, RingHandle, RingNode, WatchRing};
 use crate::membership::{Liveness, MemberState, Members, MembershipActor, MembershipSettings, PhiSettings, TableKeeper};
-use crate::memcache::{MemcacheActor, MemcacheSettings, SessionEnv, Worker};
+use crate::memcache::{MemcacheActor, MemcachePort, MemcacheSettings, SessionEnv, Worker};
 use crate::stats::{Identity, NodeStats};
 use crate::store::{DiskEngine, Engine, LocalStoreActor, MemoryEngine, Store, StoreActor, StoreAddr, StoreSettings};
 use crate::supervision;
@@ -26,7 +28,6 @@ use router::Faces;
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 
 /// What a node runs on, given by whoever starts it.
 pub struct NodeEnv {
@@ -35,8 +36,11 @@ pub struct NodeEnv {
     pub seeds: Vec<SocketAddrV4>,
     pub network: Arc<dyn Network>,
     pub api_listener: Arc<dyn Listener>,
-    /// None: no memcache port (the simulator's clients call a coordinator).
-    pub memcache_listener: Option<Arc<TcpListener>>,
+    /// The memcache ports (plain, TLS, or one of each); none in the
+    /// simulator, whose clients call a coordinator.
+    pub memcache_ports: Vec<MemcachePort>,
+    /// Certificates and passwords, as read from the settings' files.
+    pub credentials: Arc<Credentials>,
     /// The threads client requests and peer connections run on.
     pub workers: Vec<ArbiterHandle>,
     /// The store's capacity, for `stats` (memcached's limit_maxbytes).
@@ -64,6 +68,7 @@ pub struct Node {
     pub seen: SeenTerms,
     /// Which members are down, and this node's own state.
     pub liveness: Liveness,
+    pub credentials: Arc<Credentials>,
 }
 
 /// Opens the engine the settings name: the disk engine's data directory
@@ -160,11 +165,25 @@ pub fn start(config: &Config, engine: Box<dyn Engine>, env: NodeEnv) -> Result<N
         timeout: Duration::from_millis(config.request_timeout_ms),
     };
     shared.liveness.publish(&members);
+    env.credentials.mark_refreshed(&shared.stats);
+    let env = with_cluster_tls(env, &shared.stats);
     let workers = start_workers(config, &shared, &env.workers);
     let router = start_background(config, &shared, &env, members, phi, &workers);
     let node = start_faces(config, &shared, env, router, workers);
     log_serving(config, &shared);
     Ok(node)
+}
+
+/// The internal API over mutual TLS, when the cluster uses it: every
+/// connection dialled or accepted runs TLS over the node's network.
+fn with_cluster_tls(env: NodeEnv, stats: &Arc<NodeStats>) -> NodeEnv {
+    let Some(tls) = env.credentials.cluster.clone() else { return env };
+    tracing::info!("internal API: mutual TLS against the cluster CA");
+    NodeEnv {
+        network: Arc::new(crate::tls::TlsNetwork { inner: env.network.clone(), tls: tls.clone() }),
+        api_listener: Arc::new(crate::tls::TlsListener { inner: env.api_listener.clone(), tls, stats: stats.clone() }),
+        ..env
+    }
 }
 
 fn open_store(config: &Config, env: &NodeEnv, engine: Box<dyn Engine>, stats: Arc<NodeStats>) -> Result<Arc<Store>, String> {
@@ -300,6 +319,7 @@ fn start_background(
         ring: shared.ring.clone(),
         liveness: shared.liveness.clone(),
         faults: shared.faults.clone(),
+        credentials: env.credentials.clone(),
         allow_fault_injection: config.allow_fault_injection,
         store,
         coordinator: workers[0].coordinator.clone(),
@@ -363,12 +383,13 @@ fn start_faces(config: &Config, shared: &Shared, env: NodeEnv, router: Router, w
                 stats: shared.stats.clone(),
                 identity: shared.identity.clone(),
                 ring: shared.ring.clone(),
+                auth: env.credentials.auth.clone(),
             }),
         })
         .collect();
     let session_envs = sessions.iter().map(|worker| worker.env.clone()).collect();
-    let memcache =
-        env.memcache_listener.map(|listener| supervision::start(move |_| MemcacheActor::new(listener.clone(), sessions.clone())));
+    let ports = env.memcache_ports;
+    let memcache = (!ports.is_empty()).then(|| supervision::start(move |_| MemcacheActor::new(ports.clone(), sessions.clone())));
     for router in &routers {
         router.do_send(Faces { api: api.clone(), memcache: memcache.clone() });
     }
@@ -382,6 +403,7 @@ fn start_faces(config: &Config, shared: &Shared, env: NodeEnv, router: Router, w
         sessions: session_envs,
         seen: shared.seen.clone(),
         liveness: shared.liveness.clone(),
+        credentials: env.credentials,
     }
 }
 

@@ -35,6 +35,7 @@ pub struct Router {
     pub(super) ring: RingHandle,
     pub(super) liveness: Liveness,
     pub(super) faults: Faults,
+    pub(super) credentials: Arc<super::Credentials>,
     pub(super) allow_fault_injection: bool,
     /// This worker's store and coordinator, and every worker's.
     pub(super) store: StoreAddr,
@@ -142,6 +143,11 @@ pub struct Block {
 
 crate::admin_command!(Block, "block", Node, ());
 
+/// Reads the certificates and password files again.
+#[derive(Serialize, Deserialize)]
+pub struct ReloadCerts;
+crate::admin_command!(ReloadCerts, "reload_certs", Node, ());
+
 impl Router {
     /// The node's own admin commands: stats, restarts and fault injection.
     fn serve_node(&self, request: Request) -> ResponseFuture<Response> {
@@ -175,6 +181,10 @@ impl Router {
                     self.faults.block(peers);
                 });
                 async move { blocked }
+            }),
+            ReloadCerts::NAME => answer(call, |ReloadCerts| {
+                let reloaded = self.credentials.reload(&self.stats).map_err(Error::Refused);
+                async move { reloaded }
             }),
             _ => call.unknown(),
         }

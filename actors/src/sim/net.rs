@@ -297,7 +297,7 @@ impl Listener for SimListener {
         Box::pin(async move {
             match self.0.lock().await.recv().await {
                 Some((conn, peer)) => {
-                    let open: Accepted = Box::new(move || Ok(conn));
+                    let open: Accepted = Box::new(move || Box::pin(std::future::ready(Ok(conn))));
                     Ok((open, peer))
                 }
                 // The process crashed: it accepts nothing, ever.
