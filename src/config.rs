@@ -178,11 +178,17 @@ impl Settings for Config {
         self.seed_addrs()?;
         let me = self.node_addr()?;
         check_replaces(self, me)?;
-        if self.cluster_secret.is_empty() && !me.ip().is_loopback() {
+        let listens = match self.api_bind.as_deref() {
+            None => me,
+            Some(addr) => {
+                addr.parse::<SocketAddrV4>().or_else(|_| refuse("api_bind", format!("{addr:?} is not an IPv4 HOST:PORT")))?
+            }
+        };
+        if self.cluster_secret.is_empty() && (!me.ip().is_loopback() || !listens.ip().is_loopback()) {
             return refuse(
                 "cluster_secret",
                 format!(
-                    "the internal API would listen on {me}, beyond this machine, where anyone reaching it could command \
+                    "the internal API would listen on {listens} (reached as {me}), beyond this machine, where anyone reaching it could command \
                      the cluster: set cluster_secret (the same on every node) or use a loopback hostname"
                 ),
             );

@@ -24,7 +24,8 @@ async fn start(config: &Config) -> Result<(node::Node, Vec<Arbiter>), String> {
     let seeds = config.seed_addrs().map_err(|e| e.to_string())?;
     let (engine, limit_maxbytes) = node::open_engine(config, me)?;
     // Bound before anything starts, so a clash fails at start, not later.
-    let api_listener: Arc<dyn Listener> = bind(&me.to_string(), "the internal API").await?;
+    let api_addr = config.api_bind.clone().unwrap_or_else(|| me.to_string());
+    let api_listener: Arc<dyn Listener> = bind(&api_addr, "the internal API").await?;
     let credentials = Arc::new(node::Credentials::load(config)?);
     let memcache_ports = memcache_ports(config, &credentials).await?;
     let arbiters: Vec<Arbiter> = (0..config.worker_threads).map(|_| Arbiter::new()).collect();

@@ -30,6 +30,10 @@ pub struct Config {
     pub hostname: String,
     /// Internal API port (node to node, and the admin tool).
     pub port: u16,
+    /// Where the internal API listens, when not at `hostname:port` (behind
+    /// a NAT, a proxy or a container's port mapping, where peers reach
+    /// this node at `hostname:port` and that leads here).
+    pub api_bind: Option<String>,
     /// Every internal API connection proves it knows this (HMAC-SHA256
     /// challenge-response). Empty: none, and the internal API then listens
     /// on loopback only.
@@ -194,6 +198,7 @@ impl Default for Config {
             cluster_secret: String::new(),
             http_port: 11080,
             port: 11011,
+            api_bind: None,
             memcache_port: 11211,
             memcache_bind: None,
             n: 3,

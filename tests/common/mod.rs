@@ -226,24 +226,72 @@ impl TestNode {
     /// Runs `kai admin -e ...` against this node; (success, stdout, stderr).
     /// Runs `kai admin` with this node's own cluster secret, if it has one.
     pub fn admin(&self, commands: &[&str]) -> (bool, String, String) {
-        admin_with_secret(&self.api_addr(), self.secret().as_deref(), commands)
+        match self.admin_config() {
+            Some(config) => admin_with_config(&self.api_addr(), &config, commands),
+            None => admin_with_secret(&self.api_addr(), self.secret().as_deref(), commands),
+        }
+    }
+
+    /// One setting this node was started with, as given.
+    pub fn setting(&self, key: &str) -> Option<String> {
+        let prefix = format!("{key}=");
+        self.overrides.iter().rev().find_map(|o| o.strip_prefix(&prefix)).map(|v| v.trim_matches('"').to_string())
+    }
+
+    /// The cluster's mutual TLS files this node runs with, if any.
+    pub fn cluster_tls(&self) -> Option<kai_actors::tls::TlsFiles> {
+        Some(kai_actors::tls::TlsFiles {
+            cert: self.setting("cluster_tls_cert")?.into(),
+            key: self.setting("cluster_tls_key")?.into(),
+            ca: Some(self.setting("cluster_tls_ca")?.into()),
+            verify_client: kai_actors::tls::VerifyClient::Require,
+            min_version: kai_actors::tls::MinVersion::Tls12,
+        })
+    }
+
+    /// A config file for `kai admin --config`, when the node runs mutual
+    /// TLS: its secret and its cluster TLS files.
+    fn admin_config(&self) -> Option<PathBuf> {
+        let tls = self.cluster_tls()?;
+        let path = self.dir.path().join("admin.toml");
+        let text = format!(
+            "cluster_secret = {:?}\ncluster_tls_cert = {:?}\ncluster_tls_key = {:?}\ncluster_tls_ca = {:?}\n",
+            self.secret().unwrap_or_default(),
+            tls.cert.display().to_string(),
+            tls.key.display().to_string(),
+            tls.ca.unwrap().display().to_string()
+        );
+        std::fs::write(&path, text).unwrap();
+        Some(path)
+    }
+
+    /// The network the admin protocol reaches this node over.
+    fn network(&self) -> std::sync::Arc<dyn kai_actors::api::net::Network> {
+        use kai_actors::tls::{Tls, TlsNetwork};
+        match self.cluster_tls() {
+            Some(files) => {
+                std::sync::Arc::new(TlsNetwork { inner: kai_actors::api::net::tcp(), tls: Tls::for_cluster(files).unwrap() })
+            }
+            None => kai_actors::api::net::tcp(),
+        }
     }
 
     /// The `cluster_secret` this node was started with.
     pub fn secret(&self) -> Option<String> {
-        self.overrides.iter().rev().find_map(|o| o.strip_prefix("cluster_secret=")).map(|v| v.trim_matches('"').to_string())
+        self.setting("cluster_secret")
     }
 
     /// Every stat, typed, as the admin protocol carries them.
     pub fn stats(&self) -> kai_actors::stats::Stats {
         use kai_actors::api::auth::Secret;
-        use kai_actors::api::{net::Tcp, ApiClient};
+        use kai_actors::api::ApiClient;
+        let network = self.network();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let secret = Secret::new(&self.secret().unwrap_or_default());
         let addr = self.api_addr().parse().unwrap();
         let timeout = Duration::from_secs(5);
         let asked = runtime.block_on(async {
-            let client = ApiClient::connect(&Tcp, addr, "kai-test", None, &secret, timeout).await?;
+            let client = ApiClient::connect(network.as_ref(), addr, "kai-test", None, &secret, timeout).await?;
             client.admin(&kai_actors::node::Stats, timeout).await
         });
         asked.unwrap_or_else(|e| panic!("stats of {}: {e}", self.api_addr()))
@@ -289,6 +337,17 @@ pub fn admin_with_secret(node: &str, secret: Option<&str>, commands: &[&str]) ->
     if let Some(secret) = secret {
         cmd.env("KAI_CLUSTER_SECRET", secret);
     }
+    for c in commands {
+        cmd.arg("-e").arg(c);
+    }
+    let out = cmd.stdin(Stdio::null()).output().expect("run kai admin");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// Runs `kai admin --config FILE -e ...`; (success, stdout, stderr).
+pub fn admin_with_config(node: &str, config: &Path, commands: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kai"));
+    cmd.arg("admin").arg("--node").arg(node).arg("--config").arg(config).env_remove("KAI_CLUSTER_SECRET");
     for c in commands {
         cmd.arg("-e").arg(c);
     }

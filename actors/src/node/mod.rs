@@ -133,6 +133,7 @@ struct WorkerActors {
 /// the node is serving.
 pub fn start(config: &Config, engine: Box<dyn Engine>, env: NodeEnv) -> Result<Node, String> {
     let stats = Arc::new(NodeStats::default());
+    let env = with_cluster_tls(env, &stats);
     let store = open_store(config, &env, engine, stats.clone())?;
     let saved = match &env.members_file {
         Some(keeper) => keeper.load().map_err(|e| format!("cannot read the member table {}: {e}", keeper.describe()))?,
@@ -166,7 +167,6 @@ pub fn start(config: &Config, engine: Box<dyn Engine>, env: NodeEnv) -> Result<N
     };
     shared.liveness.publish(&members);
     env.credentials.mark_refreshed(&shared.stats);
-    let env = with_cluster_tls(env, &shared.stats);
     let workers = start_workers(config, &shared, &env.workers);
     let router = start_background(config, &shared, &env, members, phi, &workers);
     let node = start_faces(config, &shared, env, router, workers);
