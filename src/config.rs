@@ -434,6 +434,27 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_auth_settings_that_would_be_ignored_or_incomplete_are_refused() {
+        assert_eq!(refused_key(&["memcache_tls=\"only\""]), "tls_cert");
+        assert_eq!(refused_key(&["memcache_tls=\"only\"", "tls_cert=\"c.pem\""]), "tls_key");
+        assert_eq!(refused_key(&["tls_cert=\"c.pem\"", "tls_key=\"k.pem\""]), "tls_cert", "memcache_tls is off");
+        assert_eq!(refused_key(&["memcache_tls=\"sometimes\""]), "memcache_tls");
+        let tls = ["memcache_tls=\"only\"", "tls_cert=\"c.pem\"", "tls_key=\"k.pem\""];
+        assert!(with(&tls).is_ok());
+        assert_eq!(refused_key(&[&tls[..], &["tls_verify_client=\"require\""]].concat()), "tls_ca");
+        assert_eq!(refused_key(&[&tls[..], &["tls_min_version=\"1.1\""]].concat()), "tls_min_version");
+        assert_eq!(refused_key(&[&tls[..], &["memcache_tls_port=11300"]].concat()), "memcache_tls_port");
+        let both = ["memcache_tls=\"both\"", "tls_cert=\"c.pem\"", "tls_key=\"k.pem\""];
+        assert_eq!(refused_key(&both), "memcache_tls_port");
+        assert_eq!(refused_key(&[&both[..], &["memcache_tls_port=11211"]].concat()), "memcache_tls_port");
+        assert!(with(&[&both[..], &["memcache_tls_port=11300"]].concat()).is_ok());
+        assert_eq!(refused_key(&["cluster_tls_cert=\"c.pem\"", "cluster_tls_key=\"k.pem\""]), "cluster_tls_ca");
+        assert_eq!(refused_key(&["sasl_password_file=\"/no/such/file\""]), "sasl_password_file");
+        assert_eq!(refused_key(&["api_bind=\"somewhere\""]), "api_bind");
+        assert_eq!(refused_key(&["api_bind=\"10.0.0.1:11011\""]), "cluster_secret", "beyond loopback needs the secret");
+    }
+
+    #[test]
     fn an_unwritable_data_dir_is_refused() {
         let e = load(None, &["data_dir=\"/proc/kai-cannot-write\"".into()]).unwrap_err();
         assert_eq!(e.key, "data_dir");

@@ -94,17 +94,6 @@ fn round_trip(client: &memcache::Client, key: &str) -> Result<(), memcache::Memc
     Ok(())
 }
 
-fn script(args: &[&str]) -> (bool, String) {
-    let out = Command::new("timeout")
-        .arg("60")
-        .arg("/usr/bin/python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/secure_clients.py"))
-        .args(args)
-        .output()
-        .expect("python3");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
 /// Raw protocol lines through `openssl s_client`, verifying the node
 /// against `ca`; what came back.
 fn s_client(port: u16, ca: &Path, lines: &str) -> String {
@@ -133,8 +122,12 @@ fn the_memcache_port_speaks_tls_to_real_clients() {
     // The Rust client, verifying the node's certificate.
     round_trip(&tls_client(node.memcache_port, &ca.pem, None, None).unwrap(), "rust").unwrap();
     // pymemcache with a TLS context: values larger than a TLS record too.
-    let (ok, out) =
-        script(&["pymemcache-tls", &format!("127.0.0.1:{}", node.memcache_port), "py-", &ca.pem.display().to_string()]);
+    let (ok, out) = common::secure_client(&[
+        "pymemcache-tls",
+        &format!("127.0.0.1:{}", node.memcache_port),
+        "py-",
+        &ca.pem.display().to_string(),
+    ]);
     assert!(ok, "{out}");
     // Raw lines through openssl's own client.
     let said = s_client(node.memcache_port, &ca.pem, "set raw 5 0 3\r\nabc\r\nget raw\r\nquit\r\n");
@@ -175,7 +168,7 @@ fn both_ports_serve_and_client_certificates_are_required_when_asked() {
     node.client().set("plain", "yes", 0).unwrap();
     // TLS clients with a certificate from the CA on the TLS port.
     round_trip(&tls_client(tls_port, &ca.pem, Some(&client), None).unwrap(), "mutual").unwrap();
-    let (ok, out) = script(&[
+    let (ok, out) = common::secure_client(&[
         "pymemcache-tls",
         &format!("127.0.0.1:{tls_port}"),
         "py-",
@@ -275,21 +268,24 @@ impl Relay {
 
 /// Three nodes; the third is reached by its peers only through a relay
 /// the test owns (its `port` is the relay's, its `api_bind` the real one).
-/// Answers the cluster and the relay.
-fn relayed_cluster(extra: &[String]) -> (TestCluster, Relay) {
+/// With `tls_ports`, each node also gets a TLS memcache port of its own
+/// (`memcache_tls = "both"`). Answers the cluster, the relay and the TLS
+/// ports.
+fn relayed_cluster(extra: &[String], tls_ports: bool) -> (TestCluster, Relay, Vec<u16>) {
     let mut settings: Vec<String> = CLUSTER.iter().map(|s| s.to_string()).collect();
     settings.push("cluster_secret=\"relay-test\"".into());
     settings.extend_from_slice(extra);
-    let first: Vec<TestNode> = (0..2).map(|_| start(&settings)).collect();
-    let mut third = TestNode::prepare(&settings.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut nodes: Vec<TestNode> =
+        (0..3).map(|_| TestNode::prepare(&settings.iter().map(String::as_str).collect::<Vec<_>>())).collect();
+    let ports: Vec<u16> = if tls_ports { free_ports::<3>().to_vec() } else { Vec::new() };
+    for (node, port) in nodes.iter_mut().zip(&ports) {
+        node.set(format!("memcache_tls_port={port}"));
+    }
     let [real] = free_ports::<1>();
-    third.set(format!("api_bind=\"127.0.0.1:{real}\""));
-    let relay = Relay::start(third.api_port, real);
-    third.launch();
-    let mut nodes = first;
-    nodes.push(third);
-    let cluster = TestCluster::link(nodes);
-    (cluster, relay)
+    nodes[2].set(format!("api_bind=\"127.0.0.1:{real}\""));
+    let relay = Relay::start(nodes[2].api_port, real);
+    nodes.iter_mut().for_each(TestNode::launch);
+    (TestCluster::link(nodes), relay, ports)
 }
 
 /// Writes a value through `client` and waits until the relayed node
@@ -316,7 +312,7 @@ fn cluster_tls(ca: &Ca, dir: &Path, name: &str) -> Vec<String> {
 fn the_relay_sees_written_values_between_nodes_without_cluster_tls() {
     // The check below can fail: in the clear, the relay sees the value.
     let _alone = common::alone();
-    let (cluster, relay) = relayed_cluster(&[]);
+    let (cluster, relay, _) = relayed_cluster(&[], false);
     write_through_relay(&cluster.nodes[0].client(), &cluster, "clear-key-4b1d", "clear-value-9e2f");
     assert!(relay.saw(b"clear-value-9e2f"), "the relay carried {} bytes without the value", relay.bytes());
 }
@@ -328,31 +324,49 @@ fn a_cluster_over_mutual_tls_serves_real_clients_and_shows_nothing_on_the_wire()
     let ca = Ca::new(dir.path(), "cluster");
     let client_ca = Ca::new(dir.path(), "clients");
     let server = client_ca.issue(dir.path(), "memcache");
+    let passwords = dir.path().join("passwords");
+    std::fs::write(&passwords, "alice:s3cret\n").unwrap();
     // One certificate for every node keeps the settings alike; a node may
-    // as well have its own from the same CA.
+    // as well have its own from the same CA. Clients authenticate on both
+    // memcache ports: SASL for binary ones, the token for text ones.
     let mut settings = cluster_tls(&ca, dir.path(), "node");
-    settings.extend(tls_settings("only", &server));
-    let (cluster, relay) = relayed_cluster(&settings);
+    settings.extend(tls_settings("both", &server));
+    settings.push(format!("sasl_password_file={}", path(&passwords)));
+    settings.push(format!("ascii_auth_file={}", path(&passwords)));
+    let (cluster, relay, tls_ports) = relayed_cluster(&settings, true);
 
-    let client = tls_client(cluster.nodes[0].memcache_port, &client_ca.pem, None, None).unwrap();
+    let client = tls_client(tls_ports[0], &client_ca.pem, None, Some("alice:s3cret@")).unwrap();
     write_through_relay(&client, &cluster, "secret-key-77c3", "secret-value-5a10");
     assert!(relay.bytes() > 1000, "the relay carried only {} bytes", relay.bytes());
     assert!(!relay.saw(b"secret-key-77c3"), "the key crossed the relay in the clear");
     assert!(!relay.saw(b"secret-value-5a10"), "the value crossed the relay in the clear");
     assert!(!relay.saw(b"relay-test"), "the cluster secret crossed the relay in the clear");
 
-    // Real clients through every node, over TLS.
-    for (i, node) in cluster.nodes.iter().enumerate() {
-        round_trip(&tls_client(node.memcache_port, &client_ca.pem, None, None).unwrap(), &format!("rust-{i}")).unwrap();
-        let (ok, out) = script(&[
+    // Real clients through every node: over TLS with the text token, and
+    // on the plain port with SASL (libmemcached) and the token.
+    for (i, (node, tls_port)) in cluster.nodes.iter().zip(&tls_ports).enumerate() {
+        let rust = tls_client(*tls_port, &client_ca.pem, None, Some("alice:s3cret@")).unwrap();
+        round_trip(&rust, &format!("rust-{i}")).unwrap();
+        let ca = client_ca.pem.display().to_string();
+        let tls_addr = format!("127.0.0.1:{tls_port}");
+        let (ok, out) = common::secure_client(&[
             "pymemcache-tls",
-            &format!("127.0.0.1:{}", node.memcache_port),
+            &tls_addr,
             &format!("py{i}-"),
-            &client_ca.pem.display().to_string(),
+            &ca,
+            "--user",
+            "alice",
+            "--password",
+            "s3cret",
         ]);
         assert!(ok, "{out}");
-        let said = s_client(node.memcache_port, &client_ca.pem, "get rust-0\r\nquit\r\n");
-        assert!(said.contains("VALUE rust-0 0 8\r\nover tls\r\nEND\r\n"), "{said}");
+        let said = s_client(*tls_port, &client_ca.pem, "set auth 0 0 12\r\nalice s3cret\r\nget rust-0\r\nquit\r\n");
+        assert!(said.contains("STORED\r\nVALUE rust-0 0 8\r\nover tls\r\nEND\r\n"), "{said}");
+        let plain = format!("127.0.0.1:{}", node.memcache_port);
+        for mode in ["pylibmc-sasl", "ascii-auth"] {
+            let (ok, out) = common::secure_client(&[mode, &plain, &format!("{mode}{i}-"), "alice", "s3cret"]);
+            assert!(ok, "{mode} through {plain}: {out}");
+        }
     }
 
     // A node whose certificate comes from another CA is refused, both

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives a node with, when it is missing:
-# libmemcached's conformance tester, headless Chromium and Python's
+# libmemcached's conformance tester, openssl and SASL's PLAIN module (for
+# the TLS and authentication tests), headless Chromium and Python's
 # Prometheus text parser (for the HTTP port's tests), and the clients of
 # tests/clients.rs — pylibmc and pymemcache (Debian's python3 packages, for
 # /usr/bin/python3), PHP's memcached extension, Perl's
@@ -25,6 +26,12 @@ command -v memcached >/dev/null || missing+=(memcached)
 perl -MCache::Memcached::Fast -e 1 2>/dev/null || missing+=(libcache-memcached-fast-perl)
 command -v node >/dev/null || missing+=(nodejs npm)
 command -v chromium >/dev/null || missing+=(chromium)
+# TLS and SASL: openssl's s_client (raw lines over TLS), the headers the
+# Rust memcache client's TLS builds against, and Cyrus SASL's PLAIN
+# mechanism for libmemcached (pylibmc) to authenticate with.
+command -v openssl >/dev/null || missing+=(openssl)
+{ command -v pkg-config >/dev/null && pkg-config --exists openssl; } || missing+=(pkg-config libssl-dev)
+ls /usr/lib/*/sasl2/libplain.so* >/dev/null 2>&1 || missing+=(libsasl2-modules)
 /usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || missing+=(python3-prometheus-client)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"

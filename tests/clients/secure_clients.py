@@ -3,7 +3,7 @@ Kai node: pymemcache with a TLS context, pylibmc (libmemcached) with SASL
 PLAIN on the binary protocol, and pymemcache sending memcached's text
 authentication token by hand. Exits non-zero, saying why, on any failure.
 
-    secure_clients.py pymemcache-tls HOST:PORT PREFIX CA [--cert CERT --key KEY]
+    secure_clients.py pymemcache-tls HOST:PORT PREFIX CA [--cert CERT --key KEY] [--user U --password P]
     secure_clients.py pylibmc-sasl HOST:PORT PREFIX USER PASSWORD
     secure_clients.py ascii-auth HOST:PORT PREFIX USER PASSWORD
 """
@@ -30,7 +30,9 @@ def pymemcache_tls(addr, prefix, ca, *options):
     context = ssl.create_default_context(cafile=ca)
     if cert:
         context.load_cert_chain(cert, key)
-    client = Client(endpoint(addr), tls_context=context, connect_timeout=5, timeout=5)
+    client = Client(endpoint(addr), tls_context=context, connect_timeout=5, timeout=5, default_noreply=False)
+    if "--user" in named:
+        check("the token over TLS", client.set("auth", f"{named['--user']} {named['--password']}"), True)
     client.set(prefix + "tls", b"over tls")
     check("get over TLS", client.get(prefix + "tls"), b"over tls")
     client.set_many({prefix + "a": b"1", prefix + "b": b"2"})

@@ -355,6 +355,19 @@ pub fn admin_with_config(node: &str, config: &Path, commands: &[&str]) -> (bool,
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
+/// Runs `tests/clients/secure_clients.py` (Python's clients over TLS and
+/// with authentication); whether it passed, and what it said.
+pub fn secure_client(args: &[&str]) -> (bool, String) {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg("/usr/bin/python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/secure_clients.py"))
+        .args(args)
+        .output()
+        .expect("python3");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
 /// An HTTP GET's whole answer, status line first.
 pub fn http_get(port: u16, path: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
