@@ -25,31 +25,32 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
-# start_node BINARY ENGINE NAME: one node of BINARY on ENGINE, its data and
-# log under NAME in the scratch directory; sets node_port (memcache) and
-# node_pid.
+# start_node BINARY ENGINE NAME [--set KEY=VALUE]...: one node of BINARY on
+# ENGINE, its data and log under NAME in the scratch directory; sets
+# node_port (memcache) and node_pid.
 start_node() {
   local p a
   p=$(port); a=$(port)
   "$1" --config kai.config.toml --set store="\"$2\"" --set data_dir="\"$dir/$3\"" \
-    --set port="$a" --set memcache_port="$p" --set http_port=0 --set logfile="\"$dir/$3.log\"" & pids+=($!)
+    --set port="$a" --set memcache_port="$p" --set http_port=0 --set logfile="\"$dir/$3.log\"" "${@:4}" & pids+=($!)
   node_pid=$!; node_port=$p
   wait_port "$p"
 }
 
-# start_memcached [MEGABYTES]: the yardstick, memcached with two worker
-# threads (as Kai's two workers) and 2048 MiB unless told; sets mc_port
-# and mc_pid.
+# start_memcached [MEGABYTES [OPTION...]]: the yardstick, memcached with two
+# worker threads (as Kai's two workers) and 2048 MiB unless told; sets
+# mc_port and mc_pid.
 start_memcached() {
   mc_port=$(port)
-  memcached -u nobody -l 127.0.0.1 -p "$mc_port" -U 0 -t 2 -m "${1:-2048}" -c 4096 & pids+=($!)
+  memcached -u nobody -l 127.0.0.1 -p "$mc_port" -U 0 -t 2 -m "${1:-2048}" -c 4096 "${@:2}" & pids+=($!)
   mc_pid=$!
   wait_port "$mc_port"
 }
 
 # start_cluster NAME EXTRA...: three linked nodes (N=3, R=2, W=2, one worker
 # and one store thread each: three nodes share two cores here); sets
-# servers[], apis[] and node_pids[].
+# servers[], apis[] and node_pids[]. The admin tool links them with
+# --config $admin_config when it is set (a cluster over mutual TLS).
 start_cluster() {
   local name=$1; shift
   servers=(); apis=(); node_pids=()
@@ -63,7 +64,8 @@ start_cluster() {
     servers+=("127.0.0.1:$p"); apis+=("127.0.0.1:$a")
   done
   for i in 1 2; do
-    "$kai" admin --node "${apis[0]}" -e "check_node ${apis[$i]} ${apis[0]}" -e "check_node ${apis[0]} ${apis[$i]}" >/dev/null
+    "$kai" admin --node "${apis[0]}" ${admin_config:+--config "$admin_config"} \
+      -e "check_node ${apis[$i]} ${apis[0]}" -e "check_node ${apis[0]} ${apis[$i]}" >/dev/null
   done
   sleep 3
 }

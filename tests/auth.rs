@@ -169,6 +169,8 @@ fn the_text_token_admits_real_clients_and_refuses_as_memcached_does() {
         said(node.memcache_port, b"set a 0 0 12\r\nalice s3cret\r\nget rust\r\n"),
         b"STORED\r\nVALUE rust 0 5\r\ntoken\r\nEND\r\n"
     );
+    let settings = String::from_utf8(said(node.memcache_port, b"set a 0 0 12\r\nalice s3cret\r\nstats settings\r\n")).unwrap();
+    assert!(settings.contains("STAT auth_enabled_ascii yes\r\nSTAT ssl_enabled no\r\n"), "{settings}");
     // Nothing a refused client sent ran.
     assert_eq!(client.get::<String>("rust").unwrap().as_deref(), Some("token"));
     // Binary clients cannot authenticate with the token alone: refused.

@@ -130,8 +130,11 @@ fn the_memcache_port_speaks_tls_to_real_clients() {
     ]);
     assert!(ok, "{out}");
     // Raw lines through openssl's own client.
-    let said = s_client(node.memcache_port, &ca.pem, "set raw 5 0 3\r\nabc\r\nget raw\r\nquit\r\n");
+    let said = s_client(node.memcache_port, &ca.pem, "set raw 5 0 3\r\nabc\r\nget raw\r\nstats settings\r\nquit\r\n");
     assert!(said.contains("STORED\r\nVALUE raw 5 3\r\nabc\r\nEND\r\n"), "{said}");
+    for setting in ["STAT ssl_enabled yes\r\n", "STAT ssl_verify_mode 0\r\n", "STAT ssl_min_version tlsv1.2\r\n"] {
+        assert!(said.contains(setting), "{setting:?} in {said}");
+    }
 
     // A plain client on the TLS port is refused at the handshake and
     // counted; the node serves on.
@@ -146,6 +149,27 @@ fn the_memcache_port_speaks_tls_to_real_clients() {
     let metrics = common::http_get(node.http_port, "/metrics");
     assert!(metrics.contains("kai_tls_handshake_errors_total{port=\"memcache\"}"), "{metrics}");
     round_trip(&tls_client(node.memcache_port, &ca.pem, None, None).unwrap(), "still").unwrap();
+}
+
+#[test]
+fn tls_min_version_refuses_older_clients() {
+    let _beside = common::beside();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "one");
+    let mut settings = tls_settings("only", &ca.issue(dir.path(), "server"));
+    settings.push("tls_min_version=\"1.3\"".into());
+    let node = start(&settings);
+    let with = |version: &str| {
+        let out = Command::new("timeout")
+            .args(["20", "openssl", "s_client", "-connect", &format!("127.0.0.1:{}", node.memcache_port), version, "-CAfile"])
+            .arg(&ca.pem)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(with("-tls1_3").contains("TLSv1.3"), "a TLS 1.3 client was refused");
+    assert!(!with("-tls1_2").contains("Verify return code: 0"), "a TLS 1.2 client was served");
 }
 
 #[test]

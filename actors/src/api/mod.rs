@@ -272,7 +272,7 @@ async fn write_answers(mut writer: impl AsyncWriteExt + Unpin, mut rx: mpsc::Rec
     while let Some(bytes) = rx.recv().await {
         let Ok(second) = rx.try_recv() else {
             // The common case, one read's answers: sent as they are.
-            writer.write_all(&bytes).await?;
+            net::send(&mut writer, &bytes).await?;
             continue;
         };
         batch.extend_from_slice(&bytes);
@@ -280,7 +280,7 @@ async fn write_answers(mut writer: impl AsyncWriteExt + Unpin, mut rx: mpsc::Rec
         while let Ok(more) = rx.try_recv() {
             batch.extend_from_slice(&more);
         }
-        writer.write_all(&batch).await?;
+        net::send(&mut writer, &batch).await?;
         batch.clear();
     }
     Ok(())
@@ -396,7 +396,7 @@ async fn handshake(
     }
     let ours = auth::nonce();
     let proof = Bytes::from(settings.secret.prove(Role::Answerer, &ours, &theirs));
-    writer.write_all(&encode(&Frame { id, body: Response::Challenge { nonce: Bytes::from(ours.clone()), proof } })?).await?;
+    net::send(writer, &encode(&Frame { id, body: Response::Challenge { nonce: Bytes::from(ours.clone()), proof } })?).await?;
     let mut lateness = arrival::Lateness::default();
     let proved = match read_frame::<Request>(reader, buf).await? {
         Some(Frame { body: Request::Proof { proof, sent_us }, .. }) => {
@@ -407,7 +407,7 @@ async fn handshake(
     };
     if !proved {
         tracing::warn!(%addr, %from, "refused a connection from {addr} (calling itself {from}): wrong or missing cluster secret");
-        writer.write_all(&refuse(id, "wrong or missing cluster secret".into())?).await?;
+        net::send(writer, &refuse(id, "wrong or missing cluster secret".into())?).await?;
         return Ok(None);
     }
     // The ring's shape and our version are said only to a caller that
@@ -415,7 +415,7 @@ async fn handshake(
     let ours = settings.terms;
     if let Some(why) = terms.and_then(|theirs| mismatch(ours, &settings.node, theirs, &from)) {
         tracing::warn!(%addr, %from, "refused a connection from {addr} (calling itself {from}): {why}");
-        writer.write_all(&refuse(id, why)?).await?;
+        net::send(writer, &refuse(id, why)?).await?;
         return Ok(None);
     }
     if let Some(theirs) = terms {
@@ -423,7 +423,7 @@ async fn handshake(
     }
     let protocol_version = terms.and_then(|t| agree(ours.protocol_version, t.protocol_version));
     let hello = Response::Hello { node: settings.node.clone(), protocol_version, terms: terms.map(|_| ours) };
-    writer.write_all(&encode(&Frame { id, body: hello })?).await?;
+    net::send(writer, &encode(&Frame { id, body: hello })?).await?;
     Ok(Some(Shaken { from, lateness, protocol_version }))
 }
 
@@ -470,7 +470,7 @@ impl ApiClient {
             let Conn { mut reader, mut writer } = network.connect(peer).await?;
             let ours = auth::nonce();
             let hello = Request::Hello { from: from.to_string(), nonce: Bytes::from(ours.clone()), peer: terms };
-            writer.write_all(&encode(&Frame { id: 0, body: hello })?).await?;
+            net::send(&mut writer, &encode(&Frame { id: 0, body: hello })?).await?;
             let mut buf = BytesMut::with_capacity(8192);
             let refused = |error: Error| match error {
                 Error::Refused(why) => Error::Refused(format!("{peer}: {why}")),
@@ -507,7 +507,7 @@ impl ApiClient {
             };
             let proof = Bytes::from(secret.prove(Role::Caller, &ours, &theirs));
             let proof = Request::Proof { proof, sent_us: arrival::mono_us() };
-            writer.write_all(&encode(&Frame { id: 0, body: proof })?).await?;
+            net::send(&mut writer, &encode(&Frame { id: 0, body: proof })?).await?;
             match read_frame::<Response>(&mut reader, &mut buf).await? {
                 Some(Frame { body: Response::Hello { protocol_version, terms: answerer, .. }, .. }) => {
                     Ok((Conn { reader, writer }, buf, protocol_version, answerer))
@@ -610,7 +610,7 @@ async fn drive(conn: Conn, mut buf: BytesMut, mut rx: mpsc::Receiver<Pending>) {
                     }
                     next = rx.try_recv().ok();
                 }
-                if let Err(e) = writer.write_all(&batch).await {
+                if let Err(e) = net::send(&mut writer, &batch).await {
                     break Some(format!("write failed: {e}"));
                 }
                 if batch.capacity() > KEPT_BATCH_BYTES {

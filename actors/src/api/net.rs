@@ -33,6 +33,15 @@ pub trait Listener: Send + Sync + 'static {
     fn accept(&self) -> BoxFuture<'_, io::Result<(Accepted, SocketAddr)>>;
 }
 
+/// Writes `bytes` whole and flushes them: a TLS stream holds what it
+/// encrypted until it is flushed (plain TCP sends at once; its flush is
+/// free).
+pub async fn send(writer: &mut (impl AsyncWrite + Unpin + ?Sized), bytes: &[u8]) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    writer.write_all(bytes).await?;
+    writer.flush().await
+}
+
 /// TCP with Nagle off: frames are small and answered at once.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tcp;

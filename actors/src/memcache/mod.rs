@@ -34,6 +34,8 @@ pub struct MemcacheSettings {
     pub idle_timeout: Option<std::time::Duration>,
     /// A command must arrive whole within this long of its first byte.
     pub command_timeout: std::time::Duration,
+    /// The TLS port's files, for `stats settings`; None: no TLS.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// What every session shares.

@@ -587,6 +587,7 @@ fn stats_reply(env: &SessionEnv, args: &[String], out: &mut Vec<u8>) {
             line(out, &format!("STAT flush_enabled {}", if settings.allow_flush_all { "yes" } else { "no" }));
             let idle = settings.idle_timeout.map(|t| t.as_secs()).unwrap_or(0);
             line(out, &format!("STAT idle_timeout {idle}"));
+            security_settings(env, out);
             line(out, "END");
         }
         Some("reset") => {
@@ -598,6 +599,25 @@ fn stats_reply(env: &SessionEnv, args: &[String], out: &mut Vec<u8>) {
         Some("items" | "slabs" | "sizes" | "conns") => line(out, "END"),
         Some(_) => line(out, parse::ERROR),
     }
+}
+
+/// Authentication and TLS in `stats settings`, as memcached names them.
+fn security_settings(env: &SessionEnv, out: &mut Vec<u8>) {
+    let yes_no = |on: bool| if on { "yes" } else { "no" };
+    line(out, &format!("STAT auth_enabled_sasl {}", yes_no(env.auth.sasl.is_some())));
+    line(out, &format!("STAT auth_enabled_ascii {}", yes_no(env.auth.ascii.is_some())));
+    line(out, &format!("STAT ssl_enabled {}", yes_no(env.settings.tls.is_some())));
+    let Some(tls) = &env.settings.tls else { return };
+    line(out, &format!("STAT ssl_chain_cert {}", tls.cert.display()));
+    line(out, &format!("STAT ssl_key {}", tls.key.display()));
+    let verify = match tls.verify_client {
+        crate::tls::VerifyClient::None => 0,
+        crate::tls::VerifyClient::Request => 1,
+        crate::tls::VerifyClient::Require => 2,
+    };
+    line(out, &format!("STAT ssl_verify_mode {verify}"));
+    line(out, &format!("STAT ssl_ca_cert {}", tls.ca.as_ref().map_or("NULL".into(), |ca| ca.display().to_string())));
+    line(out, &format!("STAT ssl_min_version {}", tls.min_version.name()));
 }
 
 /// The status for a write that did not go ahead.

@@ -371,6 +371,7 @@ fn start_faces(config: &Config, shared: &Shared, env: NodeEnv, router: Router, w
         allow_flush_all: config.allow_flush_all,
         idle_timeout: (config.idle_timeout_secs > 0).then(|| Duration::from_secs(config.idle_timeout_secs)),
         command_timeout: Duration::from_secs(config.command_timeout_secs),
+        tls: config.client_tls(),
     };
     let sessions: Arc<[Worker]> = workers
         .iter()
