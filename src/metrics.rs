@@ -72,11 +72,9 @@ fn security(out: &mut Out, s: &Scrape) {
     out.family("kai_tls_handshake_errors_total", "counter", "TLS handshakes that failed, by port.");
     out.sample("kai_tls_handshake_errors_total", &[("port", "memcache")], get(&st.ssl_handshake_errors));
     out.sample("kai_tls_handshake_errors_total", &[("port", "internal")], get(&st.peer_tls_handshake_errors));
-    let refreshed_at = st.certs_refreshed_at.load(Relaxed);
-    if refreshed_at != 0 {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    if let Some(since) = st.since_certs_refreshed() {
         let help = "Seconds since the certificates were last read (at start, SIGHUP or reload_certs).";
-        out.one("kai_tls_cert_refresh_age_seconds", "gauge", help, now.saturating_sub(refreshed_at));
+        out.one("kai_tls_cert_refresh_age_seconds", "gauge", help, since);
     }
     out.one("kai_auth_attempts_total", "counter", "Client authentication attempts (SASL or the text token).", get(&st.auth_cmds));
     out.one("kai_auth_failures_total", "counter", "Client authentication attempts refused.", get(&st.auth_errors));

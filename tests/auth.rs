@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::{free_ports, wait_for, TestNode};
+use common::{Memcached, TestNode};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const USER: &str = "alice";
@@ -63,31 +62,6 @@ fn binary(opcode: u8, key: &[u8], value: &[u8]) -> Vec<u8> {
     frame
 }
 
-struct Memcached(Child);
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// memcached itself with `args`, on a free port.
-fn memcached(args: &[&str], env: &[(&str, &Path)]) -> (Memcached, u16) {
-    let [port] = free_ports::<1>();
-    let child = Command::new("memcached")
-        .args(["-u", "nobody", "-l", "127.0.0.1", "-U", "0", "-t", "1", "-p", &port.to_string()])
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v.as_os_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("memcached is the yardstick here: bash tests/clients/install.sh installs it");
-    let server = Memcached(child);
-    wait_for("memcached to listen", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok());
-    (server, port)
-}
-
 #[test]
 fn sasl_plain_admits_real_clients_and_refuses_as_memcached_does() {
     let _beside = common::beside();
@@ -113,7 +87,7 @@ fn sasl_plain_admits_real_clients_and_refuses_as_memcached_does() {
     std::fs::write(conf.join("memcached.conf"), "mech_list: plain\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (_memcached, port) = memcached(&["-S"], &[("SASL_CONF_PATH", &conf), ("MEMCACHED_SASL_PWDB", &passwords)]);
+    let (_memcached, port) = Memcached::start(&["-S"], &[("SASL_CONF_PATH", &conf), ("MEMCACHED_SASL_PWDB", &passwords)]);
     for (what, request) in [
         ("a get before authenticating", binary(0x00, b"k", b"")),
         ("a set before authenticating", binary(0x01, b"k", b"v")),
@@ -150,7 +124,7 @@ fn the_text_token_admits_real_clients_and_refuses_as_memcached_does() {
 
     // memcached with -Y, beside it: the same bytes, one command to a
     // connection.
-    let (_memcached, port) = memcached(&["-Y", &passwords.display().to_string()], &[]);
+    let (_memcached, port) = Memcached::start(&["-Y", &passwords.display().to_string()], &[]);
     for (what, request) in [
         ("a get before authenticating", &b"get rust\r\n"[..]),
         ("a set that is not a token", b"set rust 0 0 8\r\nintruder\r\n"),

@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::{free_ports, wait_for, with_link_cut, Raw, TestCluster, TestNode};
-use std::process::{Child, Command, Stdio};
+use common::{with_link_cut, Memcached, Raw, TestCluster, TestNode};
 use std::time::Duration;
 
 /// Meta and text commands whose replies memcached and Kai must agree on
@@ -95,15 +94,6 @@ fn replies(port: u16) -> Vec<String> {
         .collect()
 }
 
-struct Memcached(Child);
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Two replies alike byte for byte, except that a TTL (`t<n>`) may be one
 /// second apart: both servers count whole seconds, so a second may turn
 /// between a set and the read of its TTL on one server and not the other.
@@ -127,15 +117,7 @@ fn replies_alike_allow_only_a_turning_second() {
 
 #[test]
 fn meta_and_text_replies_match_memcached_byte_for_byte() {
-    let [port] = free_ports::<1>();
-    let child = Command::new("memcached")
-        .args(["-u", "nobody", "-l", "127.0.0.1", "-U", "0", "-t", "1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("memcached is the yardstick here: bash tests/clients/install.sh installs it");
-    let _memcached = Memcached(child);
-    wait_for("memcached to listen", Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let (_memcached, port) = Memcached::start(&[], &[]);
     let theirs = replies(port);
     let node = TestNode::start(&[]);
     let ours = replies(node.memcache_port);

@@ -381,10 +381,28 @@ fn count(c: &Counter) -> StatValue {
     StatValue::Count(c.load(Relaxed))
 }
 
+/// Seconds since the unix epoch (memcached's `time`).
+pub fn unix_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl NodeStats {
+    /// Notes that the certificates were read just now.
+    pub fn mark_certs_refreshed(&self) {
+        self.certs_refreshed_at.store(unix_secs().max(1), Relaxed);
+    }
+
+    /// Seconds since the certificates were last read; None without TLS.
+    pub fn since_certs_refreshed(&self) -> Option<u64> {
+        let at = self.certs_refreshed_at.load(Relaxed);
+        (at != 0).then(|| unix_secs().saturating_sub(at))
+    }
+}
+
 /// The process, its connections and its memory, as memcached names them.
 fn process_stats(stats: &NodeStats, id: &Identity) -> Vec<(&'static str, StatValue)> {
     use StatValue::{Count, Seconds, Text};
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = unix_secs();
     let (user, system) = cpu_seconds();
     vec![
         ("pid", Count(std::process::id().into())),
@@ -441,12 +459,10 @@ fn command_stats(stats: &NodeStats) -> Vec<(&'static str, StatValue)> {
 /// when the node speaks TLS (as memcached shows them only with `-Z`).
 fn security_stats(stats: &NodeStats) -> Vec<(&'static str, StatValue)> {
     let mut lines = vec![("auth_cmds", count(&stats.auth_cmds)), ("auth_errors", count(&stats.auth_errors))];
-    let refreshed_at = stats.certs_refreshed_at.load(Relaxed);
-    if refreshed_at != 0 {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    if let Some(since) = stats.since_certs_refreshed() {
         lines.extend([
             ("ssl_handshake_errors", count(&stats.ssl_handshake_errors)),
-            ("time_since_server_cert_refresh", StatValue::Count(now.saturating_sub(refreshed_at))),
+            ("time_since_server_cert_refresh", StatValue::Count(since)),
             ("kai_peer_tls_handshake_errors", count(&stats.peer_tls_handshake_errors)),
         ]);
     }

@@ -368,6 +368,36 @@ pub fn secure_client(args: &[&str]) -> (bool, String) {
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
+/// memcached itself, the yardstick some tests compare replies with;
+/// stopped when dropped.
+pub struct Memcached(std::process::Child);
+
+impl Memcached {
+    /// memcached with `args` (and `env`) on a free loopback port, one
+    /// thread; answers it and its port once it listens.
+    pub fn start(args: &[&str], env: &[(&str, &Path)]) -> (Memcached, u16) {
+        let [port] = free_ports::<1>();
+        let child = Command::new("memcached")
+            .args(["-u", "nobody", "-l", "127.0.0.1", "-U", "0", "-t", "1", "-p", &port.to_string()])
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v.as_os_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("memcached is the yardstick here: bash tests/clients/install.sh installs it");
+        let server = Memcached(child);
+        wait_for("memcached to listen", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        (server, port)
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// An HTTP GET's whole answer, status line first.
 pub fn http_get(port: u16, path: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();

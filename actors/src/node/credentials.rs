@@ -6,7 +6,6 @@ use crate::config::Config;
 use crate::memcache::auth::{ClientAuth, PasswordFile};
 use crate::stats::NodeStats;
 use crate::tls::Tls;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 #[derive(Default)]
@@ -29,10 +28,6 @@ impl Credentials {
         Ok(Credentials { clients, cluster, auth: Arc::new(auth) })
     }
 
-    pub fn any_tls(&self) -> bool {
-        self.clients.is_some() || self.cluster.is_some()
-    }
-
     /// Reads the files again (SIGHUP, `reload_certs`). Connections open
     /// now keep what they made; new ones use what was read. If any file
     /// fails, that side keeps what it had and the failure is answered.
@@ -48,9 +43,8 @@ impl Credentials {
     /// Notes the time the certificates were read, for
     /// `time_since_server_cert_refresh`.
     pub fn mark_refreshed(&self, stats: &NodeStats) {
-        if self.any_tls() {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(1);
-            stats.certs_refreshed_at.store(now.max(1), Relaxed);
+        if self.clients.is_some() || self.cluster.is_some() {
+            stats.mark_certs_refreshed();
         }
     }
 }
