@@ -5,7 +5,7 @@
 
 use super::binary::{self, op, status};
 use arc_swap::ArcSwap;
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -203,12 +203,6 @@ pub fn sasl_step(req: &binary::Request, passwords: &PasswordFile) -> (Vec<u8>, O
 /// `version`: memcached's refusal, after which the connection closes.
 pub fn binary_refusal(req: &binary::Request) -> Option<Vec<u8>> {
     (!is_sasl(req.opcode) && req.opcode != op::VERSION).then(|| refusal(req))
-}
-
-/// Drops what a refused connection sent, so nothing of it runs.
-pub fn discard(buf: &mut BytesMut) {
-    let all = buf.len();
-    buf.advance(all);
 }
 
 #[cfg(test)]

@@ -227,7 +227,7 @@ impl Connection {
                             continue;
                         }
                         Gate::Refuse(frame) => {
-                            auth::discard(&mut self.buf);
+                            self.buf.clear();
                             steps.extend([Step::Frame(frame), Step::Close]);
                             break;
                         }
@@ -267,7 +267,7 @@ impl Connection {
     fn take_token(&mut self) -> Steps {
         let env = self.env.clone();
         let Some(passwords) = env.auth.ascii.as_ref() else {
-            auth::discard(&mut self.buf);
+            self.buf.clear();
             return smallvec::smallvec![Step::Reply("CLIENT_ERROR unauthenticated"), Step::Close];
         };
         let mut steps = Steps::new();
@@ -275,7 +275,7 @@ impl Connection {
             match auth::ascii_step(&mut self.buf, &mut self.token_owed, passwords) {
                 auth::Outcome::Wait => break,
                 auth::Outcome::Close => {
-                    auth::discard(&mut self.buf);
+                    self.buf.clear();
                     steps.push(Step::Close);
                     break;
                 }
